@@ -1,0 +1,207 @@
+"""Opening imagery files safely: every way a file can be bad becomes one RasterError line that
+names the file. Used by the indexer for scenes and by the UI for uploaded query images."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, RasterError, UnknownSensorError
+from .sensors import BandLayout, detect, explicit_layout
+
+MAX_BANDS = 256
+MAX_SCENE_PIXELS = 4_000_000_000       # 63k x 63k: a whole Sentinel-2 tile is 0.12e9
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+SUPPORTED_KINDS = "uif"
+
+
+@dataclass
+class RasterInfo:
+    path: str
+    count: int
+    dtype: str
+    width: int
+    height: int
+    crs: object | None
+    transform: object
+    nodata: float | None
+    georeferenced: bool
+
+
+def _rasterio():
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    return rasterio
+
+
+@contextmanager
+def open_raster(source: str | Path | bytes, *, name: str | None = None):
+    """Yield (dataset, RasterInfo) or raise RasterError naming the file and what is wrong."""
+    rasterio = _rasterio()
+    from rasterio.errors import RasterioError
+
+    label = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "upload")
+    memfile = None
+    if isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise RasterError(f"{label}: empty file (0 bytes)")
+        if len(source) > MAX_UPLOAD_BYTES:
+            raise RasterError(f"{label}: {len(source) / 1e6:.1f} MB is over the {MAX_UPLOAD_BYTES // 2**20} MB upload limit")
+        from rasterio.io import MemoryFile
+
+        memfile = MemoryFile(bytes(source))
+        opener = memfile.open
+    else:
+        p = Path(source)
+        if not p.exists():
+            raise RasterError(f"{label}: no such file")
+        if p.is_dir():
+            raise RasterError(f"{label}: is a folder, not a raster file")
+        if p.stat().st_size == 0:
+            raise RasterError(f"{label}: empty file (0 bytes)")
+        if not os.access(p, os.R_OK):
+            raise RasterError(f"{label}: not readable (permission denied)")
+        opener = lambda: rasterio.open(p)  # noqa: E731
+    try:
+        try:
+            ds = opener()
+        except RasterioError as e:
+            msg = str(e).split("\n")[0][:200]
+            raise RasterError(f"{label}: not a readable raster ({msg})") from None
+        with ds:
+            info = _check(ds, label)
+            yield ds, info
+    finally:
+        if memfile is not None:
+            memfile.close()
+
+
+def _check(ds, label: str) -> RasterInfo:
+    if ds.count < 1:
+        raise RasterError(f"{label}: has no bands")
+    if ds.count > MAX_BANDS:
+        raise RasterError(f"{label}: {ds.count} bands; at most {MAX_BANDS} are supported")
+    if ds.width < 1 or ds.height < 1:
+        raise RasterError(f"{label}: has no pixels ({ds.width}x{ds.height})")
+    if ds.width * ds.height > MAX_SCENE_PIXELS:
+        raise RasterError(f"{label}: declares {ds.width}x{ds.height} pixels, over the "
+                          f"{MAX_SCENE_PIXELS:.0e}-pixel limit")
+    dtypes = set(ds.dtypes)
+    if len(dtypes) != 1:
+        raise RasterError(f"{label}: bands of different data types {sorted(dtypes)}")
+    dtype = ds.dtypes[0]
+    if np.dtype(dtype).kind not in SUPPORTED_KINDS:
+        raise RasterError(f"{label}: data type {dtype} is not supported (integers or floats only)")
+    georef = ds.crs is not None and not ds.transform.is_identity
+    return RasterInfo(str(label), ds.count, dtype, ds.width, ds.height, ds.crs, ds.transform,
+                      ds.nodata, georef)
+
+
+def check_georeferenced(ds, info: RasterInfo) -> None:
+    """Scenes need a CRS and a geotransform that lands on the Earth."""
+    from rasterio.warp import transform_bounds
+
+    if ds.crs is None:
+        raise RasterError(f"{info.path}: has no CRS; a scene needs one to be placed on the map")
+    if ds.transform.is_identity:
+        raise RasterError(f"{info.path}: has no geotransform; a scene needs one to be placed on the map")
+    t = ds.transform
+    if not all(np.isfinite([t.a, t.b, t.c, t.d, t.e, t.f])) or t.a == 0 or t.e == 0:
+        raise RasterError(f"{info.path}: geotransform {tuple(t)[:6]} is degenerate")
+    try:
+        b = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
+    except Exception as e:  # noqa: BLE001 - PROJ errors come in several types
+        raise RasterError(f"{info.path}: its bounds cannot be put in longitude/latitude ({str(e)[:120]})") from None
+    if not all(np.isfinite(b)) or b[1] < -90.001 or b[3] > 90.001 or b[0] < -180.001 or b[2] > 180.001:
+        raise RasterError(f"{info.path}: geotransform puts it outside the Earth (bounds {tuple(round(v, 3) for v in b)})")
+
+
+def layout_of(ds, info: RasterInfo, override: dict | None = None) -> BandLayout:
+    """Band layout from an override (sensor / wavelengths / modality) or the file's metadata."""
+    override = {k: v for k, v in (override or {}).items() if v is not None}
+    if override.get("sensor") or override.get("wavelengths"):
+        lay = explicit_layout(info.count, sensor=override.get("sensor"),
+                              wavelengths=override.get("wavelengths"),
+                              modality=override.get("modality"),
+                              value_scale=override.get("value_scale"), source=info.path)
+        found = None
+        try:
+            found = _detect(ds, info)
+        except UnknownSensorError:
+            pass
+        acquired = override.get("acquired") or (found.acquired if found else None)
+        return BandLayout(lay.sensor, lay.modality, lay.wavelengths, lay.value_scale, acquired,
+                          lay.evidence)
+    lay = _detect(ds, info)
+    if override.get("acquired"):
+        lay = BandLayout(lay.sensor, lay.modality, lay.wavelengths, lay.value_scale,
+                         override["acquired"], lay.evidence, lay.band_indexes)
+    if override.get("modality") and override["modality"] != lay.modality:
+        from .modalities import check_modality
+
+        lay = BandLayout(lay.sensor, check_modality(override["modality"]), lay.wavelengths,
+                         lay.value_scale, lay.acquired, lay.evidence, lay.band_indexes)
+    return lay
+
+
+def _detect(ds, info: RasterInfo) -> BandLayout:
+    band_tags = []
+    for i in range(1, ds.count + 1):
+        tags = dict(ds.tags(i))
+        try:
+            tags.update(ds.tags(i, ns="IMAGERY"))
+        except Exception:  # noqa: BLE001 - drivers without that domain
+            pass
+        band_tags.append(tags)
+    return detect(info.path, count=ds.count, dtype=info.dtype,
+                  descriptions=tuple(ds.descriptions), colorinterp=tuple(c.name for c in ds.colorinterp),
+                  tags=dict(ds.tags()), band_tags=band_tags)
+
+
+def read_window(ds, info: RasterInfo, window, indexes=None) -> tuple[np.ndarray, np.ndarray]:
+    """-> (pixels (C,h,w) in the file's dtype, valid (h,w) bool). A pixel is invalid when any
+    band is no-data, masked, NaN or infinite."""
+    from rasterio.errors import RasterioError
+
+    try:
+        data = ds.read(indexes, window=window, masked=True)
+    except RasterioError as e:
+        raise RasterError(f"{info.path}: read failed at window {window} ({str(e).splitlines()[0][:160]})") from None
+    arr = np.asarray(data.data)
+    invalid = np.ma.getmaskarray(data).any(axis=0)
+    if arr.dtype.kind == "f":
+        invalid |= ~np.isfinite(arr).all(axis=0)
+    return arr, ~invalid
+
+
+def fill_invalid(arr: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """No-data pixels take their band's median over the valid pixels (keeps statistics sane
+    for the encoder; the tile was only kept if mostly valid)."""
+    if valid.all():
+        return arr
+    out = arr.copy()
+    for b in range(arr.shape[0]):
+        good = arr[b][valid]
+        out[b][~valid] = np.median(good) if good.size else 0
+    return out
+
+
+def read_image(source: str | Path | bytes, *, name: str | None = None, sensor: str | None = None,
+               wavelengths=None, modality: str | None = None) -> tuple[np.ndarray, BandLayout]:
+    """A whole small image (a query upload) -> (pixels (C,H,W), layout). Needs the band layout
+    from the file or from sensor / wavelengths."""
+    with open_raster(source, name=name) as (ds, info):
+        if info.width * info.height > 4096 * 4096:
+            raise InputError(f"{info.path}: {info.width}x{info.height} is too large for a query image (max 4096x4096)")
+        lay = layout_of(ds, info, {"sensor": sensor, "wavelengths": wavelengths, "modality": modality})
+        arr, valid = read_window(ds, info, None, list(lay.band_indexes) if lay.band_indexes else None)
+        if not valid.any():
+            raise RasterError(f"{info.path}: every pixel is no-data")
+        return fill_invalid(arr, valid), lay

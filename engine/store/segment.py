@@ -1,0 +1,58 @@
+"""Immutable segments: a batch of tiles with their vectors, thumbnails and scene overviews."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .files import fsync_dir, fsync_file
+from .layout import OVERVIEW_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout
+
+
+def new_segment_name(generation: int) -> str:
+    return f"{generation:09d}-{secrets.token_hex(4)}"
+
+
+def write_segment(layout: Layout, name: str, tiles: pa.Table, vectors: np.ndarray,
+                  thumbs: pa.Table, overviews: pa.Table) -> Path:
+    """Write into a hidden folder, fsync, rename into place. Returns the final folder."""
+    assert tiles.num_rows == vectors.shape[0] == thumbs.num_rows
+    layout.segments.mkdir(parents=True, exist_ok=True)
+    final = layout.segment(name)
+    tmp = layout.segments / f".{name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    pq.write_table(tiles.cast(TILE_SCHEMA), tmp / "tiles.parquet", compression="zstd")
+    np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+    pq.write_table(thumbs.cast(THUMB_SCHEMA), tmp / "thumbs.parquet", compression="none")
+    pq.write_table(overviews.cast(OVERVIEW_SCHEMA), tmp / "overviews.parquet", compression="none")
+    for f in tmp.iterdir():
+        fsync_file(f)
+    fsync_dir(tmp)
+    os.rename(tmp, final)
+    fsync_dir(layout.segments)
+    return final
+
+
+def read_tiles(layout: Layout, name: str) -> pa.Table:
+    return pq.read_table(layout.segment(name) / "tiles.parquet", schema=TILE_SCHEMA)
+
+
+def read_vectors(layout: Layout, name: str, mmap: bool = False) -> np.ndarray:
+    return np.load(layout.segment(name) / "vectors.npy", mmap_mode="r" if mmap else None)
+
+
+def read_thumbs(layout: Layout, name: str, tile_ids: list[int] | None = None) -> pa.Table:
+    filters = [("tile_id", "in", list(tile_ids))] if tile_ids is not None else None
+    return pq.read_table(layout.segment(name) / "thumbs.parquet", filters=filters)
+
+
+def read_overviews(layout: Layout, name: str) -> pa.Table:
+    return pq.read_table(layout.segment(name) / "overviews.parquet", schema=OVERVIEW_SCHEMA)

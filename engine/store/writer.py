@@ -1,0 +1,284 @@
+"""The only code that changes an index. It owns the store's consistency rule:
+
+    a tile is live  <=>  its row is in a segment named by CURRENT's manifest
+                         and its id is not in that manifest's tombstones;
+    every live tile has exactly one vector (same segment, same row) and one thumbnail.
+
+Vectors, metadata and thumbnails of a batch are written together into one new segment
+before the manifest that names it is published, so no reader and no crash can see one
+without the others. Tile ids are derived from (path, content hash, window): re-running
+after a crash recreates the same ids, and replacing a scene tombstones its old tiles in the
+same commit that adds the new ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import GLBError
+from .files import fsync_dir
+from .layout import OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout
+from .lock import WriterLock
+from .manifest import (Manifest, SegmentInfo, publish, read_current, read_scenes, read_tombstones,
+                       write_tombstones)
+from .segment import new_segment_name, read_tiles, write_segment
+
+log = logging.getLogger("glb.store")
+
+ORPHAN_GRACE_S = 600  # unreferenced files younger than this may still be read by a searcher
+
+
+def tile_id_for(scene_key: str, row_off: int, col_off: int, height: int, width: int) -> int:
+    h = hashlib.blake2b(f"{scene_key}|{row_off}|{col_off}|{height}|{width}".encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def scene_id_for(path: str, sha256: str) -> str:
+    return hashlib.blake2b(f"{path}|{sha256}".encode(), digest_size=8).hexdigest()
+
+
+@dataclass
+class StagedScene:
+    record: dict                       # a SCENE_SCHEMA row (segment filled at commit)
+    tiles: list[dict]                  # TILE_SCHEMA rows
+    vectors: np.ndarray                # (n, d) float32
+    thumbs: list[bytes]
+    overview: dict | None = None       # OVERVIEW_SCHEMA row
+
+
+@dataclass
+class CommitResult:
+    generation: int
+    scenes_added: int
+    tiles_added: int
+    tiles_deleted: int
+
+
+@dataclass
+class _State:
+    scenes: dict[str, dict] = field(default_factory=dict)   # path -> scene row
+    tombstones: set[tuple[str, int]] = field(default_factory=set)  # (segment, tile_id)
+
+
+class EncoderMismatchError(GLBError):
+    pass
+
+
+class StoreWriter:
+    def __init__(self, root: str | Path, encoder: dict, *, commit_every: int = 2048):
+        self.layout = Layout(root)
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        self.lock = WriterLock(self.layout.root).acquire()
+        try:
+            self.encoder = encoder
+            self.commit_every = commit_every
+            if self.layout.exists():
+                self.manifest = read_current(self.layout)
+                if self.manifest.encoder.get("identity") != encoder.get("identity"):
+                    raise EncoderMismatchError(
+                        f"{root}: index was built with encoder {self.manifest.encoder.get('identity')}, "
+                        f"this run uses {encoder.get('identity')}; index into a new folder "
+                        f"(vectors of two encoders cannot be compared)")
+                scenes = read_scenes(self.layout, self.manifest).to_pylist()
+                t = read_tombstones(self.layout, self.manifest)
+                self.state = _State({s["path"]: s for s in scenes},
+                                    set(zip(t.column("segment").to_pylist(),
+                                            t.column("tile_id").to_pylist())))
+            else:
+                self.manifest = Manifest.empty(encoder)
+                self.state = _State()
+            self.removed_orphans = self._remove_orphans()
+        except BaseException:
+            self.lock.release()
+            raise
+        self.staged: list[StagedScene] = []
+        self.removed: list[str] = []
+        self.touched: dict[str, dict] = {}
+        self._staged_tiles = 0
+
+    # --- queries -------------------------------------------------------------------
+    def scene(self, path: str) -> dict | None:
+        return self.state.scenes.get(path)
+
+    def scene_paths(self) -> list[str]:
+        return list(self.state.scenes)
+
+    @property
+    def pending_tiles(self) -> int:
+        return self._staged_tiles
+
+    # --- changes -------------------------------------------------------------------
+    def stage(self, scene: StagedScene) -> None:
+        assert len(scene.tiles) == scene.vectors.shape[0] == len(scene.thumbs)
+        self.staged = [s for s in self.staged if s.record["path"] != scene.record["path"]]
+        self.staged.append(scene)
+        self._staged_tiles = sum(len(s.tiles) for s in self.staged)
+
+    def remove(self, path: str) -> None:
+        if path in self.state.scenes:
+            self.removed.append(path)
+
+    def touch(self, path: str, **fields) -> None:
+        """Same content, new size/mtime (e.g. copied back): update the record, keep the tiles."""
+        if path in self.state.scenes:
+            self.touched[path] = fields
+
+    def should_commit(self) -> bool:
+        return self._staged_tiles >= self.commit_every
+
+    def commit(self) -> CommitResult | None:
+        if not self.staged and not self.removed and not self.touched:
+            return None
+        gen = self.manifest.generation + 1
+        scenes = dict(self.state.scenes)
+        tombstones = set(self.state.tombstones)
+        deleted = 0
+        segments = list(self.manifest.segments)
+
+        def retire(path: str) -> None:
+            nonlocal deleted
+            old = scenes.pop(path, None)
+            if old is not None and old["n_tiles"]:
+                ids = self._tile_ids_of(old)
+                tombstones.update((old["segment"], i) for i in ids)
+                deleted += len(ids)
+
+        for path in self.removed:
+            retire(path)
+        for path, fields in self.touched.items():
+            if path in scenes:
+                scenes[path] = dict(scenes[path], **fields)
+        staged_with_tiles = [s for s in self.staged if s.tiles]
+        if staged_with_tiles:
+            name = new_segment_name(gen)
+            tiles = pa.Table.from_pylist([t for s in staged_with_tiles for t in s.tiles], schema=TILE_SCHEMA)
+            vectors = np.concatenate([s.vectors for s in staged_with_tiles]).astype(np.float32)
+            thumbs = pa.Table.from_pydict(
+                {"tile_id": tiles.column("tile_id"),
+                 "png": [p for s in staged_with_tiles for p in s.thumbs]}, schema=THUMB_SCHEMA)
+            overviews = pa.Table.from_pylist([s.overview for s in staged_with_tiles if s.overview],
+                                             schema=OVERVIEW_SCHEMA)
+            write_segment(self.layout, name, tiles, vectors, thumbs, overviews)
+            segments.append(SegmentInfo(name=name, n_rows=tiles.num_rows))
+        else:
+            name = None
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        added_tiles = 0
+        for s in self.staged:
+            retire(s.record["path"])
+            rec = dict(s.record, segment=name if s.tiles else None, indexed_at=now,
+                       n_tiles=len(s.tiles))
+            scenes[rec["path"]] = rec
+            added_tiles += len(s.tiles)
+
+        m = Manifest(generation=gen, encoder=self.encoder, segments=segments,
+                     n_tiles=sum(int(r["n_tiles"] or 0) for r in scenes.values()))
+        m.scenes_file = f"{gen:09d}.scenes.parquet"
+        pq.write_table(pa.Table.from_pylist(list(scenes.values()), schema=SCENE_SCHEMA),
+                       self.layout.manifests / m.scenes_file)
+        if tombstones:
+            m.tombstones_file = f"{gen:09d}.tombstones.parquet"
+            write_tombstones(self.layout, m.tombstones_file, tombstones)
+        fsync_dir(self.layout.manifests)
+        publish(self.layout, m)
+        result = CommitResult(gen, len(self.staged), added_tiles, deleted)
+        self.manifest = m
+        self.state = _State(scenes, tombstones)
+        self.staged, self.removed, self.touched, self._staged_tiles = [], [], {}, 0
+        log.info("committed generation %d: +%d tiles, -%d tiles", gen, added_tiles, deleted)
+        return result
+
+    def _tile_ids_of(self, scene: dict) -> list[int]:
+        seg = scene.get("segment")
+        if not seg:
+            return []
+        t = read_tiles(self.layout, seg).select(["tile_id", "scene_id"])
+        mask = pa.compute.equal(t.column("scene_id"), scene["scene_id"])
+        return t.filter(mask).column("tile_id").to_pylist()
+
+    # --- housekeeping ---------------------------------------------------------------
+    def _remove_orphans(self) -> list[str]:
+        """Delete files no live manifest names: leftovers of a crashed commit (always) and
+        of older generations (once no searcher can still be reading them)."""
+        self.layout.manifests.mkdir(parents=True, exist_ok=True)
+        self.layout.segments.mkdir(parents=True, exist_ok=True)
+        m = self.manifest
+        keep_segments = {s.name for s in m.segments}
+        keep_manifest = {f"{m.generation:09d}.json", m.scenes_file, m.tombstones_file}
+        removed = []
+        now = time.time()
+        for p in list(self.layout.segments.iterdir()):
+            if p.name in keep_segments:
+                continue
+            seg_gen = int(p.name.lstrip(".").split("-")[0]) if p.name.lstrip(".")[:9].isdigit() else -1
+            crashed = p.name.startswith(".") or seg_gen > m.generation
+            if crashed or now - p.stat().st_mtime > ORPHAN_GRACE_S:
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(str(p))
+        for p in list(self.layout.manifests.iterdir()):
+            if p.name in keep_manifest:
+                continue
+            gen = int(p.name.lstrip(".")[:9]) if p.name.lstrip(".")[:9].isdigit() else -1
+            crashed = p.name.startswith(".") or gen > m.generation
+            if crashed or now - p.stat().st_mtime > ORPHAN_GRACE_S:
+                p.unlink(missing_ok=True)
+                removed.append(str(p))
+        if removed:
+            log.info("removed %d files of unfinished or superseded commits", len(removed))
+        return removed
+
+    def compact(self) -> CommitResult | None:
+        """Rewrite all live tiles into one segment, dropping tombstoned rows."""
+        from .segment import read_overviews, read_thumbs, read_vectors
+
+        if len(self.manifest.segments) <= 1 and not self.state.tombstones:
+            return None
+        assert not self.staged and not self.removed, "commit staged changes before compacting"
+        n_dead = len(self.state.tombstones)
+        tiles_parts, vec_parts, thumb_parts, ov_parts = [], [], [], []
+        live_scene_ids = {s["scene_id"] for s in self.state.scenes.values()}
+        for seg in self.manifest.segments:
+            dead = np.array([i for s, i in self.state.tombstones if s == seg.name], dtype=np.int64)
+            t = read_tiles(self.layout, seg.name)
+            keep = ~np.isin(t.column("tile_id").to_numpy(), dead)
+            tiles_parts.append(t.filter(pa.array(keep)))
+            vec_parts.append(read_vectors(self.layout, seg.name)[keep])
+            th = read_thumbs(self.layout, seg.name)
+            thumb_parts.append(th.filter(pa.array(~np.isin(th.column("tile_id").to_numpy(), dead))))
+            ov = read_overviews(self.layout, seg.name)
+            ov_parts.append(ov.filter(pa.array([sid in live_scene_ids for sid in ov.column("scene_id").to_pylist()], type=pa.bool_())))
+        gen = self.manifest.generation + 1
+        name = new_segment_name(gen)
+        tiles = pa.concat_tables(tiles_parts)
+        write_segment(self.layout, name, tiles, np.concatenate(vec_parts),
+                      pa.concat_tables(thumb_parts), pa.concat_tables(ov_parts))
+        scenes = {p: dict(s, segment=name if s["n_tiles"] else None) for p, s in self.state.scenes.items()}
+        m = Manifest(generation=gen, encoder=self.encoder,
+                     segments=[SegmentInfo(name, tiles.num_rows)] if tiles.num_rows else [],
+                     n_tiles=tiles.num_rows)
+        m.scenes_file = f"{gen:09d}.scenes.parquet"
+        pq.write_table(pa.Table.from_pylist(list(scenes.values()), schema=SCENE_SCHEMA),
+                       self.layout.manifests / m.scenes_file)
+        fsync_dir(self.layout.manifests)
+        publish(self.layout, m)
+        self.manifest, self.state = m, _State(scenes, set())
+        return CommitResult(gen, 0, 0, n_dead)
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

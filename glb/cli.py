@@ -1,0 +1,261 @@
+"""`glb` — index, search, inspect, check, serve the UI, train, evaluate, benchmark.
+
+Exit status: 0 success; 1 the run finished but some inputs failed (each named on stderr);
+2 bad arguments or an error that stopped the command (one line on stderr); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DEFAULT_INDEX = os.environ.get("GLB_INDEX", ".glb/index")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="glb", description="GeoLangBind: search Earth-observation imagery by text, image and region.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ix = sub.add_parser("index", help="index scenes and chip collections (incremental)")
+    ix.add_argument("paths", nargs="+", help="files or folders")
+    ix.add_argument("--index", default=DEFAULT_INDEX, help="index folder (created if missing)")
+    ix.add_argument("--rules", help="TOML rules: sensors, dates, chip locations, skips")
+    ix.add_argument("--sensor", help="sensor of every file (see `glb sensors`)")
+    ix.add_argument("--wavelengths", help="band centres in µm, comma-separated, for every file")
+    ix.add_argument("--modality", help="modality of every file (with --wavelengths)")
+    ix.add_argument("--tile-size", type=int, default=64)
+    ix.add_argument("--stride", type=int, help="default: the tile size (no overlap)")
+    ix.add_argument("--max-nodata", type=float, default=0.5, help="drop tiles with more no-data than this fraction")
+    ix.add_argument("--batch-size", type=int, default=64)
+    ix.add_argument("--commit-every", type=int, default=2048, help="tiles per commit")
+    ix.add_argument("--prune", action="store_true", help="remove indexed files that no longer exist")
+    ix.add_argument("--checkpoint", help="encoder checkpoint (default: the released one)")
+    ix.add_argument("--quiet", action="store_true", help="no progress bar")
+    ix.add_argument("--json", action="store_true", help="print the run report as JSON")
+
+    se = sub.add_parser("search", help="search an index by text, tile id or image file")
+    se.add_argument("text", nargs="?", help="what to look for")
+    se.add_argument("--index", default=DEFAULT_INDEX)
+    se.add_argument("--bbox", help="min_lon,min_lat,max_lon,max_lat")
+    se.add_argument("--region", help="polygon as GeoJSON or WKT (instead of --bbox)")
+    se.add_argument("--k", type=int, default=10)
+    se.add_argument("--modality", action="append", help="repeatable")
+    se.add_argument("--sensor", action="append", help="repeatable")
+    se.add_argument("--start", help="acquired on or after YYYY-MM-DD")
+    se.add_argument("--end", help="acquired on or before YYYY-MM-DD")
+    se.add_argument("--tile-id", type=int, help="more like this tile")
+    se.add_argument("--image", help="query image file (GeoTIFF, PNG, JPEG)")
+    se.add_argument("--image-sensor", help="sensor of --image when its metadata does not say")
+    se.add_argument("--image-wavelengths", help="band centres (µm) of --image")
+    se.add_argument("--checkpoint")
+    se.add_argument("--json", action="store_true", help="GeoJSON FeatureCollection on stdout")
+
+    inf = sub.add_parser("info", help="what an index holds")
+    inf.add_argument("--index", default=DEFAULT_INDEX)
+    inf.add_argument("--json", action="store_true")
+
+    ck = sub.add_parser("check", help="verify an index's invariants")
+    ck.add_argument("--index", default=DEFAULT_INDEX)
+    ck.add_argument("--json", action="store_true")
+
+    sub.add_parser("sensors", help="list known sensors and their bands")
+
+    ui = sub.add_parser("ui", help="start the search UI (Streamlit)")
+    ui.add_argument("--index", default=DEFAULT_INDEX)
+    ui.add_argument("--port", type=int, default=8501)
+    ui.add_argument("--host", default="127.0.0.1")
+
+    tr = sub.add_parser("train", help="train the encoder")
+    tr.add_argument("--config", default="training/configs/cpu-default.json")
+    tr.add_argument("--out", help="run folder (default runs/<config name>)")
+    tr.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on the held-out splits")
+    ev.add_argument("--checkpoint", help="default: the released one")
+    ev.add_argument("--out", help="write the table (markdown and JSON) here")
+    ev.add_argument("--tasks", help="comma-separated subset")
+
+    be = sub.add_parser("bench", help="benchmarks (see docs/BENCHMARKS.md)")
+    be.add_argument("what", choices=["search", "index", "all"])
+    be.add_argument("--vectors", type=int, default=100_000)
+    be.add_argument("--json", action="store_true")
+    be.add_argument("--smoke", action="store_true", help="seconds-long version for CI")
+    be.add_argument("--write", help="write the markdown report here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    # GDAL's notes about odd-but-readable TIFF tags are noise to a user; real failures raise.
+    logging.getLogger("rasterio").setLevel(logging.INFO if args.verbose else logging.ERROR)
+    from engine.errors import GLBError
+
+    try:
+        return COMMANDS[args.command](args)
+    except GLBError as e:
+        print(f"glb {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"glb {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _encoder(args):
+    from engine.encoder import load_encoder
+
+    return load_encoder(getattr(args, "checkpoint", None))
+
+
+def cmd_index(args) -> int:
+    from engine.errors import InputError
+    from engine.sensors import parse_wavelengths
+    from indexer.reader import TileOptions
+    from indexer.runner import IndexOptions, run_index
+
+    if args.tile_size < 16:
+        raise InputError(f"--tile-size {args.tile_size} is below the minimum of 16")
+    stride = args.stride or args.tile_size
+    if stride < 1:
+        raise InputError(f"--stride {stride} must be at least 1")
+    if not 0 <= args.max_nodata <= 1:
+        raise InputError(f"--max-nodata {args.max_nodata} must be between 0 and 1")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size} must be at least 1")
+    override = {"sensor": args.sensor, "modality": args.modality,
+                "wavelengths": parse_wavelengths(args.wavelengths) if args.wavelengths else None}
+    if args.sensor:
+        from engine.sensors import get_sensor
+
+        get_sensor(args.sensor)
+    opts = IndexOptions(TileOptions(args.tile_size, stride, args.max_nodata, args.batch_size),
+                        prune=args.prune, commit_every=args.commit_every,
+                        progress=not args.quiet and sys.stderr.isatty())
+    echo = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    report = run_index(args.paths, args.index, rules_file=args.rules, override=override,
+                       options=opts, encoder=_encoder(args), echo=echo)
+    for line in report.failed:
+        print(f"glb index: failed: {line}", file=sys.stderr)
+    if report.missing:
+        print(f"glb index: {report.missing} indexed files no longer exist; --prune removes them",
+              file=sys.stderr)
+    if args.json:
+        d = dict(report.__dict__)
+        print(json.dumps(d, default=str, indent=1))
+    else:
+        print(report.summary())
+    if report.interrupted:
+        return 130
+    return 0 if not report.failed else 1
+
+
+def cmd_search(args) -> int:
+    import engine
+    from engine.errors import InputError
+
+    idx = engine.open(args.index, checkpoint=args.checkpoint)
+    kw = dict(bbox=args.bbox, region=args.region, k=args.k, modality=args.modality,
+              sensor=args.sensor, start=args.start, end=args.end)
+    if args.image:
+        from engine.raster import read_image
+        from engine.sensors import parse_wavelengths
+
+        arr, lay = read_image(args.image, sensor=args.image_sensor,
+                              wavelengths=parse_wavelengths(args.image_wavelengths) if args.image_wavelengths else None)
+        res = idx.search(image=arr, wavelengths=lay.wavelengths, image_modality=lay.modality, **kw)
+    elif args.tile_id is not None:
+        res = idx.search(tile_id=args.tile_id, **kw)
+    elif args.text is not None:
+        res = idx.search(args.text, **kw)
+    else:
+        raise InputError("give a query: TEXT, --tile-id or --image")
+    if args.json:
+        fc = json.loads(res.to_json(drop_id=True, to_wgs84=False, na="null"))
+        fc["query"] = {"text": args.text, "tile_id": args.tile_id, "image": args.image, "k": args.k,
+                       "bbox": args.bbox, "plan": idx.last_plan}
+        print(json.dumps(fc))
+    else:
+        if res.empty:
+            print("no results")
+            return 0
+        cols = ["rank", "score", "modality", "sensor", "acquired", "scene", "tile_id"]
+        out = res[cols].copy()
+        out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d").fillna("")
+        print(out.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def cmd_info(args) -> int:
+    import engine
+
+    info = engine.open(args.index).info()
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for k, v in info.items():
+            print(f"{k:>22}: {v}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from engine.store.check import check_index
+
+    problems, stats = check_index(args.index)
+    if args.json:
+        print(json.dumps({"ok": not problems, "problems": problems, **stats}))
+    else:
+        for p in problems:
+            print(f"glb check: {p}", file=sys.stderr)
+        print(f"{args.index}: {'OK' if not problems else f'{len(problems)} problems'} "
+              f"({stats.get('tiles', 0)} tiles, generation {stats.get('generation')})")
+    return 0 if not problems else 1
+
+
+def cmd_sensors(args) -> int:
+    from engine.sensors import registry
+
+    for s in registry().values():
+        bands = ", ".join(f"{b} {w:g}" for b, w in zip(s.bands, s.wavelengths))
+        print(f"{s.name:<28} {s.modality:<13} {s.description}\n{'':<28} {bands}")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from ui.launch import launch
+
+    return launch(args.index, host=args.host, port=args.port)
+
+
+def cmd_train(args) -> int:
+    from training.train import main as train_main
+
+    return train_main(args.config, out=args.out, resume=args.resume)
+
+
+def cmd_eval(args) -> int:
+    from training.evaluate import main as eval_main
+
+    return eval_main(args.checkpoint, out=args.out, tasks=args.tasks.split(",") if args.tasks else None)
+
+
+def cmd_bench(args) -> int:
+    from training_free_bench import main as bench_main  # placeholder replaced by bench module
+
+    return bench_main(args)
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "check": cmd_check,
+            "sensors": cmd_sensors, "ui": cmd_ui, "train": cmd_train, "eval": cmd_eval,
+            "bench": cmd_bench}
+
+if __name__ == "__main__":
+    sys.exit(main())

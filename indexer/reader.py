@@ -1,0 +1,262 @@
+"""Reader: files -> batches of tiles ready for the encoder (clip-retrieval's reader stage).
+
+A work unit is one scene, or a group of chips. Scenes are read a strip of tiles at a time
+(never the whole raster), tiles that are mostly no-data are dropped, the rest are filled,
+preprocessed for the encoder, given an EPSG:4326 footprint and a thumbnail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from shapely.geometry import box
+
+from engine.errors import GLBError, RasterError
+from engine.geo import footprint_4326
+from engine.raster import (check_georeferenced, fill_invalid, layout_of, open_raster,
+                           read_window)
+from engine.render import png_bytes, stretch_limits, to_rgb8
+from engine.sensors import BandLayout
+from engine.store.writer import scene_id_for, tile_id_for
+
+from .sources import Source
+from .tiling import MIN_TILE, plan_windows
+
+THUMB_SIDE = 128
+OVERVIEW_SIDE = 512
+
+
+@dataclass
+class TileOptions:
+    size: int = 64
+    stride: int = 64
+    max_nodata: float = 0.5          # drop tiles with more than this fraction of no-data pixels
+    batch_size: int = 64
+
+
+@dataclass
+class TileBatch:
+    unit: int
+    layout: BandLayout
+    x: torch.Tensor                  # (n, C, S, S) preprocessed
+    wavelengths: torch.Tensor
+    tiles: list[dict]                # TILE_SCHEMA rows
+    thumbs: list[bytes]
+    scene_keys: list[str]            # path of the scene each tile belongs to
+
+
+@dataclass
+class SceneResult:
+    source: Source
+    record: dict | None = None       # SCENE_SCHEMA row, None when it failed
+    error: str | None = None
+    overview: dict | None = None
+    n_tiles: int = 0
+    restamp: dict | None = None      # same content, new size/mtime: update the record only
+
+
+@dataclass
+class UnitDone:
+    unit: int
+    scenes: list[SceneResult] = field(default_factory=list)
+
+
+def file_fingerprint(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def display_name(path: Path) -> str:
+    return "/".join(path.parts[-2:])
+
+
+def _scene_record(source: Source, sha: str, lay: BandLayout, crs: str | None, bounds) -> dict:
+    size, mtime = file_fingerprint(source.path)
+    return {
+        "scene_id": scene_id_for(str(source.path), sha), "path": str(source.path),
+        "scene": display_name(source.path), "kind": source.kind, "size": size,
+        "mtime_ns": mtime, "sha256": sha, "sensor": lay.sensor, "modality": lay.modality,
+        "acquired": lay.acquired, "n_tiles": 0, "segment": None, "crs": crs,
+        "evidence": lay.evidence,
+        "minx": bounds[0], "miny": bounds[1], "maxx": bounds[2], "maxy": bounds[3],
+        "indexed_at": None,
+    }
+
+
+def _tile_row(scene_key: str, scene_id: str, scene: str, lay: BandLayout, win, geom,
+              nodata_frac: float) -> dict:
+    x0, y0, x1, y1 = geom.bounds
+    return {
+        "tile_id": tile_id_for(scene_key, win.row_off, win.col_off, win.height, win.width),
+        "scene_id": scene_id, "scene": scene, "modality": lay.modality, "sensor": lay.sensor,
+        "acquired": lay.acquired, "row_off": win.row_off, "col_off": win.col_off,
+        "height": win.height, "width": win.width, "minx": x0, "miny": y0, "maxx": x1, "maxy": y1,
+        "geometry": geom.wkb, "nodata_frac": float(nodata_frac),
+    }
+
+
+def _overview(ds, info, lay: BandLayout, indexes) -> tuple[dict, list]:
+    """A decimated read (GDAL reads block by block; only the small output is held) rendered
+    to RGBA, with the scene's corners in lon/lat for the map."""
+    from rasterio.enums import Resampling
+    from rasterio.warp import transform as warp_transform
+
+    scale = min(1.0, OVERVIEW_SIDE / max(info.width, info.height))
+    oh, ow = max(1, round(info.height * scale)), max(1, round(info.width * scale))
+    data = ds.read(indexes, out_shape=(len(indexes) if indexes else info.count, oh, ow),
+                   masked=True, resampling=Resampling.nearest)
+    arr = np.asarray(data.data)
+    valid = ~np.ma.getmaskarray(data).any(axis=0)
+    if arr.dtype.kind == "f":
+        valid &= np.isfinite(arr).all(axis=0)
+    limits = stretch_limits(np.where(valid, arr, 0) if valid.any() else arr, lay.wavelengths,
+                            lay.modality, valid)
+    rgb = to_rgb8(arr, lay.wavelengths, lay.modality, valid, limits)
+    b = ds.bounds
+    xs, ys = [b.left, b.right, b.right, b.left], [b.top, b.top, b.bottom, b.bottom]
+    lons, lats = warp_transform(ds.crs, "EPSG:4326", xs, ys)
+    corners = [[round(x, 7), round(y, 7)] for x, y in zip(lons, lats)]  # TL, TR, BR, BL
+    return {"png": png_bytes(rgb, alpha=valid), "corners": corners}, limits
+
+
+def read_scene(unit: int, source: Source, encoder, opts: TileOptions, result: SceneResult,
+               sha: str | None = None):
+    """Yield TileBatch for one scene; fill `result` (record or error)."""
+    import json
+
+    from rasterio.warp import transform_bounds
+
+    with open_raster(source.path) as (ds, info):
+        check_georeferenced(ds, info)
+        lay = layout_of(ds, info, source.override)
+        indexes = list(lay.band_indexes) if lay.band_indexes else None
+        if min(info.width, info.height) < MIN_TILE:
+            raise RasterError(f"{source.path}: {info.width}x{info.height} pixels is smaller than "
+                              f"the {MIN_TILE}-pixel minimum tile side")
+        sha = sha or sha256_of(source.path)
+        bounds = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
+        record = _scene_record(source, sha, lay, ds.crs.to_string(), bounds)
+        scene_key = f"{source.path}|{sha}"
+        overview, limits = _overview(ds, info, lay, indexes)
+        overview = {"scene_id": record["scene_id"], "png": overview["png"],
+                    "corners": json.dumps(overview["corners"])}
+        pending_x, pending_tiles, pending_thumbs = [], [], []
+        n_tiles = 0
+
+        def flush():
+            x, wl = encoder.preprocess(np.stack(pending_x), lay.wavelengths, lay.modality,
+                                       lay.value_scale)
+            batch = TileBatch(unit, lay, x, wl, list(pending_tiles), list(pending_thumbs),
+                              [str(source.path)] * len(pending_tiles))
+            pending_x.clear(), pending_tiles.clear(), pending_thumbs.clear()
+            return batch
+
+        for row in plan_windows(info.width, info.height, opts.size, opts.stride):
+            from rasterio.windows import Window
+
+            r0, h = row[0].row_off, row[0].height
+            strip, strip_valid = read_window(ds, info, Window(0, r0, info.width, h), indexes)
+            for win in row:
+                arr = strip[:, :, win.col_off:win.col_off + win.width]
+                valid = strip_valid[:, win.col_off:win.col_off + win.width]
+                nodata = 1.0 - float(valid.mean())
+                if nodata > opts.max_nodata:
+                    continue
+                arr = fill_invalid(arr, valid)
+                wb = ds.window_bounds(Window(win.col_off, win.row_off, win.width, win.height))
+                geom = footprint_4326(ds.crs, wb)
+                pending_x.append(arr)
+                pending_tiles.append(_tile_row(scene_key, record["scene_id"], record["scene"],
+                                               lay, win, geom, nodata))
+                rgb = to_rgb8(arr, lay.wavelengths, lay.modality, valid, limits)
+                pending_thumbs.append(png_bytes(rgb, THUMB_SIDE, alpha=valid if nodata else None))
+                n_tiles += 1
+                if len(pending_x) >= opts.batch_size:
+                    yield flush()
+        if pending_x:
+            yield flush()
+        result.record, result.overview, result.n_tiles = record, overview, n_tiles
+
+
+def chip_footprint(lon: float, lat: float, side_m: float):
+    half = side_m / 2.0
+    dlat = half / 111_320.0
+    dlon = half / (111_320.0 * max(math.cos(math.radians(lat)), 1e-6))
+    return box(max(-180.0, lon - dlon), max(-90.0, lat - dlat), min(180.0, lon + dlon), min(90.0, lat + dlat))
+
+
+def read_chip(source: Source, encoder, sha: str | None = None):
+    """One chip file -> (pixels, valid, layout, scene record, tile row, thumbnail, overview)."""
+    import json
+
+    from .tiling import TileWindow
+
+    with open_raster(source.path) as (ds, info):
+        lay = layout_of(ds, info, source.override)
+        indexes = list(lay.band_indexes) if lay.band_indexes else None
+        if min(info.width, info.height) < MIN_TILE:
+            raise RasterError(f"{source.path}: {info.width}x{info.height} pixels is smaller than "
+                              f"the {MIN_TILE}-pixel minimum tile side")
+        arr, valid = read_window(ds, info, None, indexes)
+    if not valid.any():
+        raise RasterError(f"{source.path}: every pixel is no-data")
+    arr = fill_invalid(arr, valid)
+    lon, lat, side = source.location
+    geom = chip_footprint(lon, lat, side)
+    sha = sha or sha256_of(source.path)
+    record = _scene_record(source, sha, lay, "EPSG:4326", geom.bounds)
+    win = TileWindow(0, 0, arr.shape[1], arr.shape[2])
+    tile = _tile_row(f"{source.path}|{sha}", record["scene_id"], record["scene"], lay, win, geom,
+                     1.0 - float(valid.mean()))
+    rgb = to_rgb8(arr, lay.wavelengths, lay.modality, valid)
+    thumb = png_bytes(rgb, THUMB_SIDE)
+    record["n_tiles"] = 1
+    overview = {"scene_id": record["scene_id"], "png": thumb,
+                "corners": json.dumps([[geom.bounds[0], geom.bounds[3]], [geom.bounds[2], geom.bounds[3]],
+                                       [geom.bounds[2], geom.bounds[1]], [geom.bounds[0], geom.bounds[1]]])}
+    return arr, valid, lay, record, tile, thumb, overview
+
+
+def read_chips(unit: int, sources: list[Source], encoder, opts: TileOptions,
+               results: list[SceneResult], shas: list[str | None]):
+    """Yield TileBatch for a group of chips, batched by band layout; per-chip errors go to
+    that chip's result only."""
+    groups: dict[tuple, list] = {}
+    for src, res, sha in zip(sources, results, shas):
+        try:
+            arr, valid, lay, record, tile, thumb, overview = read_chip(src, encoder, sha)
+        except GLBError as e:
+            res.error = str(e)
+            continue
+        except Exception as e:  # noqa: BLE001 - a broken file must not stop the others
+            res.error = f"{src.path}: unexpected {type(e).__name__}: {str(e)[:160]}"
+            continue
+        res.record, res.overview, res.n_tiles = record, overview, 1
+        key = (lay.wavelengths, lay.modality, lay.value_scale, arr.shape[0])
+        groups.setdefault(key, []).append((arr, lay, tile, thumb, str(src.path)))
+    for (_, _, _, _), items in groups.items():
+        lay = items[0][1]
+        for i in range(0, len(items), opts.batch_size):
+            chunk = items[i:i + opts.batch_size]
+            size = encoder.image_size
+            xs = []
+            for arr, *_ in chunk:  # chips differ in size: preprocess each to the model's size
+                x, wl = encoder.preprocess(arr, lay.wavelengths, lay.modality, lay.value_scale)
+                xs.append(x)
+            assert all(x.shape[-1] == size for x in xs)
+            yield TileBatch(unit, lay, torch.cat(xs), wl, [c[2] for c in chunk],
+                            [c[3] for c in chunk], [c[4] for c in chunk])
+

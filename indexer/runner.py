@@ -1,0 +1,257 @@
+"""Runner: ties reader -> mapper -> store writer for one `glb index` run.
+
+Incremental and idempotent: a file whose size and mtime match the index is skipped; one whose
+content hash matches is only re-stamped; a changed one is re-indexed (its old tiles retired in
+the same commit); `prune` removes files that are gone. Commits happen every `commit_every`
+tiles or `commit_seconds`, and at the end; Ctrl-C commits what is complete and stops.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import GLBError
+from engine.store.writer import StagedScene, StoreWriter
+
+from .distributor import LocalDistributor
+from .mapper import Embedder
+from .reader import (SceneResult, TileBatch, TileOptions, UnitDone, file_fingerprint, read_chips,
+                     read_scene, sha256_of)
+from .rules import load_rules
+from .sources import discover
+
+CHIPS_PER_UNIT = 256
+
+
+@dataclass
+class IndexOptions:
+    tile: TileOptions = field(default_factory=TileOptions)
+    prune: bool = False
+    commit_every: int = 2048
+    commit_seconds: float = 60.0
+    progress: bool = True
+
+
+@dataclass
+class RunReport:
+    index: str
+    files: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    restamped: int = 0
+    failed: list[str] = field(default_factory=list)
+    removed: int = 0
+    missing: int = 0
+    tiles_added: int = 0
+    tiles_deleted: int = 0
+    skipped: dict = field(default_factory=dict)
+    interrupted: bool = False
+    generation: int = 0
+    seconds: float = 0.0
+    recovered_lock: dict | None = None
+    cleaned_files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted
+
+    def summary(self) -> str:
+        s = (f"{self.index}: {self.indexed} indexed, {self.unchanged} unchanged, "
+             f"{len(self.failed)} failed, {self.removed} removed; +{self.tiles_added} / "
+             f"-{self.tiles_deleted} tiles in {self.seconds:.1f} s")
+        if self.tiles_added and self.seconds > 0:
+            s += f" ({self.tiles_added / self.seconds:.0f} tiles/s)"
+        return s + f"; generation {self.generation}"
+
+
+class _Interrupt:
+    """First Ctrl-C / SIGTERM: finish cleanly (commit what is complete). Second: default."""
+
+    def __init__(self):
+        self.flag = threading.Event()
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.flag.is_set():
+            signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+            raise KeyboardInterrupt
+        self.flag.set()
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None,
+              override: dict | None = None, options: IndexOptions | None = None,
+              encoder=None, echo=print) -> RunReport:
+    opts = options or IndexOptions()
+    t0 = time.monotonic()
+    rules = load_rules(rules_file)
+    found = discover(paths, rules, override)
+    report = RunReport(index=str(index_dir), files=len(found.sources), skipped=found.skipped)
+    report.failed.extend(found.problems)
+    if encoder is None:
+        from engine.encoder import load_encoder
+
+        encoder = load_encoder()
+    writer = StoreWriter(index_dir, encoder.describe(), commit_every=opts.commit_every)
+    try:
+        report.recovered_lock = writer.lock.recovered_from
+        report.cleaned_files = len(writer.removed_orphans)
+        if report.recovered_lock:
+            echo(f"note: the last run (pid {report.recovered_lock.get('pid')}) did not finish; "
+                 f"its unfinished commit was discarded ({report.cleaned_files} files) and this run "
+                 f"continues from generation {writer.manifest.generation}")
+        _run(found, writer, encoder, opts, report, echo)
+        if opts.prune or report.missing:
+            gone = [p for p in writer.scene_paths()
+                    if any(_under(p, r) for r in found.roots) and not Path(p).exists()]
+            if opts.prune:
+                for p in gone:
+                    writer.remove(p)
+                report.removed = len(gone)
+            report.missing = 0 if opts.prune else len(gone)
+        res = writer.commit()
+        if res:
+            report.tiles_deleted += res.tiles_deleted
+        report.generation = writer.manifest.generation
+    finally:
+        writer.close()
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _under(path: str, root: Path) -> bool:
+    p = Path(path)
+    return p == root or root in p.parents
+
+
+def _run(found, writer: StoreWriter, encoder, opts: IndexOptions, report: RunReport, echo) -> None:
+    # Decide what needs work: unchanged files cost one stat.
+    todo = []
+    for src in found.sources:
+        prev = writer.scene(str(src.path))
+        try:
+            size, mtime = file_fingerprint(src.path)
+        except OSError as e:
+            report.failed.append(f"{src.path}: cannot stat ({e.strerror})")
+            continue
+        if prev is not None and prev["size"] == size and prev["mtime_ns"] == mtime:
+            report.unchanged += 1
+            continue
+        todo.append((src, prev))
+    # Gone files are noticed even without --prune, so the report can say so.
+    report.missing = sum(1 for p in writer.scene_paths()
+                         if any(_under(p, r) for r in found.roots) and not Path(p).exists())
+    units: list[list] = []
+    chip_groups: dict[str, list] = {}
+    for src, prev in todo:
+        if src.kind == "chip":
+            chip_groups.setdefault(src.group, []).append((src, prev))
+        else:
+            units.append([(src, prev)])
+    for items in chip_groups.values():
+        for i in range(0, len(items), CHIPS_PER_UNIT):
+            units.append(items[i:i + CHIPS_PER_UNIT])
+
+    def produce(stop: threading.Event):
+        for u, items in enumerate(units):
+            if stop.is_set():
+                return
+            res = [SceneResult(src) for src, _ in items]
+            shas, live = [], []
+            for (src, prev), r in zip(items, res):
+                try:
+                    sha = sha256_of(src.path)
+                except OSError as e:
+                    r.error = f"{src.path}: cannot read ({e.strerror})"
+                    continue
+                if prev is not None and prev["sha256"] == sha:
+                    size, mtime = file_fingerprint(src.path)
+                    r.restamp = {"size": size, "mtime_ns": mtime}
+                    continue
+                shas.append(sha)
+                live.append((src, r))
+            if items[0][0].kind == "chip":
+                yield from read_chips(u, [s for s, _ in live], encoder, opts.tile,
+                                      [r for _, r in live], shas)
+            elif live:
+                src, r = live[0]
+                try:
+                    yield from read_scene(u, src, encoder, opts.tile, r, shas[0])
+                except GLBError as e:
+                    r.error = str(e)
+                except Exception as e:  # noqa: BLE001 - a broken file must not stop the run
+                    r.error = f"{src.path}: unexpected {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            yield UnitDone(u, res)
+
+    embed = Embedder(encoder)
+    pending: dict[int, list[tuple[TileBatch, np.ndarray]]] = {}
+    last_commit = time.monotonic()
+    bar = None
+    if opts.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(units), unit="unit", desc="indexing", leave=False, dynamic_ncols=True)
+    with _Interrupt() as interrupt:
+        stream = LocalDistributor().run(produce)
+        try:
+            for item in stream:
+                if isinstance(item, TileBatch):
+                    pending.setdefault(item.unit, []).append((item, embed(item)))
+                else:
+                    _stage(item, pending.pop(item.unit, []), writer, report)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(tiles=report.tiles_added, failed=len(report.failed))
+                    if writer.should_commit() or time.monotonic() - last_commit > opts.commit_seconds:
+                        writer.commit()
+                        last_commit = time.monotonic()
+                if interrupt.flag.is_set():
+                    report.interrupted = True
+                    break
+        finally:
+            stream.close()
+            if bar is not None:
+                bar.close()
+    if report.interrupted:
+        done = report.indexed + len(report.failed) + report.unchanged
+        echo(f"interrupted: {report.indexed} files indexed in this run, {report.unchanged} "
+             f"unchanged; {max(0, report.files - done)} not done yet; what is complete is "
+             f"committed. Run the same command again to continue.")
+
+
+def _stage(done: UnitDone, batches, writer: StoreWriter, report: RunReport) -> None:
+    by_scene: dict[str, tuple[list, list, list]] = {}
+    for batch, vecs in batches:
+        for tile, thumb, key, v in zip(batch.tiles, batch.thumbs, batch.scene_keys, vecs):
+            t, th, vs = by_scene.setdefault(key, ([], [], []))
+            t.append(tile), th.append(thumb), vs.append(v)
+    for r in done.scenes:
+        if r.restamp is not None:
+            writer.touch(str(r.source.path), **r.restamp)
+            report.restamped += 1
+            report.unchanged += 1
+            continue
+        if r.error or r.record is None:
+            report.failed.append(r.error or f"{r.source.path}: not read")
+            continue
+        tiles, thumbs, vecs = by_scene.get(str(r.source.path), ([], [], []))
+        dim = writer.encoder.get("dim", 384)
+        vectors = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)
+        writer.stage(StagedScene(r.record, tiles, vectors, thumbs, r.overview))
+        report.indexed += 1
+        report.tiles_added += len(tiles)
