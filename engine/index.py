@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -31,7 +30,6 @@ log = logging.getLogger("glb.index")
 MAX_K = 1000
 PREFILTER_MAX_ROWS = 20_000
 PREFILTER_MAX_FRACTION = 0.05
-REFRESH_EVERY_S = 1.0
 RESULT_COLUMNS = ["rank", "tile_id", "score", "modality", "sensor", "scene", "acquired",
                   "scene_id", "row_off", "col_off", "height", "width", "geometry"]
 
@@ -56,18 +54,14 @@ class Index:
         self._snap = Snapshot.load(self.path)
         self._encoder = encoder
         self._lock = threading.Lock()
-        self._checked_at = time.monotonic()
         self._thumbs: OrderedDict[int, bytes] = OrderedDict()
         self.last_plan: dict = {}
 
     # --- snapshot management -----------------------------------------------------------
     @property
     def snapshot(self) -> Snapshot:
-        """The newest published generation (checked at most once a second)."""
-        now = time.monotonic()
-        if now - self._checked_at >= REFRESH_EVERY_S:
-            self._checked_at = now
-            self.refresh()
+        """The newest published generation (one small file read per call to notice it)."""
+        self.refresh()
         return self._snap
 
     def refresh(self) -> bool:

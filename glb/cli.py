@@ -1,7 +1,8 @@
 """`glb` — index, search, inspect, check, serve the UI, train, evaluate, benchmark.
 
-Exit status: 0 success; 1 the run finished but some inputs failed (each named on stderr);
-2 bad arguments or an error that stopped the command (one line on stderr); 130 interrupted.
+Exit status: 0 success; 1 the run finished but some inputs failed (each named on stderr), or
+`glb check` found problems; 2 bad arguments or an error that stopped the command (one line on
+stderr); 3 an internal error (a bug: one line, the traceback with -v); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -108,6 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"glb {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, the traceback with -v
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        first = str(e).splitlines()[0][:300] if str(e) else ""
+        print(f"glb {args.command}: internal error: {type(e).__name__}: {first} "
+              f"(run with -v for the traceback)", file=sys.stderr)
+        return 3
 
 
 def _encoder(args):
@@ -179,7 +189,9 @@ def cmd_search(args) -> int:
     else:
         raise InputError("give a query: TEXT, --tile-id or --image")
     if args.json:
-        fc = json.loads(res.to_json(drop_id=True, to_wgs84=False, na="null"))
+        out = res.copy()
+        out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d")
+        fc = json.loads(out.to_json(drop_id=True, na="null"))
         fc["query"] = {"text": args.text, "tile_id": args.tile_id, "image": args.image, "k": args.k,
                        "bbox": args.bbox, "plan": idx.last_plan}
         print(json.dumps(fc))

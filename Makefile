@@ -1,0 +1,46 @@
+# Two entry points (see README): `make demo` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV   ?= .venv
+DATA   ?= ../shared/data
+INDEX  ?= .glb/sample-index
+PORT   ?= 8501
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: demo test install sample-index ui browser bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Re-install only when the dependency list changes.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev,train]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+sample-index: install
+	$(BIN)/glb index $(DATA)/scenes $(DATA)/harvey/test $(DATA)/eurosat_ms/test \
+	    $(DATA)/sen1floods11 --rules indexer/archives/sample.toml --index $(INDEX)
+
+ui: install
+	$(BIN)/glb ui --index $(INDEX) --port $(PORT)
+
+# The main job: environment, sample index (incremental: seconds when already built), search UI.
+demo: sample-index ui
+
+# Debian's chromium for the real-browser UI test (Playwright drives it; nothing is downloaded).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+
+test: install browser
+	GLB_DATA=$(DATA) $(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/glb bench all --write docs/BENCHMARKS.md
+
+clean:
+	rm -rf .glb .pytest_cache

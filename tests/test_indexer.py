@@ -1,0 +1,215 @@
+"""Indexing real scenes: tiling, footprints, incremental runs, locking and bad input."""
+
+import shutil
+
+import numpy as np
+import pytest
+import shapely
+
+import engine
+from conftest import SCENES, SMALL_SCENES, write_tif
+from engine.errors import IndexLockedError
+from engine.store.check import check_index
+from engine.store.lock import WriterLock
+from indexer.runner import IndexOptions, run_index
+from indexer.tiling import plan_windows
+
+QUIET = dict(options=IndexOptions(progress=False), echo=lambda m: None)
+
+
+def index(paths, path, encoder, **kw):
+    return run_index(paths, path, encoder=encoder, **QUIET, **kw)
+
+
+def test_windows_cover_the_scene_without_hanging_off():
+    rows = plan_windows(150, 70, 64, 64)
+    wins = [w for r in rows for w in r]
+    assert {(w.row_off, w.col_off) for w in wins} == {(0, 0), (0, 64), (0, 86), (6, 0), (6, 64), (6, 86)}
+    assert all(w.col_off + w.width <= 150 and w.row_off + w.height <= 70 for w in wins)
+    small = plan_windows(40, 30, 64, 64)
+    assert [(w.height, w.width) for r in small for w in r] == [(30, 40)]
+    assert len([w for r in plan_windows(128, 128, 64, 32) for w in r]) == 9
+
+
+def test_small_index_holds_every_scene_inside_its_footprint(small_index):
+    idx = engine.open(small_index)
+    info = idx.info()
+    assert info["scenes"] == len(SMALL_SCENES)
+    assert info["tiles"] == info["vectors"] > 50
+    assert set(info["modalities"]) == {"multispectral", "sar", "elevation", "rgb"}
+    assert check_index(small_index)[0] == []
+    scenes = idx.scenes().set_index("scene_id")
+    tiles = idx.footprints()
+    for _, t in tiles.iterrows():
+        s = scenes.loc[t.scene_id]
+        x0, y0, x1, y1 = t.geometry.bounds
+        # footprints are in lon/lat and inside their scene's bounds (UTM N and S, EPSG:4326)
+        assert s.minx - 1e-6 <= x0 <= x1 <= s.maxx + 1e-6
+        assert s.miny - 1e-6 <= y0 <= y1 <= s.maxy + 1e-6
+
+
+def test_second_run_does_no_work(index_copy, encoder):
+    before = engine.open(index_copy).info()
+    r = index(SMALL_SCENES, index_copy, encoder)
+    assert (r.indexed, r.unchanged, r.tiles_added) == (0, len(SMALL_SCENES), 0)
+    assert r.generation == before["generation"]  # nothing committed
+
+
+def test_changed_scene_is_reindexed_and_removed_one_pruned(tmp_path, encoder):
+    src = tmp_path / "scenes"
+    src.mkdir()
+    a = shutil.copy(SCENES / "elevation/dsm.tif", src / "dsm.tif")
+    b = shutil.copy(SCENES / "elevation/dtm.tif", src / "dtm.tif")
+    idx_path = tmp_path / "index"
+    r1 = index([src], idx_path, encoder)
+    assert r1.indexed == 2
+    ids_before = set(engine.open(idx_path).footprints().tile_id)
+    # change dsm's pixels: new content, same path
+    import rasterio
+
+    with rasterio.open(a, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as ds:
+        d = ds.read(1)
+        ds.write(d + 1.0, 1)
+    r2 = index([src], idx_path, encoder)
+    assert (r2.indexed, r2.unchanged) == (1, 1)
+    assert r2.tiles_deleted == r2.tiles_added > 0
+    fp = engine.open(idx_path).footprints()
+    assert len(fp) == len(ids_before)
+    assert len(set(fp.tile_id) - ids_before) == r2.tiles_added
+    # touch without change: restamped, not re-embedded
+    import os
+    import time
+
+    os.utime(b, (time.time() + 5, time.time() + 5))
+    r3 = index([src], idx_path, encoder)
+    assert (r3.indexed, r3.restamped) == (0, 1)
+    # remove one: reported, and pruned on request
+    os.unlink(b)
+    r4 = index([src], idx_path, encoder)
+    assert r4.missing == 1 and r4.removed == 0
+    r5 = run_index([src], idx_path, encoder=encoder, options=IndexOptions(progress=False, prune=True),
+                   echo=lambda m: None)
+    assert r5.removed == 1
+    info = engine.open(idx_path).info()
+    assert info["scenes"] == 1
+    assert check_index(idx_path)[0] == []
+
+
+def test_a_second_writer_is_refused_with_a_clear_message(index_copy, encoder):
+    with WriterLock(index_copy):
+        with pytest.raises(IndexLockedError, match="another indexer is writing"):
+            index(SMALL_SCENES[:1], index_copy, encoder)
+
+
+def test_antimeridian_and_utm_zones(tmp_path, encoder):
+    """A scene in UTM zone 60 that crosses 180°: footprints are cut at the antimeridian, and a
+    search box across it (min_lon > max_lon) finds them."""
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 255, (3, 128, 128), dtype=np.uint8)
+    # zone 60 central meridian 177E; x=800 km is ~180.3E at 50N
+    p = write_tif(tmp_path / "am.tif", data, crs="EPSG:32660",
+                  transform=from_origin(690000, 5540000, 1000, 1000), photometric="RGB")
+    idx_path = tmp_path / "index"
+    r = index([p], idx_path, encoder)
+    assert r.ok and r.tiles_added == 4
+    fp = engine.open(idx_path).footprints()
+    crossing = fp[fp.geometry.geom_type == "MultiPolygon"]
+    assert len(crossing) >= 1
+    for g in fp.geometry:
+        x0, _, x1, _ = g.bounds
+        assert -180 <= x0 <= x1 <= 180
+    res = engine.open(idx_path).search(vector=np.ones(384, np.float32) / np.sqrt(384),
+                                       bbox=(179.5, 49, -179.5, 51), k=10)
+    assert len(res) >= 1
+    box = shapely.union(shapely.box(179.5, 49, 180, 51), shapely.box(-180, 49, -179.5, 51))
+    assert all(g.intersects(box) for g in res.geometry)
+
+
+def test_chip_collection_with_lon_lat_names(tmp_path, encoder):
+    from conftest import DATA
+
+    chips = sorted((DATA / "harvey/test/damage").glob("*.jpeg"))[:5]
+    d = tmp_path / "harvey"
+    d.mkdir()
+    for c in chips:
+        shutil.copy(c, d / c.name)
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nglob = "*/harvey/*.jpeg"\nsensor = "geoeye1-rgb"\nlocate = "lon_lat_name"\nfootprint_m = 64\n')
+    r = index([d], tmp_path / "index", encoder, rules_file=rules)
+    assert r.ok and r.indexed == 5 and r.tiles_added == 5
+    fp = engine.open(tmp_path / "index").footprints()
+    for _, t in fp.iterrows():
+        lon, lat = (float(v) for v in t.scene.split("/")[-1].removesuffix(".jpeg").split("_"))
+        assert t.geometry.contains(shapely.Point(lon, lat))
+        assert t.geometry.bounds[2] - t.geometry.bounds[0] < 0.002  # ~64 m
+
+
+# --- bad input: one clear line naming the file; the rest of the run goes on; nothing lost ------
+
+def _bad_files(d):
+    from rasterio.transform import Affine, from_origin
+
+    rng = np.random.default_rng(0)
+    good = rng.integers(0, 255, (3, 64, 64), dtype=np.uint8)
+    files = {}
+    files["empty.tif"] = (d / "empty.tif", "empty file")
+    (d / "empty.tif").write_bytes(b"")
+    src = write_tif(d / "src.tif", good, photometric="RGB")
+    raw = src.read_bytes()
+    (d / "truncated.tif").write_bytes(raw[: len(raw) // 3])
+    files["truncated.tif"] = (d / "truncated.tif", "truncated.tif")
+    (d / "corrupt.tif").write_bytes(b"II*\x00" + bytes(rng.integers(0, 255, 4000, dtype=np.uint8)))
+    files["corrupt.tif"] = (d / "corrupt.tif", "not a readable raster")
+    (d / "wrongmagic.tif").write_bytes(b"PK\x03\x04" + raw[4:])
+    files["wrongmagic.tif"] = (d / "wrongmagic.tif", "not a readable raster")
+    src.unlink()
+    files["nocrs.tif"] = (write_tif(d / "nocrs.tif", good, crs=None, transform=from_origin(0, 0, 1, 1), photometric="RGB"), "no CRS")
+    files["notransform.tif"] = (write_tif(d / "notransform.tif", good, crs="EPSG:4326", transform=Affine.identity(), photometric="RGB"), "geotransform")
+    files["offearth.tif"] = (write_tif(d / "offearth.tif", good, crs="EPSG:4326", transform=from_origin(5000, 5000, 1, 1), photometric="RGB"), "outside the Earth")
+    files["tiny.tif"] = (write_tif(d / "tiny.tif", good[:, :1, :1], photometric="RGB"), "smaller than")
+    files["bands300.tif"] = (write_tif(d / "bands300.tif", np.zeros((300, 16, 16), np.uint8)), "300 bands")
+    files["allnodata.tif"] = (write_tif(d / "allnodata.tif", np.zeros((3, 64, 64), np.uint8), nodata=0, photometric="RGB"), None)
+    files["complex.tif"] = (write_tif(d / "complex.tif", np.zeros((1, 32, 32), np.complex64), descriptions=["VV"]), "not supported")
+    files["unknown.tif"] = (write_tif(d / "unknown.tif", np.zeros((5, 32, 32), np.uint16)), "--sensor")
+    return files
+
+
+def test_bad_files_fail_alone_and_lose_nothing(index_copy, tmp_path, encoder):
+    d = tmp_path / "bad"
+    d.mkdir()
+    files = _bad_files(d)
+    good = write_tif(d / "zz_good.tif", np.random.default_rng(1).integers(0, 255, (3, 64, 64), dtype=np.uint8), photometric="RGB")
+    before = engine.open(index_copy).footprints()[["tile_id"]].copy()
+    r = index([d, tmp_path / "does-not-exist.tif"], index_copy, encoder)
+    failed = "\n".join(r.failed)
+    for name, (path, match) in files.items():
+        if match is None:
+            continue
+        line = next((f for f in r.failed if name in f), None)
+        assert line is not None, f"{name} not reported: {failed}"
+        assert match in line, line
+        assert "\n" not in line
+    assert "does-not-exist.tif: no such file" in failed
+    # the good file of the same run is indexed; the all-no-data scene is recorded with 0 tiles
+    scenes = engine.open(index_copy).scenes()
+    assert str(good) in set(scenes.path)
+    assert int(scenes.set_index("path").loc[str(files["allnodata.tif"][0]), "n_tiles"]) == 0
+    after = engine.open(index_copy).footprints()
+    assert set(before.tile_id) <= set(after.tile_id)
+    assert check_index(index_copy)[0] == []
+
+
+def test_huge_declared_dimensions_are_refused(tmp_path, encoder):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    p = tmp_path / "huge.tif"
+    with rasterio.open(p, "w", driver="GTiff", count=1, width=200_000, height=200_000, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(0, 0, 1, 1), tiled=True,
+                       sparse_ok=True, compress="deflate") as ds:
+        pass
+    assert p.stat().st_size < 10_000_000
+    r = index([p], tmp_path / "index", encoder)
+    assert len(r.failed) == 1 and "pixel limit" in r.failed[0]
