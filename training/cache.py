@@ -1,0 +1,177 @@
+"""Everything frozen is computed once: preprocessed 64 x 64 student inputs (the engine's own
+`Encoder.preprocess`, so training sees exactly what indexing feeds the model), teacher patch
+features on the same view, and MiniLM embeddings of every caption and prompt. Training then
+runs the student alone. Cached per (sources, caps, teachers) under runs/cache/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.encoder.factory import Encoder
+
+log = logging.getLogger("glb.train.cache")
+CACHE_VERSION = 3
+DEV_FRACTION = 10  # 1 in 10 training samples of a labelled source is held out as "dev" (merging)
+
+
+@dataclass
+class Group:
+    """Samples of one source with one band layout."""
+
+    source: str
+    modality: str
+    sensor: str
+    wavelengths: torch.Tensor
+    x: torch.Tensor                                   # (N, C, S, S) float16, standardised
+    caption_ids: list[list[int]]
+    label_ids: torch.Tensor                           # (N,) global label id, -1 = none
+    keys: list[str]
+    dev: torch.Tensor                                 # (N,) bool: held out for merging
+    teachers: dict[str, torch.Tensor] = field(default_factory=dict)     # name -> (N, 64, D) f16
+    teacher_mask: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N,) bool
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass
+class Cache:
+    groups: list[Group]
+    captions: list[str]
+    caption_emb: torch.Tensor                         # (n_captions, 384)
+    labels: list[tuple[str, str]]                     # global label id -> (source, class)
+    prompts: dict[str, dict[str, list[int]]]          # source -> class -> caption ids of prompts
+    teacher_dims: dict[str, int]
+    teacher_stats: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    info: dict
+
+
+def _is_dev(key: str) -> bool:
+    return zlib.crc32(key.encode()) % DEV_FRACTION == 0
+
+
+def cache_key(cfg: dict) -> str:
+    d = {"v": CACHE_VERSION, "sources": cfg["sources"], "exclude": cfg.get("exclude", []),
+         "max_per_source": cfg.get("max_per_source"), "teachers": sorted(cfg.get("teachers", [])),
+         "seed": cfg.get("seed", 0)}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_cache(cfg: dict, encoder: Encoder, cache_dir: Path, log_fn=print) -> Cache:
+    path = cache_dir / f"cache-{cache_key(cfg)}.pt"
+    if path.exists():
+        log_fn(f"cache: loading {path}")
+        return torch.load(path, weights_only=False)
+    from training.datasets import load as load_dataset
+
+    from .teachers import CSMaskTeacher, EfficientNetLiteTeacher, rgb_view
+
+    t0 = time.time()
+    teachers = {}
+    for name in cfg.get("teachers", []):
+        if name == "effnet_lite0":
+            teachers[name] = EfficientNetLiteTeacher("lite0")
+        elif name == "effnet_lite2":
+            teachers[name] = EfficientNetLiteTeacher("lite2")
+        elif name == "csmask_s2":
+            teachers[name] = CSMaskTeacher(cache_dir)
+        else:
+            raise ValueError(f"unknown teacher {name!r}")
+    captions: dict[str, int] = {}
+    labels: dict[tuple[str, str], int] = {}
+    prompts: dict[str, dict[str, list[int]]] = {}
+
+    def cap_id(text: str) -> int:
+        return captions.setdefault(text, len(captions))
+
+    rng = np.random.default_rng(cfg.get("seed", 0))
+    groups: dict[tuple, dict] = {}
+    cap = cfg.get("max_per_source")
+    for source, spec in cfg["sources"].items():
+        if source in cfg.get("exclude", []):
+            continue
+        ds = load_dataset(source, spec.get("split", "train"))
+        n = len(ds)
+        idx = np.arange(n)
+        limit = spec.get("max", cap)
+        if limit and n > limit:
+            idx = np.sort(rng.choice(n, limit, replace=False))
+        if ds.classes:
+            prompts[source] = {c: [cap_id(p) for p in ps] for c, ps in ds.prompts().items()}
+        ts = time.time()
+        for i in idx:
+            s = ds[int(i)]
+            key = (s.source, tuple(round(w, 6) for w in s.wavelengths), s.modality)
+            g = groups.setdefault(key, {"sensor": s.sensor, "x": [], "caps": [], "labels": [],
+                                        "keys": [], "views": [], "refl": []})
+            x, _ = encoder.preprocess(s.pixels, s.wavelengths, s.modality)
+            g["x"].append(x[0].half())
+            g["caps"].append([cap_id(c) for c in s.captions])
+            g["labels"].append(labels.setdefault((s.source, s.label), len(labels)) if s.label is not None else -1)
+            g["keys"].append(s.key)
+            if any(n.startswith("effnet") for n in teachers):
+                v = torch.from_numpy(rgb_view(s.pixels, s.wavelengths, s.modality)).float()[None]
+                g["views"].append(F.interpolate(v, size=(128, 128), mode="bilinear",
+                                                antialias=True, align_corners=False)[0].byte())
+            cs = teachers.get("csmask_s2")
+            if cs is not None and cs.applies(s.wavelengths, s.modality):
+                r = torch.from_numpy(cs.reflectance(s.pixels, s.wavelengths))[None]
+                g["refl"].append(F.interpolate(r, size=(64, 64), mode="bilinear", antialias=True,
+                                               align_corners=False)[0])
+            else:
+                g["refl"].append(None)
+        log_fn(f"cache: {source}: {len(idx)} samples in {time.time() - ts:.0f} s")
+    out_groups = []
+    for (source, wl, modality), g in groups.items():
+        n = len(g["x"])
+        grp = Group(source=source, modality=modality, sensor=g["sensor"],
+                    wavelengths=torch.tensor(wl, dtype=torch.float32), x=torch.stack(g["x"]),
+                    caption_ids=g["caps"], label_ids=torch.tensor(g["labels"], dtype=torch.long),
+                    keys=g["keys"], dev=torch.tensor([bool(c) and _is_dev(k) for k, c in zip(g["keys"], g["caps"])]))
+        for name, t in teachers.items():
+            feats = torch.zeros(n, 64, t.dim, dtype=torch.float16)
+            mask = torch.zeros(n, dtype=torch.bool)
+            for i in range(0, n, 64):
+                if name.startswith("effnet"):
+                    feats[i:i + 64] = t(torch.stack(g["views"][i:i + 64]).numpy()).half()
+                    mask[i:i + 64] = True
+                else:
+                    rows = [j for j in range(i, min(n, i + 64)) if g["refl"][j] is not None]
+                    if rows:
+                        feats[rows] = t(torch.stack([g["refl"][j] for j in rows]).numpy()).half()
+                        mask[rows] = True
+            if mask.any():
+                grp.teachers[name], grp.teacher_mask[name] = feats, mask
+        out_groups.append(grp)
+    # Per-teacher channel statistics over training (non-dev) tokens, for standardised targets.
+    stats = {}
+    for name in teachers:
+        parts = [g.teachers[name][g.teacher_mask[name] & ~g.dev].float().reshape(-1, g.teachers[name].shape[-1])
+                 for g in out_groups if name in g.teachers]
+        if parts:
+            allf = torch.cat(parts)
+            stats[name] = (allf.mean(0), allf.std(0).clamp(min=1e-3))
+    text = list(captions)
+    log_fn(f"cache: embedding {len(text)} captions and prompts")
+    emb = torch.from_numpy(encoder.encode_text(text)) if text else torch.zeros(0, encoder.dim)
+    cache = Cache(out_groups, text, emb, [k for k, _ in sorted(labels.items(), key=lambda kv: kv[1])],
+                  prompts, {n: t.dim for n, t in teachers.items()}, stats,
+                  {"built_s": time.time() - t0, "samples": sum(len(g) for g in out_groups),
+                   "key": cache_key(cfg)})
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(cache, tmp)
+    tmp.rename(path)
+    log_fn(f"cache: {cache.info['samples']} samples, {len(out_groups)} groups, built in {cache.info['built_s']:.0f} s")
+    return cache

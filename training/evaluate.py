@@ -1,0 +1,143 @@
+"""`glb eval --checkpoint F`: held-out evaluation through the engine's public encoder path
+(the same preprocessing as indexing), written as one table (markdown + JSON).
+
+Tasks: zero-shot top-1 from class-name prompts (prompt-ensembled) per dataset; OMBRIA test
+Sentinel-1 -> Sentinel-2 retrieval of the same chip and phase (R@1, R@10); "flooded land" text ->
+image average precision over OMBRIA test. Every number has its chance level beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ZERO_SHOT = [
+    ("eurosat_rgb", "val"),
+    ("eurosat_ms", "test"),
+    ("mstar", "val"),
+    ("ombria_s1", "test"),
+    ("ombria_s2", "test"),
+    ("harvey", "test"),
+    ("hit_uav", "test"),
+]
+ALL_TASKS = [f"zs:{d}" for d, _ in ZERO_SHOT] + ["retrieval:ombria_s1_s2", "text_ap:ombria_flooded"]
+
+
+def embed_dataset(encoder, ds, batch: int = 128):
+    """-> (embeddings (N, d), samples' labels, pair keys)."""
+    groups: dict[tuple, list[int]] = {}
+    samples = [ds[i] for i in range(len(ds))]
+    for i, s in enumerate(samples):
+        groups.setdefault((tuple(s.wavelengths), s.modality, s.pixels.shape), []).append(i)
+    out = np.zeros((len(samples), encoder.dim), np.float32)
+    for (wl, modality, _), idx in groups.items():
+        for j in range(0, len(idx), batch):
+            sel = idx[j:j + batch]
+            arr = np.stack([samples[i].pixels for i in sel])
+            out[sel] = encoder.encode_image(arr, list(wl), modality)
+    return out, [s.label for s in samples], [s.pair_key for s in samples]
+
+
+def class_embeddings(encoder, ds) -> tuple[list[str], np.ndarray]:
+    prompts = ds.prompts()
+    names = list(prompts)
+    embs = []
+    for c in names:
+        e = encoder.encode_text(prompts[c]).mean(0)
+        embs.append(e / np.linalg.norm(e))
+    return names, np.stack(embs)
+
+
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    order = np.argsort(-scores)
+    pos = positive[order].astype(float)
+    if pos.sum() == 0:
+        return float("nan")
+    hits = np.cumsum(pos)
+    return float((hits / np.arange(1, len(pos) + 1) * pos).sum() / pos.sum())
+
+
+def run(encoder, tasks: list[str] | None = None, log=print) -> list[dict]:
+    from training.datasets import load
+
+    tasks = tasks or ALL_TASKS
+    rows = []
+    cache: dict[tuple, tuple] = {}
+
+    def emb(name, split):
+        if (name, split) not in cache:
+            ds = load(name, split)
+            cache[(name, split)] = (ds, *embed_dataset(encoder, ds))
+        return cache[(name, split)]
+
+    for name, split in ZERO_SHOT:
+        if f"zs:{name}" not in tasks:
+            continue
+        t0 = time.time()
+        ds, e, labels, _ = emb(name, split)
+        names, ce = class_embeddings(encoder, ds)
+        pred = (e @ ce.T).argmax(1)
+        ok = [names[p] == l for p, l in zip(pred, labels) if l is not None]
+        counts = {c: sum(1 for l in labels if l == c) for c in names}
+        rows.append({"task": f"zero-shot {name} {split} ({len(names)} classes)", "metric": "top-1",
+                     "value": float(np.mean(ok)), "chance": 1.0 / len(names),
+                     "majority": max(counts.values()) / max(1, len(ok)), "n": len(ok)})
+        log(f"eval {rows[-1]['task']}: {rows[-1]['value']:.3f} ({time.time() - t0:.0f} s)")
+    if "retrieval:ombria_s1_s2" in tasks:
+        _, e1, _, k1 = emb("ombria_s1", "test")
+        _, e2, _, k2 = emb("ombria_s2", "test")
+        where = {k: i for i, k in enumerate(k2)}
+        q = [i for i, k in enumerate(k1) if k in where]
+        sims = e1[q] @ e2.T
+        target = np.array([where[k1[i]] for i in q])
+        rank = (sims > sims[np.arange(len(q)), target][:, None]).sum(1)
+        for kk in (1, 10):
+            rows.append({"task": "OMBRIA test S1 -> S2 partner retrieval", "metric": f"R@{kk}",
+                         "value": float(np.mean(rank < kk)), "chance": kk / e2.shape[0],
+                         "majority": None, "n": len(q)})
+        log(f"eval S1->S2: R@1 {rows[-2]['value']:.3f} R@10 {rows[-1]['value']:.3f}")
+    if "text_ap:ombria_flooded" in tasks:
+        q = encoder.encode_text(["flooded land"])[0]
+        for sensors in (("ombria_s1",), ("ombria_s2",), ("ombria_s1", "ombria_s2")):
+            es, pos = [], []
+            for sname in sensors:
+                ds, e, labels, _ = emb(sname, "test")
+                es.append(e)
+                pos += [l == "flooded" for l in labels]
+            scores = np.concatenate(es) @ q
+            pos = np.array(pos)
+            rows.append({"task": f"text 'flooded land' -> {'+'.join(s[-2:].upper() for s in sensors)} OMBRIA test",
+                         "metric": "AP", "value": average_precision(scores, pos),
+                         "chance": float(pos.mean()), "majority": None, "n": int(len(pos))})
+            log(f"eval {rows[-1]['task']}: AP {rows[-1]['value']:.3f}")
+    return rows
+
+
+def to_markdown(rows: list[dict], title: str) -> str:
+    lines = [f"### {title}", "", "| task | metric | ours | chance | n |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['metric']} | {100 * r['value']:.1f} | "
+                     f"{100 * r['chance']:.1f} | {r['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(checkpoint: str | None, out: str | None = None, tasks: list[str] | None = None,
+         exclude_train: list[str] | None = None) -> int:
+    from engine.encoder import load_encoder
+
+    enc = load_encoder(checkpoint)
+    t0 = time.time()
+    rows = run(enc, tasks)
+    title = f"{enc.name} ({enc.identity})" + (f", trained without {', '.join(exclude_train)}" if exclude_train else "")
+    md = to_markdown(rows, title)
+    print(md)
+    if out:
+        p = Path(out)
+        p.mkdir(parents=True, exist_ok=True)
+        (p / "eval.md").write_text(md)
+        (p / "eval.json").write_text(json.dumps({"checkpoint": checkpoint, "identity": enc.identity,
+                                                 "seconds": time.time() - t0, "rows": rows}, indent=1))
+    return 0

@@ -1,0 +1,315 @@
+"""`glb train --config training/configs/<name>.json`: the GeoLangBind recipe, CPU or GPU.
+
+Stages (each resumable from its last checkpoint in the run folder):
+1. cache: frozen inputs, teacher features and caption embeddings (training/cache.py);
+2. base: the image tower from scratch on every source: SigLIP loss against the frozen MiniLM
+   caption embeddings + MaKA distillation of patch tokens into each teacher's features;
+3. groups: one fine-tune per modality group from the base (with some replay of the rest);
+4. merge: progressive task-vector merging on the dev split (training/merge.py);
+5. release: the merged image tower as safetensors, loadable by engine.load_encoder.
+Then evaluation on the held-out splits (training/evaluate.py) when the config asks.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.encoder import get_model_config
+from engine.encoder.factory import Encoder, _text_tower
+from engine.encoder.vit import ImageTower
+
+from .cache import Cache, Group, build_cache
+from .loss import MultiPositiveSigLipLoss, distillation_loss, positives_mask
+from .merge import progressive_merge
+from .model import TrainModel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_config(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.exists() and not p.suffix:
+        p = ROOT / "training" / "configs" / f"{path}.json"
+    cfg = json.loads(Path(p).read_text())
+    base = cfg.pop("extends", None)
+    if base:  # a config may extend another and override top-level keys
+        parent = load_config(Path(p).parent / base)
+        parent.update(cfg)
+        cfg = parent
+    return cfg
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(cfg: dict) -> str:
+    d = cfg.get("device", "auto")
+    return ("cuda" if torch.cuda.is_available() else "cpu") if d == "auto" else d
+
+
+class Trainer:
+    def __init__(self, cfg: dict, cache: Cache, out: Path, device: str, log):
+        self.cfg, self.cache, self.out, self.device, self.log = cfg, cache, out, device, log
+        self.model_cfg = get_model_config(cfg.get("model", "glb-vit-s8"),
+                                          **cfg.get("model_overrides", {}))
+        self.distill = float(cfg.get("distill_weight", 1.0))
+        teacher_dims = cache.teacher_dims if self.distill > 0 else {}
+        self.model = TrainModel(self.model_cfg, teacher_dims).to(device)
+        self.loss_fn = MultiPositiveSigLipLoss()
+        self.stats = {k: (m.to(device), s.to(device)) for k, (m, s) in cache.teacher_stats.items()}
+        self.bf16 = cfg.get("precision", "fp32") == "bf16"
+
+    # --- sampling ------------------------------------------------------------------------
+    def pools(self, groups: list[Group]) -> list[tuple[Group, torch.Tensor]]:
+        return [(g, torch.nonzero(~g.dev).flatten()) for g in groups if (~g.dev).any()]
+
+    def sample_batch(self, pools, rng: np.random.Generator, replay=None, replay_frac=0.0):
+        b = self.cfg["batch"]["size"]
+        k = self.cfg["batch"].get("sources_per_batch", 4)
+        chunks = []
+        plan = [(pools, b, k)]
+        if replay and replay_frac > 0:
+            nr = int(round(b * replay_frac))
+            plan = [(pools, b - nr, max(1, k - 1)), (replay, nr, 1)]
+        for pl, size, kk in plan:
+            if size <= 0 or not pl:
+                continue
+            w = np.array([math.sqrt(len(p)) for _, p in pl], dtype=float)
+            w /= w.sum()
+            chosen = rng.choice(len(pl), size=min(kk, len(pl)), replace=False, p=w)
+            per = max(1, size // len(chosen))
+            for ci in chosen:
+                g, pool = pl[ci]
+                idx = pool[torch.from_numpy(rng.integers(0, len(pool), per))]
+                chunks.append((g, idx))
+        return chunks
+
+    @staticmethod
+    def augment(x: torch.Tensor, grids: dict[str, torch.Tensor], rng: np.random.Generator):
+        """Same random dihedral transform on the pixels (B,C,H,W) and on the teachers' token
+        grids (B,8,8,D): distillation targets stay aligned with what the student sees."""
+        k = int(rng.integers(0, 4))
+        flip = bool(rng.integers(0, 2))
+        x = torch.rot90(x, k, dims=(2, 3))
+        grids = {n: torch.rot90(t, k, dims=(1, 2)) for n, t in grids.items()}
+        if flip:
+            x = torch.flip(x, dims=(3,))
+            grids = {n: torch.flip(t, dims=(2,)) for n, t in grids.items()}
+        return x, grids
+
+    def step_loss(self, chunks, rng: np.random.Generator):
+        embs, caps, labels, distill_terms = [], [], [], []
+        for g, idx in chunks:
+            x = g.x[idx].float()
+            grids = {n: t[idx].float().view(len(idx), 8, 8, -1) for n, t in g.teachers.items()
+                     if n in self.model.translators}
+            x, grids = self.augment(x, grids, rng)
+            wl = g.wavelengths.to(self.device)
+            with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16):
+                emb, tokens = self.model(x.to(self.device), wl, g.modality)
+            tokens = tokens.float()
+            for n, grid in grids.items():
+                m = g.teacher_mask[n][idx]
+                if not m.any():
+                    continue
+                mean, std = self.stats[n]
+                target = (grid.reshape(len(idx), 64, -1)[m].to(self.device) - mean) / std
+                pred = self.model.translators[n](tokens[m.to(self.device)], wl)
+                distill_terms.append(distillation_loss(pred, target))
+            for j, i in enumerate(idx.tolist()):
+                ids = g.caption_ids[i]
+                if ids:
+                    embs.append(emb[j].float())
+                    caps.append(ids[int(rng.integers(0, len(ids)))])
+                    labels.append(int(g.label_ids[i]))
+        out = {}
+        total = torch.zeros((), device=self.device)
+        if len(embs) >= 2:
+            img = torch.stack(embs)
+            cap_t = torch.tensor(caps)
+            txt = self.cache.caption_emb[cap_t].to(self.device)
+            pos = positives_mask(cap_t, torch.tensor(labels)).to(self.device)
+            clip = self.loss_fn(img, txt, self.model.logit_scale.exp(), self.model.logit_bias, positives=pos)
+            total = total + clip
+            out["siglip"] = float(clip)
+        if distill_terms:
+            d = torch.stack(distill_terms).mean()
+            total = total + self.distill * d
+            out["distill"] = float(d)
+        out["loss"] = float(total)
+        return total, out
+
+    # --- a stage -------------------------------------------------------------------------
+    def run_stage(self, name: str, groups: list[Group], steps: int, lr: float, seed: int,
+                  replay_groups: list[Group] | None = None, replay_frac: float = 0.0,
+                  resume: bool = False) -> dict:
+        final = self.out / f"{name}-final.pt"
+        if resume and final.exists():
+            self.log(f"{name}: done earlier, loading {final.name}")
+            self.model.load_state_dict(torch.load(final, map_location=self.device, weights_only=True))
+            return {}
+        opt_cfg = self.cfg.get("optim", {})
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": opt_cfg.get("weight_decay", 0.05)},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+        warm = max(1, int(steps * opt_cfg.get("warmup", 0.05)))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
+        ckpt = self.out / f"{name}-ckpt.pt"
+        start = 0
+        rng = np.random.default_rng(seed)
+        if resume and ckpt.exists():
+            st = torch.load(ckpt, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(st["model"])
+            opt.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+            start = st["step"]
+            rng.bit_generator.state = st["rng"]
+            torch.set_rng_state(st["torch_rng"])
+            self.log(f"{name}: resuming at step {start}")
+        pools = self.pools(groups)
+        replay = self.pools(replay_groups) if replay_groups else None
+        every = self.cfg.get("checkpoint_every", 100)
+        t0, seen, hist = time.time(), 0, []
+        self.model.train()
+        for step in range(start, steps):
+            chunks = self.sample_batch(pools, rng, replay, replay_frac)
+            loss, parts = self.step_loss(chunks, rng)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            seen += sum(len(i) for _, i in chunks)
+            hist.append(parts)
+            if (step + 1) % self.cfg.get("log_every", 25) == 0 or step + 1 == steps:
+                avg = {k: float(np.mean([h[k] for h in hist if k in h])) for k in hist[-1]}
+                rate = seen / max(1e-9, time.time() - t0)
+                self.log(f"{name} step {step + 1}/{steps} " + " ".join(f"{k} {v:.4f}" for k, v in avg.items())
+                         + f" lr {sched.get_last_lr()[0]:.2e} {rate:.0f} samples/s", data={"stage": name, "step": step + 1, **avg, "samples_per_s": rate})
+                hist = []
+            if (step + 1) % every == 0 and step + 1 < steps:
+                tmp = ckpt.with_suffix(".tmp")
+                torch.save({"model": self.model.state_dict(), "opt": opt.state_dict(),
+                            "sched": sched.state_dict(), "step": step + 1,
+                            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, tmp)
+                os.replace(tmp, ckpt)
+        self.model.eval()
+        torch.save(self.model.state_dict(), final)
+        ckpt.unlink(missing_ok=True)
+        return {"seconds": time.time() - t0, "samples": seen}
+
+    # --- dev score for merging -----------------------------------------------------------
+    @torch.inference_mode()
+    def dev_score(self, tower_state: dict) -> float:
+        tower = ImageTower(self.model_cfg).to(self.device)
+        tower.load_state_dict(tower_state)
+        tower.eval()
+        accs = []
+        for source, classes in self.cache.prompts.items():
+            names = list(classes)
+            if len(names) < 2:
+                continue
+            cls_emb = torch.stack([F.normalize(self.cache.caption_emb[ids].mean(0), dim=-1) for ids in classes.values()]).to(self.device)
+            correct = total = 0
+            for g in self.cache.groups:
+                if g.source != source or not g.dev.any():
+                    continue
+                idx = torch.nonzero(g.dev).flatten()
+                tower.set_modality(g.modality)
+                for i in range(0, len(idx), 256):
+                    sel = idx[i:i + 256]
+                    e = tower(g.x[sel].float().to(self.device), g.wavelengths.to(self.device))
+                    pred = (e @ cls_emb.T).argmax(1).cpu()
+                    lab = [self.cache.labels[j][1] if j >= 0 else None for j in g.label_ids[sel].tolist()]
+                    for p, l in zip(pred.tolist(), lab):
+                        if l is not None:
+                            correct += int(names[p] == l)
+                            total += 1
+            if total:
+                accs.append(correct / total)
+        return float(np.mean(accs)) if accs else 0.0
+
+
+def tower_state(model: TrainModel) -> dict:
+    return {k.removeprefix("tower."): v.detach().cpu().clone() for k, v in model.state_dict().items()
+            if k.startswith("tower.")}
+
+
+def main(config: str, out: str | None = None, resume: bool = False) -> int:
+    cfg = load_config(config)
+    name = cfg["name"]
+    out_dir = Path(out) if out else ROOT / "runs" / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(out_dir / "log.jsonl", "a")
+
+    def log(msg: str, data: dict | None = None) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[{stamp}] {msg}", flush=True)
+        log_file.write(json.dumps({"t": time.time(), "msg": msg, **(data or {})}) + "\n")
+        log_file.flush()
+
+    seed_everything(cfg.get("seed", 0))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    device = pick_device(cfg)
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=1))
+    t_start = time.time()
+    model_cfg = get_model_config(cfg.get("model", "glb-vit-s8"), **cfg.get("model_overrides", {}))
+    prep = Encoder(ImageTower(model_cfg), _text_tower(model_cfg), name="prep", trained=False)
+    cache = build_cache(cfg, prep, Path(cfg.get("cache_dir", ROOT / "runs" / "cache")), log_fn=log)
+    log(f"device {device}; {cache.info['samples']} samples in {len(cache.groups)} groups; "
+        f"teachers {list(cache.teacher_dims)}")
+    tr = Trainer(cfg, cache, out_dir, device, log)
+    all_groups = cache.groups
+    seed = cfg.get("seed", 0)
+    tr.run_stage("base", all_groups, cfg["base_steps"], cfg.get("optim", {}).get("lr", 1e-3), seed, resume=resume)
+    base = tower_state(tr.model)
+    merge_history = []
+    final = base
+    if cfg.get("merge", True) and cfg.get("groups"):
+        base_full = copy.deepcopy(tr.model.state_dict())
+        group_states = {}
+        for gi, (gname, modalities) in enumerate(cfg["groups"].items()):
+            members = [g for g in all_groups if g.modality in modalities]
+            if not members:
+                continue
+            tr.model.load_state_dict(base_full)
+            others = [g for g in all_groups if g.modality not in modalities]
+            tr.run_stage(f"group-{gname}", members, cfg["group_steps"], cfg.get("group_lr", 3e-4),
+                         seed + 1 + gi, replay_groups=others, replay_frac=cfg.get("replay", 0.25),
+                         resume=resume)
+            group_states[gname] = tower_state(tr.model)
+        final, merge_history = progressive_merge(base, group_states, tr.dev_score,
+                                                 log=lambda m: log(m))
+        (out_dir / "merge.json").write_text(json.dumps(merge_history, indent=1))
+    elif cfg.get("base_extra_steps"):
+        pass
+    from .release import write_checkpoint
+
+    ckpt = write_checkpoint(final, model_cfg, out_dir / "model.safetensors",
+                            {"config": name, "train_seconds": f"{time.time() - t_start:.0f}",
+                             "samples": str(cache.info["samples"]),
+                             "merge": json.dumps(merge_history)})
+    log(f"released {ckpt} ({ckpt.stat().st_size / 1e6:.1f} MB) after {time.time() - t_start:.0f} s")
+    if cfg.get("eval_after", True):
+        from .evaluate import main as eval_main
+
+        eval_main(str(ckpt), out=str(out_dir / "eval"), tasks=cfg.get("eval_tasks"),
+                  exclude_train=cfg.get("exclude", []))
+    log(f"done in {time.time() - t_start:.0f} s")
+    return 0
