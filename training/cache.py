@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from engine.encoder.factory import Encoder
 
 log = logging.getLogger("glb.train.cache")
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 DEV_FRACTION = 10  # 1 in 10 training samples of a labelled source is held out as "dev" (merging)
 
 
@@ -61,6 +61,29 @@ def _is_dev(key: str) -> bool:
     return zlib.crc32(key.encode()) % DEV_FRACTION == 0
 
 
+# Evaluation splits whose places must not be trained on through a sibling source (EuroSAT RGB
+# and MS share patches; their pair_key is the file stem).
+EVALUATION_SPLITS = {"eurosat_rgb": "val", "eurosat_ms": "test"}
+
+
+def _family(source: str) -> str:
+    return source.split("_")[0]
+
+
+def held_out_pair_keys(splits: dict[str, str]) -> dict[str, set[str]]:
+    from training.datasets import load as load_dataset
+
+    out: dict[str, set[str]] = {}
+    for source, split in splits.items():
+        ds = load_dataset(source, split)
+        keys = out.setdefault(_family(source), set())
+        for i in range(len(ds)):
+            pk = ds.pair_key_of(i) if hasattr(ds, "pair_key_of") else ds[i].pair_key
+            if pk is not None:
+                keys.add(pk)
+    return out
+
+
 def cache_key(cfg: dict) -> str:
     d = {"v": CACHE_VERSION, "sources": cfg["sources"], "exclude": cfg.get("exclude", []),
          "max_per_source": cfg.get("max_per_source"), "teachers": sorted(cfg.get("teachers", [])),
@@ -96,6 +119,8 @@ def build_cache(cfg: dict, encoder: Encoder, cache_dir: Path, log_fn=print) -> C
         return captions.setdefault(text, len(captions))
 
     rng = np.random.default_rng(cfg.get("seed", 0))
+    held_out = held_out_pair_keys(cfg.get("evaluation_splits", EVALUATION_SPLITS))
+    dropped = 0
     groups: dict[tuple, dict] = {}
     cap = cfg.get("max_per_source")
     for source, spec in cfg["sources"].items():
@@ -112,6 +137,9 @@ def build_cache(cfg: dict, encoder: Encoder, cache_dir: Path, log_fn=print) -> C
         ts = time.time()
         for i in idx:
             s = ds[int(i)]
+            if s.pair_key is not None and s.pair_key in held_out.get(_family(source), ()):
+                dropped += 1  # the same place is in an evaluation split of a sibling source
+                continue
             key = (s.source, tuple(round(w, 6) for w in s.wavelengths), s.modality)
             g = groups.setdefault(key, {"sensor": s.sensor, "x": [], "caps": [], "labels": [],
                                         "keys": [], "views": [], "refl": []})
@@ -132,6 +160,8 @@ def build_cache(cfg: dict, encoder: Encoder, cache_dir: Path, log_fn=print) -> C
             else:
                 g["refl"].append(None)
         log_fn(f"cache: {source}: {len(idx)} samples in {time.time() - ts:.0f} s")
+    if dropped:
+        log_fn(f"cache: dropped {dropped} training samples that share a place with an evaluation split")
     out_groups = []
     for (source, wl, modality), g in groups.items():
         n = len(g["x"])

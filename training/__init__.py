@@ -1,0 +1,1 @@
+"""GeoLangBind training: datasets and captions, teachers, MaKA distillation, merging, train and eval."""
