@@ -18,7 +18,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev,train]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The map's browser libraries (Leaflet, Leaflet.draw, ...), fetched once from the npm registry
+# with the versions and checksums pinned in ui/assets.py; the UI then needs no network.
+UI_ASSETS = ui/static/vendor/packages.json
+$(UI_ASSETS): ui/assets.py | $(STAMP)
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq npm >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq npm >/dev/null; fi; }
+	$(BIN)/python -m ui.assets && touch $(UI_ASSETS)
+
+install: $(STAMP) $(UI_ASSETS)
 
 sample-index: install
 	$(BIN)/glb index $(DATA)/scenes $(DATA)/harvey/test $(DATA)/eurosat_ms/test \
