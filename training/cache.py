@@ -85,7 +85,7 @@ def held_out_pair_keys(splits: dict[str, str]) -> dict[str, set[str]]:
 
 
 def cache_key(cfg: dict) -> str:
-    d = {"v": CACHE_VERSION, "sources": cfg["sources"], "exclude": cfg.get("exclude", []),
+    d = {"v": CACHE_VERSION, "sources": cfg["sources"],
          "max_per_source": cfg.get("max_per_source"), "teachers": sorted(cfg.get("teachers", [])),
          "seed": cfg.get("seed", 0)}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
@@ -124,8 +124,6 @@ def build_cache(cfg: dict, encoder: Encoder, cache_dir: Path, log_fn=print) -> C
     groups: dict[tuple, dict] = {}
     cap = cfg.get("max_per_source")
     for source, spec in cfg["sources"].items():
-        if source in cfg.get("exclude", []):
-            continue
         ds = load_dataset(source, spec.get("split", "train"))
         n = len(ds)
         idx = np.arange(n)

@@ -144,12 +144,12 @@ class Trainer:
             pos = positives_mask(cap_t, torch.tensor(labels)).to(self.device)
             clip = self.loss_fn(img, txt, self.model.logit_scale.exp(), self.model.logit_bias, positives=pos)
             total = total + clip
-            out["siglip"] = float(clip)
+            out["siglip"] = clip.item()
         if distill_terms:
             d = torch.stack(distill_terms).mean()
             total = total + self.distill * d
-            out["distill"] = float(d)
-        out["loss"] = float(total)
+            out["distill"] = d.item()
+        out["loss"] = total.item()
         return total, out
 
     # --- a stage -------------------------------------------------------------------------
@@ -275,7 +275,11 @@ def main(config: str, out: str | None = None, resume: bool = False) -> int:
     log(f"device {device}; {cache.info['samples']} samples in {len(cache.groups)} groups; "
         f"teachers {list(cache.teacher_dims)}")
     tr = Trainer(cfg, cache, out_dir, device, log)
-    all_groups = cache.groups
+    # Leave-one-source-out runs train on the shared cache minus the excluded sources.
+    all_groups = [g for g in cache.groups if g.source not in set(cfg.get("exclude", []))]
+    if cfg.get("exclude"):
+        log(f"excluded from training: {', '.join(cfg['exclude'])}")
+        tr.cache.prompts = {k: v for k, v in cache.prompts.items() if k not in cfg["exclude"]}
     seed = cfg.get("seed", 0)
     tr.run_stage("base", all_groups, cfg["base_steps"], cfg.get("optim", {}).get("lr", 1e-3), seed, resume=resume)
     base = tower_state(tr.model)
@@ -297,8 +301,6 @@ def main(config: str, out: str | None = None, resume: bool = False) -> int:
         final, merge_history = progressive_merge(base, group_states, tr.dev_score,
                                                  log=lambda m: log(m))
         (out_dir / "merge.json").write_text(json.dumps(merge_history, indent=1))
-    elif cfg.get("base_extra_steps"):
-        pass
     from .release import write_checkpoint
 
     ckpt = write_checkpoint(final, model_cfg, out_dir / "model.safetensors",

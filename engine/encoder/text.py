@@ -17,6 +17,7 @@ import torch
 from ..errors import CheckpointError, InputError
 
 MAX_TEXT_CHARS = 2000
+SMALL_BATCH = 8
 
 
 def validate_texts(texts: list[str]) -> list[str]:
@@ -62,7 +63,17 @@ class MiniLMTextTower(torch.nn.Module):
     def _encode(self, texts: list[str]) -> np.ndarray:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
                                return_tensors="pt")
-        out = self.model(**batch).last_hidden_state
+        if len(texts) <= SMALL_BATCH:
+            # A query is a few dozen tokens: one thread does it in ~15 ms, while two threads
+            # spin-waiting on a loaded machine took 0.5 s (measured by ui/latency.py).
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                out = self.model(**batch).last_hidden_state
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            out = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(out.dtype)
         pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
