@@ -213,3 +213,29 @@ def test_huge_declared_dimensions_are_refused(tmp_path, encoder):
     assert p.stat().st_size < 10_000_000
     r = index([p], tmp_path / "index", encoder)
     assert len(r.failed) == 1 and "pixel limit" in r.failed[0]
+
+
+def test_hyperspectral_and_thermal_scenes_index_like_any_other(tmp_path, encoder):
+    """A 150-band cube whose bands carry GDAL's CENTRAL_WAVELENGTH_UM metadata is detected as
+    hyperspectral; a one-band thermal scene goes in with --sensor. Both are searchable."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(0)
+    wl = np.linspace(0.4, 2.5, 150)
+    cube = tmp_path / "cube.tif"
+    with rasterio.open(cube, "w", driver="GTiff", count=150, width=80, height=80, dtype="int16",
+                       crs="EPSG:32610", transform=from_origin(600000, 4070000, 4, 4)) as ds:
+        ds.write(rng.integers(0, 6000, (150, 80, 80), dtype=np.int16))
+        for i, w in enumerate(wl, 1):
+            ds.update_tags(i, ns="IMAGERY", CENTRAL_WAVELENGTH_UM=f"{w:.4f}")
+    thermal = write_tif(tmp_path / "thermal.tif", rng.integers(0, 255, (1, 64, 64), dtype=np.uint8))
+    idx_path = tmp_path / "index"
+    assert index([cube], idx_path, encoder).ok
+    r = run_index([thermal], idx_path, encoder=encoder, override={"sensor": "thermal-lwir"}, **QUIET)
+    assert r.ok and r.tiles_added == 1
+    info = engine.open(idx_path).info()
+    assert info["modalities"] == {"hyperspectral": 4, "infrared": 1}
+    res = engine.open(idx_path).search(vector=np.ones(384, np.float32) / np.sqrt(384), k=5,
+                                       modality="infrared")
+    assert list(res.sensor) == ["thermal-lwir"]
