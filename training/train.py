@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.encoder import get_model_config
-from engine.encoder.factory import Encoder, _text_tower
+from engine.encoder.factory import Encoder
 from engine.encoder.vit import ImageTower
 
 from .cache import Cache, Group, build_cache
@@ -270,7 +270,7 @@ def main(config: str, out: str | None = None, resume: bool = False) -> int:
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=1))
     t_start = time.time()
     model_cfg = get_model_config(cfg.get("model", "glb-vit-s8"), **cfg.get("model_overrides", {}))
-    prep = Encoder(ImageTower(model_cfg), _text_tower(model_cfg), name="prep", trained=False)
+    prep = Encoder(ImageTower(model_cfg), model_cfg.text, name="prep", trained=False)
     cache = build_cache(cfg, prep, Path(cfg.get("cache_dir", ROOT / "runs" / "cache")), log_fn=log)
     log(f"device {device}; {cache.info['samples']} samples in {len(cache.groups)} groups; "
         f"teachers {list(cache.teacher_dims)}")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..errors import CheckpointError, InputError
 from ..modalities import check_modality
 from ..normalize import standardise, to_unit_scale
-from .config import DEFAULT_MODEL, ModelConfig, get_model_config
+from .config import DEFAULT_MODEL, ModelConfig, TextConfig, get_model_config
 from .text import MiniLMTextTower
 from .vit import ImageTower
 
@@ -73,10 +73,10 @@ def load_state(tower: ImageTower, state: dict, source: str) -> None:
 class Encoder:
     """Text and image into one L2-normalised embedding space (see DESIGN.md's interface)."""
 
-    def __init__(self, image: ImageTower, text: MiniLMTextTower, *, name: str, trained: bool,
+    def __init__(self, image: ImageTower, text_config: TextConfig, *, name: str, trained: bool,
                  checkpoint: str | None = None, meta: dict | None = None, device: str = "cpu"):
         self.image = image.eval().to(device)
-        self.text = text
+        self.text_config = text_config
         self.name = name
         self.trained = trained
         self.checkpoint = checkpoint
@@ -84,14 +84,19 @@ class Encoder:
         self.device = device
         self.dim = image.cfg.embed_dim
         self.image_size = image.cfg.vision.image_size
-        if text.dim != self.dim:
-            raise CheckpointError(f"text tower gives {text.dim}-d vectors, image tower {self.dim}-d")
+        if MiniLMTextTower.dim != self.dim:
+            raise CheckpointError(f"text tower gives {MiniLMTextTower.dim}-d vectors, image tower {self.dim}-d")
         digest = (self.meta.get("sha256") or "")[:12]
         self.identity = f"{name}@{digest}" if trained else f"{name}@random-seed0"
 
     def describe(self) -> dict:
         return {"name": self.name, "identity": self.identity, "dim": self.dim,
                 "trained": self.trained, "image_size": self.image_size}
+
+    @property
+    def text(self) -> MiniLMTextTower:
+        """Loaded on first use: indexing never needs it (5-7 s saved per cron run)."""
+        return text_tower(self.text_config)
 
     def encode_text(self, texts: list[str] | str) -> np.ndarray:
         return self.text.encode(texts)
@@ -156,10 +161,11 @@ def _sha256(path: Path) -> str:
 _TEXT_CACHE: dict[tuple, MiniLMTextTower] = {}
 
 
-def _text_tower(cfg: ModelConfig) -> MiniLMTextTower:
-    key = (cfg.text.package, cfg.text.max_tokens)
+def text_tower(text_cfg: TextConfig) -> MiniLMTextTower:
+    """One text tower per process and configuration (it is frozen and shared)."""
+    key = (text_cfg.package, text_cfg.max_tokens)
     if key not in _TEXT_CACHE:
-        _TEXT_CACHE[key] = MiniLMTextTower(cfg.text.package, cfg.text.max_tokens)
+        _TEXT_CACHE[key] = MiniLMTextTower(text_cfg.package, text_cfg.max_tokens)
     return _TEXT_CACHE[key]
 
 
@@ -175,11 +181,11 @@ def load_encoder(checkpoint: str | Path | None = None, *, device: str | None = N
         log.warning(msg)
         torch.manual_seed(0)
         cfg = get_model_config(model)
-        return Encoder(ImageTower(cfg), _text_tower(cfg), name=f"{cfg.name}-untrained",
+        return Encoder(ImageTower(cfg), cfg.text, name=f"{cfg.name}-untrained",
                        trained=False, device=device)
     cfg, state, meta = read_checkpoint(path)
     meta["sha256"] = _sha256(path)
     tower = ImageTower(cfg)
     load_state(tower, state, str(path))
-    return Encoder(tower, _text_tower(cfg), name=meta.get("name", cfg.name), trained=True,
+    return Encoder(tower, cfg.text, name=meta.get("name", cfg.name), trained=True,
                    checkpoint=str(path), meta=meta, device=device)

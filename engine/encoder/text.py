@@ -30,6 +30,10 @@ def validate_texts(texts: list[str]) -> list[str]:
         t = t.strip()
         if not t:
             raise InputError("query text is empty")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError("query text is not valid Unicode (it holds a lone surrogate)") from None
         if len(t) > MAX_TEXT_CHARS:
             raise InputError(f"query text is {len(t)} characters; the limit is {MAX_TEXT_CHARS}")
         out.append(t)
