@@ -93,7 +93,10 @@ def footprint_4326(crs, bounds: tuple[float, float, float, float]) -> BaseGeomet
     from rasterio.warp import transform_geom
 
     x0, y0, x1, y1 = bounds
-    ring = shapely.segmentize(box(x0, y0, x1, y1), max(x1 - x0, y1 - y0) / 8.0)
+    x0, x1 = min(x0, x1), max(x0, x1)  # a flipped geotransform gives left > right
+    y0, y1 = min(y0, y1), max(y0, y1)
+    step = max(x1 - x0, y1 - y0) / 8.0
+    ring = shapely.segmentize(box(x0, y0, x1, y1), step) if step > 0 else box(x0, y0, x1, y1)
     g = transform_geom(crs, "EPSG:4326", mapping(ring), antimeridian_cutting=True,
                        antimeridian_offset=10.0, precision=-1)
     geom = shape(g)

@@ -18,6 +18,14 @@ MAX_BANDS = 256
 MAX_SCENE_PIXELS = 4_000_000_000       # 63k x 63k: a whole Sentinel-2 tile is 0.12e9
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 SUPPORTED_KINDS = "uif"
+MIN_TILE_FOR_EXTENT = 16                # a tile this many pixels wide must have a width
+# Uploaded bytes may only be one of these: a VRT (or any format that references other files)
+# would let an upload read the server's files or the network.
+UPLOAD_DRIVERS = ["GTiff", "PNG", "JPEG"]
+# A GeoTIFF declaring this many times more pixel bytes than the file holds (and over 1 GB) is
+# corrupt or a decompression bomb: deflate tops out near 1000:1 on real imagery.
+MAX_DECLARED_RATIO = 2000
+MIN_BOMB_BYTES = 1 << 30
 
 
 @dataclass
@@ -57,14 +65,18 @@ def open_raster(source: str | Path | bytes, *, name: str | None = None):
         from rasterio.io import MemoryFile
 
         memfile = MemoryFile(bytes(source))
-        opener = memfile.open
+        opener = lambda: memfile.open(driver=UPLOAD_DRIVERS)  # noqa: E731
+        size = len(source)
     else:
         p = Path(source)
         if not p.exists():
             raise RasterError(f"{label}: no such file")
         if p.is_dir():
             raise RasterError(f"{label}: is a folder, not a raster file")
-        if p.stat().st_size == 0:
+        if not p.is_file():  # opening a FIFO blocks forever; a device never ends
+            raise RasterError(f"{label}: not a regular file (a pipe, socket or device)")
+        size = p.stat().st_size
+        if size == 0:
             raise RasterError(f"{label}: empty file (0 bytes)")
         if not os.access(p, os.R_OK):
             raise RasterError(f"{label}: not readable (permission denied)")
@@ -74,16 +86,42 @@ def open_raster(source: str | Path | bytes, *, name: str | None = None):
             ds = opener()
         except RasterioError as e:
             msg = str(e).split("\n")[0][:200]
+            if memfile is not None:
+                msg = f"uploads must be {', '.join(UPLOAD_DRIVERS)}"
             raise RasterError(f"{label}: not a readable raster ({msg})") from None
         with ds:
-            info = _check(ds, label)
+            if ds.driver == "VRT":
+                _check_vrt(ds, label)
+            info = _check(ds, label, size)
             yield ds, info
     finally:
         if memfile is not None:
             memfile.close()
 
 
-def _check(ds, label: str) -> RasterInfo:
+REMOTE_PREFIXES = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift",
+                   "/vsiwebhdfs", "/vsihdfs", "http://", "https://", "ftp://")
+
+
+def _check_vrt(ds, label: str) -> None:
+    """A VRT's "raw raster band" reads any file as pixels (/etc/passwd, /dev/zero, a FIFO) and
+    its sources may be on the network: refused (this GDAL build cannot switch raw bands off)."""
+    files = [str(f) for f in (ds.files or [])]
+    if any(f.lower().startswith(REMOTE_PREFIXES) for f in files):
+        raise RasterError(f"{label}: not a readable raster (a VRT reading from the network)")
+    for f in files:
+        if f.lower().endswith(".vrt"):
+            try:
+                with open(f, "rb") as fh:
+                    text = fh.read(16 * 2**20).lower()
+            except OSError:
+                continue
+            if b"vrtrawrasterband" in text:
+                raise RasterError(f"{label}: not a readable raster (VRT raw raster bands, which "
+                                  f"read any file as pixels, are not supported)")
+
+
+def _check(ds, label: str, size: int | None = None) -> RasterInfo:
     if ds.count < 1:
         raise RasterError(f"{label}: has no bands")
     if ds.count > MAX_BANDS:
@@ -99,6 +137,11 @@ def _check(ds, label: str) -> RasterInfo:
     dtype = ds.dtypes[0]
     if np.dtype(dtype).kind not in SUPPORTED_KINDS:
         raise RasterError(f"{label}: data type {dtype} is not supported (integers or floats only)")
+    declared = ds.width * ds.height * ds.count * np.dtype(dtype).itemsize
+    if size and ds.driver == "GTiff" and declared > MIN_BOMB_BYTES and declared > MAX_DECLARED_RATIO * size:
+        raise RasterError(f"{label}: declares {ds.width}x{ds.height}x{ds.count} {dtype} pixels "
+                          f"({declared / 1e9:.1f} GB) in a {size / 1e6:.2f} MB file; refused as "
+                          f"corrupt or a decompression bomb")
     georef = ds.crs is not None and not ds.transform.is_identity
     return RasterInfo(str(label), ds.count, dtype, ds.width, ds.height, ds.crs, ds.transform,
                       ds.nodata, georef)
@@ -115,10 +158,16 @@ def check_georeferenced(ds, info: RasterInfo) -> None:
     t = ds.transform
     if not all(np.isfinite([t.a, t.b, t.c, t.d, t.e, t.f])) or t.a == 0 or t.e == 0:
         raise RasterError(f"{info.path}: geotransform {tuple(t)[:6]} is degenerate")
+    # Pixels below the resolution of the coordinates (x + pixel == x) give tiles no extent.
+    if t.c + t.a * MIN_TILE_FOR_EXTENT == t.c or t.f + t.e * MIN_TILE_FOR_EXTENT == t.f:
+        raise RasterError(f"{info.path}: geotransform {tuple(t)[:6]} is degenerate (pixels too "
+                          f"small to tell apart at that origin)")
     try:
         b = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
     except Exception as e:  # noqa: BLE001 - PROJ errors come in several types
-        raise RasterError(f"{info.path}: its bounds cannot be put in longitude/latitude ({str(e)[:120]})") from None
+        why = str(e).split("{")[0].strip(" '") or type(e).__name__  # not PROJ's JSON dump
+        raise RasterError(f"{info.path}: its bounds cannot be put in longitude/latitude ({why[:120]}; "
+                          f"CRS {' '.join(ds.crs.to_string().split())[:80]})") from None
     if not all(np.isfinite(b)) or b[1] < -90.001 or b[3] > 90.001 or b[0] < -180.001 or b[2] > 180.001:
         raise RasterError(f"{info.path}: geotransform puts it outside the Earth (bounds {tuple(round(v, 3) for v in b)})")
 
@@ -173,12 +222,26 @@ def read_window(ds, info: RasterInfo, window, indexes=None) -> tuple[np.ndarray,
     try:
         data = ds.read(indexes, window=window, masked=True)
     except RasterioError as e:
-        raise RasterError(f"{info.path}: read failed at window {window} ({str(e).splitlines()[0][:160]})") from None
+        raise RasterError(f"{info.path}: read failed at window {window} ({gdal_reason(e)})") from None
     arr = np.asarray(data.data)
     invalid = np.ma.getmaskarray(data).any(axis=0)
     if arr.dtype.kind == "f":
         invalid |= ~np.isfinite(arr).all(axis=0)
+        if arr.dtype.itemsize > 4:  # the encoder computes in float32: 1e300 would become Inf
+            with np.errstate(invalid="ignore"):
+                invalid |= (np.abs(arr) > np.finfo(np.float32).max).any(axis=0)
     return arr, ~invalid
+
+
+def gdal_reason(e: BaseException) -> str:
+    """The first line of GDAL's own message: rasterio's "Read failed. See previous exception"
+    keeps the reason in the exception it was raised from."""
+    msgs = []
+    while e is not None and len(msgs) < 5:
+        msgs.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        e = e.__cause__ or e.__context__
+    useful = [m for m in msgs if "See previous exception" not in m] or msgs
+    return useful[0][:160]
 
 
 def fill_invalid(arr: np.ndarray, valid: np.ndarray) -> np.ndarray:

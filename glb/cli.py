@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true")
     be.add_argument("--smoke", action="store_true", help="seconds-long version for CI")
     be.add_argument("--write", help="write the markdown report here")
+    be.add_argument("--methods", help="search: comma-separated subset of ours,numpy,duckdb_vss "
+                                      "(results merge into an existing report)")
     return p
 
 
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except GLBError as e:
-        print(f"glb {args.command}: error: {e}", file=sys.stderr)
+        print(f"glb {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"glb {args.command}: interrupted", file=sys.stderr)
@@ -118,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"glb {args.command}: internal error: {type(e).__name__}: {first} "
               f"(run with -v for the traceback)", file=sys.stderr)
         return 3
+
+
+def _one_line(text: str) -> str:
+    """Messages quote paths and arguments as given; a newline or escape in a file name must not
+    break the one-line-per-problem contract (or a terminal)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _encoder(args):
@@ -134,7 +142,7 @@ def cmd_index(args) -> int:
 
     if args.tile_size < 16:
         raise InputError(f"--tile-size {args.tile_size} is below the minimum of 16")
-    stride = args.stride or args.tile_size
+    stride = args.stride if args.stride is not None else args.tile_size
     if stride < 1:
         raise InputError(f"--stride {stride} must be at least 1")
     if not 0 <= args.max_nodata <= 1:
@@ -151,10 +159,12 @@ def cmd_index(args) -> int:
                         prune=args.prune, commit_every=args.commit_every,
                         progress=not args.quiet and sys.stderr.isatty())
     echo = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    # The encoder loads once the writer lock is held: a second run started at the same time
+    # is refused at once instead of after loading a model.
     report = run_index(args.paths, args.index, rules_file=args.rules, override=override,
-                       options=opts, encoder=_encoder(args), echo=echo)
+                       options=opts, encoder=lambda: _encoder(args), echo=echo)
     for line in report.failed:
-        print(f"glb index: failed: {line}", file=sys.stderr)
+        print(f"glb index: failed: {_one_line(line)}", file=sys.stderr)
     if report.missing:
         print(f"glb index: {report.missing} indexed files no longer exist; --prune removes them",
               file=sys.stderr)
@@ -172,6 +182,11 @@ def cmd_search(args) -> int:
     import engine
     from engine.errors import InputError
 
+    if args.text is not None:
+        try:  # bytes that are not UTF-8 reach argv as lone surrogates; the tokenizer chokes on them
+            args.text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError("query text is not valid UTF-8") from None
     idx = engine.open(args.index, checkpoint=args.checkpoint)
     kw = dict(bbox=args.bbox, region=args.region, k=args.k, modality=args.modality,
               sensor=args.sensor, start=args.start, end=args.end)
@@ -226,7 +241,7 @@ def cmd_check(args) -> int:
         print(json.dumps({"ok": not problems, "problems": problems, **stats}))
     else:
         for p in problems:
-            print(f"glb check: {p}", file=sys.stderr)
+            print(f"glb check: {_one_line(p)}", file=sys.stderr)
         print(f"{args.index}: {'OK' if not problems else f'{len(problems)} problems'} "
               f"({stats.get('tiles', 0)} tiles, generation {stats.get('generation')})")
     return 0 if not problems else 1
@@ -260,8 +275,14 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from training_free_bench import main as bench_main  # placeholder replaced by bench module
+    from engine.errors import InputError
+    from glb.bench import main as bench_main
 
+    if args.vectors < 1024:
+        raise InputError(f"--vectors {args.vectors} is below the minimum of 1024")
+    known = {"ours", "numpy", "duckdb_vss"}
+    if args.methods and not set(args.methods.split(",")) <= known:
+        raise InputError(f"--methods {args.methods!r}: choose from {', '.join(sorted(known))}")
     return bench_main(args)
 
 

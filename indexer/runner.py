@@ -8,7 +8,10 @@ tiles or `commit_seconds`, and at the end; Ctrl-C commits what is complete and s
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import GLBError
+from engine.store.files import IndexWriteError
+from engine.store.lock import WriterLock
+from engine.store.manifest import read_current
 from engine.store.writer import StagedScene, StoreWriter
 
 from .distributor import LocalDistributor
@@ -27,6 +33,8 @@ from .rules import load_rules
 from .sources import discover
 
 CHIPS_PER_UNIT = 256
+
+log = logging.getLogger("glb.indexer")
 
 
 @dataclass
@@ -96,18 +104,29 @@ class _Interrupt:
 
 def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None,
               override: dict | None = None, options: IndexOptions | None = None,
-              encoder=None, echo=print) -> RunReport:
+              encoder=None, echo=print, lock: WriterLock | None = None) -> RunReport:
+    """`encoder`: an Encoder, a callable returning one (called once the writer lock is held, so
+    a run that cannot write fails before loading a model), or None for the released one.
+    `lock`: the index's writer lock when the caller already holds it."""
     opts = options or IndexOptions()
     t0 = time.monotonic()
-    rules = load_rules(rules_file)
-    found = discover(paths, rules, override)
-    report = RunReport(index=str(index_dir), files=len(found.sources), skipped=found.skipped)
-    report.failed.extend(found.problems)
-    if encoder is None:
-        from engine.encoder import load_encoder
+    # The lock first: a second run started at the same time leaves before walking the archive.
+    lock = lock if lock is not None else WriterLock(Path(index_dir)).acquire()
+    try:
+        rules = load_rules(rules_file)
+        found = discover(paths, rules, override)
+        report = RunReport(index=str(index_dir), files=len(found.sources), skipped=found.skipped)
+        report.failed.extend(found.problems)
+        if encoder is None:
+            from engine.encoder import load_encoder
 
-        encoder = load_encoder()
-    writer = StoreWriter(index_dir, encoder.describe(), commit_every=opts.commit_every)
+            encoder = load_encoder
+        if callable(encoder) and not hasattr(encoder, "describe"):
+            encoder = encoder()
+        writer = StoreWriter(index_dir, encoder.describe(), commit_every=opts.commit_every, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
     try:
         report.recovered_lock = writer.lock.recovered_from
         report.cleaned_files = len(writer.removed_orphans)
@@ -115,23 +134,54 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
             echo(f"note: the last run (pid {report.recovered_lock.get('pid')}) did not finish; "
                  f"its unfinished commit was discarded ({report.cleaned_files} files) and this run "
                  f"continues from generation {writer.manifest.generation}")
-        _run(found, writer, encoder, opts, report, echo)
-        if opts.prune or report.missing:
-            gone = [p for p in writer.scene_paths()
-                    if any(_under(p, r) for r in found.roots) and not Path(p).exists()]
-            if opts.prune:
-                for p in gone:
-                    writer.remove(p)
-                report.removed = len(gone)
-            report.missing = 0 if opts.prune else len(gone)
-        res = writer.commit()
+        try:
+            _run(found, writer, encoder, opts, report, echo)
+            if opts.prune or report.missing:
+                gone = [p for p in writer.scene_paths()
+                        if any(_under(p, r) for r in found.roots) and not Path(p).exists()]
+                if opts.prune:
+                    for p in gone:
+                        writer.remove(p)
+                    report.removed = len(gone)
+                report.missing = 0 if opts.prune else len(gone)
+            res = writer.commit()
+        except OSError as e:  # disk full, read-only, quota: nothing half-written is published
+            raise _write_failed(index_dir, writer, report, e) from None
         if res:
             report.tiles_deleted += res.tiles_deleted
         report.generation = writer.manifest.generation
+        if report.interrupted:
+            done = report.indexed + len(report.failed) + report.unchanged
+            echo(f"interrupted: {report.indexed} files indexed in this run, {report.unchanged} "
+                 f"unchanged; {max(0, report.files - done)} not done yet; what is complete is "
+                 f"committed (generation {report.generation}). Run the same command again to "
+                 f"continue.")
     finally:
         writer.close()
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _write_failed(index_dir, writer: StoreWriter, report: RunReport, e: OSError) -> IndexWriteError:
+    writer.discard_unfinished()
+    try:
+        live = f"generation {read_current(writer.layout).generation}" if writer.layout.exists() \
+            else "no generation yet (nothing was ever committed)"
+    except GLBError:
+        live = "the last published generation"
+    what = e.strerror or f"{str(e) or type(e).__name__}: disk full or a file size limit?"
+    where = f" at {e.filename}" if getattr(e, "filename", None) else ""
+    return IndexWriteError(
+        f"{index_dir}: cannot write the index ({what}{where}); the unfinished commit was "
+        f"discarded and the index is intact at {live}; files indexed since the last commit are "
+        f"not in it: run the same command again once the disk is writable")
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # let the read report why it cannot
 
 
 def _under(path: str, root: Path) -> bool:
@@ -174,13 +224,20 @@ def _run(found, writer: StoreWriter, encoder, opts: IndexOptions, report: RunRep
             res = [SceneResult(src) for src, _ in items]
             shas, live = [], []
             for (src, prev), r in zip(items, res):
+                if not _regular(src.path):  # a FIFO would block the run forever on open()
+                    r.error = f"{src.path}: not a regular file (a pipe, socket or device); skipped"
+                    continue
                 try:
                     sha = sha256_of(src.path)
                 except OSError as e:
                     r.error = f"{src.path}: cannot read ({e.strerror})"
                     continue
                 if prev is not None and prev["sha256"] == sha:
-                    size, mtime = file_fingerprint(src.path)
+                    try:
+                        size, mtime = file_fingerprint(src.path)
+                    except OSError as e:
+                        r.error = f"{src.path}: cannot stat ({e.strerror})"
+                        continue
                     r.restamp = {"size": size, "mtime_ns": mtime}
                     continue
                 shas.append(sha)
@@ -198,6 +255,8 @@ def _run(found, writer: StoreWriter, encoder, opts: IndexOptions, report: RunRep
                     r.error = f"{src.path}: unexpected {type(e).__name__}: {str(e).splitlines()[0][:160]}"
             yield UnitDone(u, res)
 
+    log.info("indexing %d files (%d unchanged) into generation %d onwards", len(todo),
+             report.unchanged, writer.manifest.generation + 1)
     embed = Embedder(encoder)
     pending: dict[int, list[tuple[TileBatch, np.ndarray]]] = {}
     last_commit = time.monotonic()
@@ -227,11 +286,6 @@ def _run(found, writer: StoreWriter, encoder, opts: IndexOptions, report: RunRep
             stream.close()
             if bar is not None:
                 bar.close()
-    if report.interrupted:
-        done = report.indexed + len(report.failed) + report.unchanged
-        echo(f"interrupted: {report.indexed} files indexed in this run, {report.unchanged} "
-             f"unchanged; {max(0, report.files - done)} not done yet; what is complete is "
-             f"committed. Run the same command again to continue.")
 
 
 def _stage(done: UnitDone, batches, writer: StoreWriter, report: RunReport) -> None:
@@ -252,6 +306,11 @@ def _stage(done: UnitDone, batches, writer: StoreWriter, report: RunReport) -> N
         tiles, thumbs, vecs = by_scene.get(str(r.source.path), ([], [], []))
         dim = writer.encoder.get("dim", 384)
         vectors = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)
+        if not np.isfinite(vectors).all():
+            report.failed.append(f"{r.source.path}: the encoder gave NaN or Inf for "
+                                 f"{int((~np.isfinite(vectors).all(axis=1)).sum())} of its tiles "
+                                 f"(pixel values out of range?); not indexed")
+            continue
         writer.stage(StagedScene(r.record, tiles, vectors, thumbs, r.overview))
         report.indexed += 1
         report.tiles_added += len(tiles)

@@ -7,6 +7,7 @@ run say it recovered after a crash rather than pretend nothing happened.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 
 from ..errors import IndexLockedError
+from .faults import crash_point
+from .files import IndexWriteError
 
 
 def _alive(pid: int) -> bool:
@@ -34,8 +37,15 @@ class WriterLock:
         self.recovered_from: dict | None = None
 
     def acquire(self) -> "WriterLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        where = self.path.parent
+        try:
+            if where.exists() and not where.is_dir():
+                raise IndexWriteError(f"{where}: is a file, not an index folder")
+            where.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise IndexWriteError(f"{where}: cannot write here ({e.strerror}); "
+                                  f"{'the index is read-only' if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else 'nothing was changed'}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -51,12 +61,19 @@ class WriterLock:
             pid = int(previous.get("pid", -1))
             if previous.get("host") != socket.gethostname() or not _alive(pid) or pid == os.getpid():
                 self.recovered_from = previous
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                  "state": "held"}).encode(), 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                      "state": "held"}).encode(), 0)
+            os.fsync(fd)
+        except OSError as e:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise IndexWriteError(f"{where}: cannot write the writer lock ({e.strerror}); "
+                                  f"nothing was changed") from None
         self.fd = fd
+        crash_point("lock.acquired")
         return self
 
     @staticmethod
@@ -72,8 +89,11 @@ class WriterLock:
             return
         info = self._read(self.fd) or {}
         info["state"] = "released"
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, json.dumps(info).encode(), 0)
+        try:  # best effort: on a full disk the note may not fit; the lock is released anyway
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, json.dumps(info).encode(), 0)
+        except OSError:
+            pass
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
         self.fd = None

@@ -9,6 +9,7 @@ removes.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -16,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import GLBError, IndexNotFoundError
-from .files import atomic_write_bytes
+from .faults import crash_point
+from .files import atomic_write_bytes, fsync_file
 from .layout import FORMAT_VERSION, SCENE_SCHEMA, Layout
 
 
@@ -56,21 +58,40 @@ class CorruptIndexError(GLBError):
     pass
 
 
+MANIFEST_NAME = re.compile(r"[0-9]{9}\.json")
+SEGMENT_NAME = re.compile(r"[0-9]{9}-[0-9a-f]{8}")
+DATA_FILE_NAME = re.compile(r"[0-9]{9}\.(scenes|tombstones)\.parquet")
+
+
 def read_current(layout: Layout) -> Manifest:
     if not layout.root.exists():
         raise IndexNotFoundError(f"{layout.root}: no index here (the folder does not exist)")
     if not layout.current.is_file():
         raise IndexNotFoundError(f"{layout.root}: no index here (no CURRENT file); build one with `glb index`")
-    name = layout.current.read_text().strip()
+    try:
+        name = layout.current.read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CorruptIndexError(f"{layout.current}: unreadable ({e})") from None
+    # Names come from files anyone may have edited: never let one leave the index folder.
+    if not MANIFEST_NAME.fullmatch(name):
+        raise CorruptIndexError(f"{layout.current}: does not name a manifest ({name[:60]!r})")
     path = layout.manifests / name
     try:
         m = Manifest.from_json(path.read_bytes())
     except FileNotFoundError:
         raise CorruptIndexError(f"{layout.root}: CURRENT names {name}, which does not exist") from None
-    except (ValueError, TypeError, KeyError) as e:
-        raise CorruptIndexError(f"{path}: unreadable manifest ({e})") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise CorruptIndexError(f"{path}: unreadable manifest ({str(e)[:160]})") from None
+    except OSError as e:
+        raise CorruptIndexError(f"{path}: unreadable manifest ({e.strerror})") from None
     if m.format != FORMAT_VERSION:
         raise CorruptIndexError(f"{path}: index format {m.format}, this version reads {FORMAT_VERSION}")
+    for seg in m.segments:
+        if not isinstance(seg.name, str) or not SEGMENT_NAME.fullmatch(seg.name):
+            raise CorruptIndexError(f"{path}: bad segment name {str(seg.name)[:60]!r}")
+    for f in (m.scenes_file, m.tombstones_file):
+        if f is not None and (not isinstance(f, str) or not DATA_FILE_NAME.fullmatch(f)):
+            raise CorruptIndexError(f"{path}: bad file name {str(f)[:60]!r}")
     return m
 
 
@@ -99,8 +120,15 @@ def write_tombstones(layout: Layout, name: str, rows: set[tuple[str, int]]) -> N
 
 
 def publish(layout: Layout, m: Manifest) -> None:
-    """Write the manifest, then point CURRENT at it (the commit point)."""
+    """Make the files the manifest names durable, write the manifest, then point CURRENT at it
+    (the commit point)."""
+    for name in (m.scenes_file, m.tombstones_file):
+        if name:
+            fsync_file(layout.manifests / name)
+    crash_point("publish.begin")
     m.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     path = layout.manifest(m.generation)
-    atomic_write_bytes(path, m.to_json())
-    atomic_write_bytes(layout.current, path.name.encode() + b"\n")
+    atomic_write_bytes(path, m.to_json(), crash="publish.manifest")
+    crash_point("publish.manifest")
+    atomic_write_bytes(layout.current, path.name.encode() + b"\n", crash="publish.current")
+    crash_point("publish.done")

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .faults import crash_point
 from .files import fsync_dir, fsync_file
 from .layout import OVERVIEW_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout
 
@@ -29,15 +30,21 @@ def write_segment(layout: Layout, name: str, tiles: pa.Table, vectors: np.ndarra
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    crash_point("segment.tmp")
     pq.write_table(tiles.cast(TILE_SCHEMA), tmp / "tiles.parquet", compression="zstd")
+    crash_point("segment.tiles")
     np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+    crash_point("segment.vectors")
     pq.write_table(thumbs.cast(THUMB_SCHEMA), tmp / "thumbs.parquet", compression="none")
     pq.write_table(overviews.cast(OVERVIEW_SCHEMA), tmp / "overviews.parquet", compression="none")
+    crash_point("segment.thumbs")
     for f in tmp.iterdir():
         fsync_file(f)
     fsync_dir(tmp)
+    crash_point("segment.synced")
     os.rename(tmp, final)
     fsync_dir(layout.segments)
+    crash_point("segment.renamed")
     return final
 
 

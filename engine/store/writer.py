@@ -29,8 +29,8 @@ from ..errors import GLBError
 from .files import fsync_dir
 from .layout import OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout
 from .lock import WriterLock
-from .manifest import (Manifest, SegmentInfo, publish, read_current, read_scenes, read_tombstones,
-                       write_tombstones)
+from .manifest import (CorruptIndexError, Manifest, SegmentInfo, publish, read_current, read_scenes,
+                       read_tombstones, write_tombstones)
 from .segment import new_segment_name, read_tiles, write_segment
 
 log = logging.getLogger("glb.store")
@@ -75,10 +75,12 @@ class EncoderMismatchError(GLBError):
 
 
 class StoreWriter:
-    def __init__(self, root: str | Path, encoder: dict, *, commit_every: int = 2048):
+    def __init__(self, root: str | Path, encoder: dict, *, commit_every: int = 2048,
+                 lock: WriterLock | None = None):
+        """`lock`: the index's writer lock, already acquired (the caller took it before a slow
+        start); the writer releases it on close."""
         self.layout = Layout(root)
-        self.layout.root.mkdir(parents=True, exist_ok=True)
-        self.lock = WriterLock(self.layout.root).acquire()
+        self.lock = lock if lock is not None else WriterLock(self.layout.root).acquire()
         try:
             self.encoder = encoder
             self.commit_every = commit_every
@@ -89,8 +91,12 @@ class StoreWriter:
                         f"{root}: index was built with encoder {self.manifest.encoder.get('identity')}, "
                         f"this run uses {encoder.get('identity')}; index into a new folder "
                         f"(vectors of two encoders cannot be compared)")
-                scenes = read_scenes(self.layout, self.manifest).to_pylist()
-                t = read_tombstones(self.layout, self.manifest)
+                try:
+                    scenes = read_scenes(self.layout, self.manifest).to_pylist()
+                    t = read_tombstones(self.layout, self.manifest)
+                except (OSError, pa.ArrowException) as e:
+                    raise CorruptIndexError(f"{root}: generation {self.manifest.generation}'s scenes "
+                                            f"or tombstones file is unreadable ({str(e)[:160]})") from None
                 self.state = _State({s["path"]: s for s in scenes},
                                     set(zip(t.column("segment").to_pylist(),
                                             t.column("tile_id").to_pylist())))
@@ -120,6 +126,8 @@ class StoreWriter:
     # --- changes -------------------------------------------------------------------
     def stage(self, scene: StagedScene) -> None:
         assert len(scene.tiles) == scene.vectors.shape[0] == len(scene.thumbs)
+        if not np.isfinite(scene.vectors).all():  # one NaN row would poison every search
+            raise GLBError(f"{scene.record['path']}: its embeddings contain NaN or Inf; not indexed")
         self.staged = [s for s in self.staged if s.record["path"] != scene.record["path"]]
         self.staged.append(scene)
         self._staged_tiles = sum(len(s.tiles) for s in self.staged)
@@ -198,6 +206,48 @@ class StoreWriter:
         log.info("committed generation %d: +%d tiles, -%d tiles", gen, added_tiles, deleted)
         return result
 
+    def commit_bulk(self, records: list[dict], tiles: pa.Table, vectors: np.ndarray,
+                    thumbs: list[bytes] | None = None) -> CommitResult:
+        """Bulk path (benchmarks, imports of pre-embedded archives): new scenes given as column
+        data become one segment, committed at once by the same steps as `commit` (segment,
+        scenes file, tombstones carried over, manifest, CURRENT). `records` are SCENE_SCHEMA
+        rows whose `n_tiles` count their rows in `tiles`; no scene may already be indexed."""
+        if self.staged or self.removed or self.touched:
+            raise GLBError("commit the staged changes before a bulk commit")
+        dup = [r["path"] for r in records if r["path"] in self.state.scenes]
+        if dup:
+            raise GLBError(f"bulk commit: {len(dup)} scenes are already indexed (e.g. {dup[0]})")
+        n = tiles.num_rows
+        if vectors.shape[0] != n or sum(int(r["n_tiles"] or 0) for r in records) != n:
+            raise GLBError("bulk commit: tiles, vectors and the scenes' n_tiles disagree")
+        gen = self.manifest.generation + 1
+        segments = list(self.manifest.segments)
+        name = new_segment_name(gen) if n else None
+        if n:
+            th = pa.Table.from_pydict({"tile_id": tiles.column("tile_id"),
+                                       "png": thumbs if thumbs is not None else [b""] * n},
+                                      schema=THUMB_SCHEMA)
+            write_segment(self.layout, name, tiles.cast(TILE_SCHEMA), vectors, th,
+                          OVERVIEW_SCHEMA.empty_table())
+            segments.append(SegmentInfo(name=name, n_rows=n))
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        scenes = dict(self.state.scenes)
+        for r in records:
+            scenes[r["path"]] = dict(r, segment=name if r["n_tiles"] else None, indexed_at=now)
+        m = Manifest(generation=gen, encoder=self.encoder, segments=segments,
+                     n_tiles=sum(int(r["n_tiles"] or 0) for r in scenes.values()))
+        m.scenes_file = f"{gen:09d}.scenes.parquet"
+        pq.write_table(pa.Table.from_pylist(list(scenes.values()), schema=SCENE_SCHEMA),
+                       self.layout.manifests / m.scenes_file)
+        if self.state.tombstones:
+            m.tombstones_file = f"{gen:09d}.tombstones.parquet"
+            write_tombstones(self.layout, m.tombstones_file, self.state.tombstones)
+        fsync_dir(self.layout.manifests)
+        publish(self.layout, m)
+        self.manifest = m
+        self.state = _State(scenes, set(self.state.tombstones))
+        return CommitResult(gen, len(records), n, 0)
+
     def _tile_ids_of(self, scene: dict) -> list[int]:
         seg = scene.get("segment")
         if not seg:
@@ -207,6 +257,17 @@ class StoreWriter:
         return t.filter(mask).column("tile_id").to_pylist()
 
     # --- housekeeping ---------------------------------------------------------------
+    def discard_unfinished(self) -> list[str]:
+        """After a failed commit (disk full, read-only): delete what it left behind, judging
+        what is live from CURRENT on disk. Best effort; the next writer does it anyway."""
+        try:
+            live = read_current(self.layout) if self.layout.exists() else Manifest.empty(self.encoder)
+            if live.generation != self.manifest.generation:
+                return []  # CURRENT moved before the failure: the commit landed, keep its files
+            return self._remove_orphans()
+        except (OSError, GLBError):
+            return []
+
     def _remove_orphans(self) -> list[str]:
         """Delete files no live manifest names: leftovers of a crashed commit (always) and
         of older generations (once no searcher can still be reading them)."""
@@ -217,12 +278,23 @@ class StoreWriter:
         keep_manifest = {f"{m.generation:09d}.json", m.scenes_file, m.tombstones_file}
         removed = []
         now = time.time()
+
+        def mtime(path) -> float:
+            try:
+                return path.stat().st_mtime
+            except FileNotFoundError:
+                return 0.0
+
+        # The grace period runs from when a file stopped being live, not from when it was
+        # written: a file of generation g was live until generation g + 1 was published
+        # (segments: until the last commit, at the latest).
+        last_commit = mtime(self.layout.current)
         for p in list(self.layout.segments.iterdir()):
             if p.name in keep_segments:
                 continue
             seg_gen = int(p.name.lstrip(".").split("-")[0]) if p.name.lstrip(".")[:9].isdigit() else -1
             crashed = p.name.startswith(".") or seg_gen > m.generation
-            if crashed or now - p.stat().st_mtime > ORPHAN_GRACE_S:
+            if crashed or now - last_commit > ORPHAN_GRACE_S:
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(str(p))
         for p in list(self.layout.manifests.iterdir()):
@@ -230,7 +302,11 @@ class StoreWriter:
                 continue
             gen = int(p.name.lstrip(".")[:9]) if p.name.lstrip(".")[:9].isdigit() else -1
             crashed = p.name.startswith(".") or gen > m.generation
-            if crashed or now - p.stat().st_mtime > ORPHAN_GRACE_S:
+            if crashed or now - mtime(self.layout.manifest(gen + 1)) > ORPHAN_GRACE_S:
+                p.unlink(missing_ok=True)
+                removed.append(str(p))
+        for p in list(self.layout.root.iterdir()):  # CURRENT's temporary file of a crashed commit
+            if p.name.startswith(".CURRENT.tmp-"):
                 p.unlink(missing_ok=True)
                 removed.append(str(p))
         if removed:
