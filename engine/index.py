@@ -1,12 +1,22 @@
 """`engine.open(path)` -> Index: query encoding, filtered vector search, results as GeoDataFrame.
 
 Filtered search must return the true top-k inside the filter at any selectivity. The planner
-looks at how many tiles pass the cheap envelope/attribute mask:
-- few (<= PREFILTER_MAX_ROWS, or <= PREFILTER_MAX_FRACTION of the index): pre-filter. DuckDB's
-  R-tree gives the exact candidate rows; their vectors are scored exactly. Cost ~ candidates.
-- many: index search restricted by an id selector (the mask as a FAISS bitmap), asking for
-  more than k and refining footprints exactly, widening until k survive. Cost ~ index.
-Both are exact over the filtered set with the flat index; tests compare them with brute force.
+first asks the snapshot's lon/lat grid how many tiles the region can hold (an upper bound that
+costs O(grid rows), see engine/filters.py) and the attribute counts how many pass those
+filters, then:
+- broad (more than MATERIALISE_MIN_ROWS and MATERIALISE_MAX_FRACTION of the index): the index
+  is searched unfiltered for ~(rerank depth / selectivity) rows with more lists probed, the
+  filters are checked on those rows only, and the search widens until enough pass
+  ("index+postfilter"). Cost ~ the index search, never O(index) in numpy.
+- otherwise the candidates are listed (grid cells -> envelope test -> attribute mask):
+  - few (<= PREFILTER_MAX_ROWS, or <= PREFILTER_MAX_FRACTION of a flat index): "prefilter":
+    their vectors are scored exactly. Cost ~ candidates.
+  - many: "index+selector": index search restricted to them by a FAISS id bitmap (for IVF-PQ
+    with a filter-aware probe count), asking for more than k, widening until k survive.
+Every path scores its final candidates exactly and refines footprints exactly (shapely, only
+where the envelope does not settle it). With the flat index (small indexes) all of it is exact;
+with IVF-PQ (large ones, engine/vectors.py) recall@10 is measured by `glb bench search` and
+tests/test_search_scale.py.
 """
 
 from __future__ import annotations
@@ -20,30 +30,60 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
+from .modalities import MODALITIES
 from .filters import Filters
 from .store.layout import Layout
 from .store.segment import read_overviews, read_thumbs
+from . import vectors
 from .store.snapshot import Snapshot
 
 log = logging.getLogger("glb.index")
 
 MAX_K = 1000
-PREFILTER_MAX_ROWS = 20_000
-PREFILTER_MAX_FRACTION = 0.05
+PREFILTER_MAX_ROWS = 20_000        # candidates scored exactly, no index (flat index)
+PREFILTER_MAX_ROWS_QUANTISED = 4096  # IVF-PQ index: always exact up to here; up to
+EXACT_ROW_COST = 125                 # PREFILTER_MAX_ROWS when cheaper than the list scan
+PREFILTER_MAX_FRACTION = 0.05      # (flat index) or this fraction of the index
+MATERIALISE_MIN_ROWS = 262_144     # candidate sets up to this size (or fraction) are listed
+MATERIALISE_MAX_FRACTION = 0.2     # and searched with a selector; broader ones post-filtered
 RESULT_COLUMNS = ["rank", "tile_id", "score", "modality", "sensor", "scene", "acquired",
                   "scene_id", "row_off", "col_off", "height", "width", "geometry"]
+
+
+_WGS84 = None
+
+
+def _wgs84():
+    """EPSG:4326 as a pyproj CRS, parsed once (parsing it per result page cost ~3 ms)."""
+    global _WGS84
+    if _WGS84 is None:
+        import pyproj
+
+        _WGS84 = pyproj.CRS.from_epsg(4326)
+    return _WGS84
 
 
 def check_k(k) -> int:
     try:
         k_int = int(k)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"k {k!r} is not an integer") from None
     if k_int != k or k_int <= 0:
         raise InputError(f"k must be a positive integer, got {k!r}")
     if k_int > MAX_K:
         raise InputError(f"k {k_int} is more than the maximum of {MAX_K}")
     return k_int
+
+
+def as_tile_id(tile_id) -> int:
+    """A tile id from a caller (a URL, a form, a CLI flag): an int64, or a clear InputError."""
+    try:
+        t = int(tile_id)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"tile_id {str(tile_id)[:40]!r} is not an integer") from None
+    if not -2**63 <= t < 2**63:
+        raise InputError(f"tile_id {t} is not in this index")
+    return t
 
 
 class Index:
@@ -108,9 +148,12 @@ class Index:
                 raise InputError("an image query needs its wavelengths and image_modality")
             q = self.encoder.encode_image(image, wavelengths, image_modality)[0]
         elif tile_id is not None:
-            q, exclude = self.tile_vector(tile_id, snap), int(tile_id)
+            q, exclude = self.tile_vector(tile_id, snap), as_tile_id(tile_id)
         else:
-            q = np.asarray(vector, dtype=np.float32).reshape(-1)
+            try:
+                q = np.asarray(vector, dtype=np.float32).reshape(-1)
+            except (TypeError, ValueError):
+                raise InputError(f"query vector must be {snap.dim} finite numbers") from None
             if q.shape[0] != snap.dim or not np.all(np.isfinite(q)):
                 raise InputError(f"query vector must be {snap.dim} finite numbers")
         rows, scores = self._top_k(snap, q, k + (exclude is not None), filters)
@@ -121,10 +164,7 @@ class Index:
 
     def tile_vector(self, tile_id, snap: Snapshot | None = None) -> np.ndarray:
         snap = snap or self.snapshot
-        try:
-            row = snap.row_of(int(tile_id))
-        except (TypeError, ValueError):
-            raise InputError(f"tile_id {tile_id!r} is not an integer") from None
+        row = snap.row_of(as_tile_id(tile_id))
         if row is None:
             raise InputError(f"tile_id {tile_id} is not in this index")
         return snap.vectors[row]
@@ -132,90 +172,159 @@ class Index:
     def _top_k(self, snap: Snapshot, q: np.ndarray, k: int, filters: Filters):
         n = snap.n_tiles
         if n == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        if filters.empty:
-            self.last_plan = {"strategy": "index", "candidates": n}
-            scores, rows = snap.faiss_index.search(q[None], min(k, n))
-            keep = rows[0] >= 0
-            return rows[0][keep].astype(np.int64), scores[0][keep]
-        mask = filters.mask(snap)
-        n_env = int(mask.sum())
-        if n_env == 0:
             self.last_plan = {"strategy": "empty", "candidates": 0}
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        if n_env <= PREFILTER_MAX_ROWS or n_env <= PREFILTER_MAX_FRACTION * n:
-            rows = self._prefilter_rows(snap, filters, mask)
-            self.last_plan = {"strategy": "prefilter", "candidates": int(len(rows))}
-            return self._exact(snap, q, rows, k)
-        self.last_plan = {"strategy": "index+selector", "candidates": n_env}
-        return self._selector_search(snap, q, k, filters, mask, n_env)
-
-    @staticmethod
-    def _exact(snap: Snapshot, q: np.ndarray, rows: np.ndarray, k: int):
-        if len(rows) == 0:
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        vi = snap.vector_index
+        plan = {"index": vi.kind}
+        if filters.empty:
+            rows, scores = vi.search(q, k)
+            self.last_plan = {**plan, "strategy": "index", "candidates": n}
+            return self._ordered(snap, rows, scores, k)
+        materialise_max = max(MATERIALISE_MIN_ROWS, int(MATERIALISE_MAX_FRACTION * n))
+        est, rows = filters.spatial_candidates(snap, materialise_max)
+        f_attr = filters.attr_fraction(snap)
+        if rows is None and filters.region is None and est * f_attr <= materialise_max:
+            rows = np.flatnonzero(filters.attr_mask(snap))          # O(n), selective attributes
+        elif rows is not None and (filters.modalities or filters.sensors or filters.start or filters.end):
+            rows = rows[filters.attr_mask(snap, rows)]
+        if rows is None:  # broad: post-filter the index's answers
+            frac = max(est * f_attr / n, 1.0 / n)
+            self.last_plan = {**plan, "strategy": "index+postfilter", "candidates": int(est * f_attr),
+                              "estimate": round(frac, 6)}
+            return self._postfilter(snap, vi, q, k, filters, frac)
+        if len(rows) > 1 and not bool(np.all(rows[1:] >= rows[:-1])):
+            rows = np.sort(rows)  # storage order: vectors and records are then read in file order
+        n_env = len(rows)
+        if n_env == 0:
+            self.last_plan = {**plan, "strategy": "empty", "candidates": 0}
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        scores = snap.vectors[rows] @ q
-        if len(rows) > k:
-            top = np.argpartition(-scores, k - 1)[:k]
+        nprobe = None
+        if vi.kind == "flat":
+            small = n_env <= PREFILTER_MAX_ROWS or n_env <= PREFILTER_MAX_FRACTION * n
+        elif n_env <= min(PREFILTER_MAX_ROWS, PREFILTER_MAX_ROWS_QUANTISED):
+            small = True
+        elif n_env <= PREFILTER_MAX_ROWS:
+            # exact scores cost ~EXACT_ROW_COST list entries each (vectors read from disk):
+            # score exactly when that is cheaper than scanning the lists that hold them
+            nprobe, scanned = vi.probes_for(q, rows)
+            small = n_env * EXACT_ROW_COST < scanned
         else:
-            top = np.arange(len(rows))
-        order = top[np.lexsort((snap.tile_ids[rows[top]], -scores[top]))]
-        return rows[order], scores[order]
-
-    def _prefilter_rows(self, snap: Snapshot, filters: Filters, mask: np.ndarray) -> np.ndarray:
-        if filters.region is None:
-            return np.flatnonzero(mask)  # attribute filters are exact in numpy already
-        where, params = filters.sql()
-        cur = snap.duck.cursor()
-        rows = cur.execute(f"SELECT row FROM tiles WHERE {where}", params).fetchnumpy()["row"]
-        cur.close()
-        return np.sort(np.asarray(rows, dtype=np.int64))
-
-    def _selector_search(self, snap, q, k, filters, mask, n_env):
-        import faiss
-
-        bitmap = np.packbits(mask, bitorder="little")
-        sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
-        params = faiss.SearchParameters(sel=sel)
-        want = min(n_env, max(2 * k, k + 16))
+            small = False
+        if small:
+            self.last_plan = {**plan, "strategy": "prefilter", "candidates": n_env}
+            scores = vi.score(q, rows)
+            m = max(4 * k, 256)
+            if len(rows) > 2 * m:  # sort only the best m; all of them if the footprints reject too many
+                top = np.argpartition(-scores, m - 1)[:m]
+                out = self._refine(snap, filters, *self._sorted(snap, rows[top], scores[top]), k)
+                if len(out[0]) >= k:
+                    return out
+            rows, scores = self._sorted(snap, rows, scores)
+            return self._refine(snap, filters, rows, scores, k)
+        self.last_plan = {**plan, "strategy": "index+selector", "candidates": n_env}
+        want = max(2 * k, k + 16)
         while True:
-            scores, rows = snap.faiss_index.search(q[None], want, params=params)
-            rows, scores = rows[0], scores[0]
-            keep = rows >= 0
-            rows, scores = rows[keep].astype(np.int64), scores[keep]
-            exact = filters.exact_geometry(snap, rows)
-            rows, scores = rows[exact], scores[exact]
-            if len(rows) >= k or want >= n_env:
+            got, scores = vi.search_in(q, want, rows) if vi.kind == "flat" else \
+                vi.search_in(q, want, rows, nprobe if want <= vectors.RERANK else None)
+            got, scores = self._sorted(snap, got, scores)
+            out_rows, out_scores = self._refine(snap, filters, got, scores, k)
+            if len(out_rows) >= k or want >= n_env:
                 break
             want = min(n_env, want * 4)
-        order = np.lexsort((snap.tile_ids[rows], -scores))[:k]
-        return rows[order], scores[order]
+        if getattr(vi, "last_nprobe", None):
+            self.last_plan["nprobe"] = vi.last_nprobe
+        return out_rows, out_scores
+
+    def _postfilter(self, snap, vi, q, k, filters: Filters, frac: float):
+        """Index search for ~want/frac rows, keep those passing the filters, widen if short."""
+        n = snap.n_tiles
+        base = max(2 * k, k + 16) if vi.kind == "flat" else max(vectors.RERANK, 3 * k)
+        want = min(n, int(np.ceil(base / frac)))
+        nprobe = None
+        if vi.kind != "flat":  # broad filters: the unfiltered probe count; widened if short
+            nprobe = vi.nprobe
+        while True:
+            if vi.kind == "flat":
+                got, scores = vi.search(q, k, want=want)
+            else:
+                got = vi.candidates(q, want, nprobe)
+                got = got[filters.check_rows(snap, got)]
+                got, scores = vi.rerank(q, got)
+            if vi.kind == "flat":
+                keep = filters.check_rows(snap, got)
+                got, scores = got[keep], scores[keep]
+            got, scores = self._sorted(snap, got, scores)
+            out_rows, out_scores = self._refine(snap, filters, got, scores, k)
+            if (len(out_rows) >= k and len(got) >= min(base, k * 4)) or want >= n:
+                break
+            want = min(n, want * 4)
+            if nprobe is not None:
+                nprobe = min(vi.nlist, nprobe * 2)
+        self.last_plan["nprobe"] = nprobe
+        return out_rows, out_scores
+
+    @staticmethod
+    def _sorted(snap: Snapshot, rows: np.ndarray, scores: np.ndarray):
+        """Descending score, ties by tile id."""
+        if len(rows) == 0:
+            return rows.astype(np.int64), scores.astype(np.float32)
+        order = np.lexsort((snap.tile_ids[rows], -scores))
+        return rows[order].astype(np.int64), scores[order].astype(np.float32)
+
+    @staticmethod
+    def _ordered(snap, rows, scores, k):
+        rows, scores = Index._sorted(snap, rows, scores)
+        return rows[:k], scores[:k]
+
+    @staticmethod
+    def _refine(snap: Snapshot, filters: Filters, rows: np.ndarray, scores: np.ndarray, k: int):
+        """The first k rows (in score order) whose footprint really meets the region."""
+        if filters.region is None:
+            return rows[:k], scores[:k]
+        out_r, out_s = [], []
+        got, i, step = 0, 0, max(2 * k, 64)
+        while i < len(rows) and got < k:
+            r, s = rows[i:i + step], scores[i:i + step]
+            ok = filters.exact_geometry(snap, r)
+            out_r.append(r[ok]), out_s.append(s[ok])
+            got += int(ok.sum())
+            i += step
+        if not out_r:
+            return rows[:0], scores[:0]
+        return np.concatenate(out_r)[:k], np.concatenate(out_s)[:k]
 
     def _results(self, snap: Snapshot, rows: np.ndarray, scores: np.ndarray):
+        """GeoDataFrame of the rows, built column by column (about 3x faster than going
+        through pyarrow's to_pandas for a page of results)."""
         import geopandas as gpd
         import shapely
+        from geopandas.array import from_shapely
 
-        t = snap.tiles.take(rows).select(
-            ["tile_id", "modality", "sensor", "scene", "acquired", "scene_id", "row_off",
-             "col_off", "height", "width", "geometry"])
-        df = t.to_pandas()
-        df["geometry"] = shapely.from_wkb(df["geometry"].to_numpy()) if len(df) else []
-        df.insert(0, "score", scores.astype(np.float32))
-        df.insert(0, "rank", np.arange(1, len(df) + 1))
-        df["acquired"] = pd.to_datetime(df["acquired"])
-        return gpd.GeoDataFrame(df[RESULT_COLUMNS], geometry="geometry", crs="EPSG:4326")
+        t = snap.take(rows, ["tile_id", "modality", "sensor", "scene", "acquired", "scene_id",
+                             "row_off", "col_off", "height", "width", "geometry"])
+        d = {"rank": np.arange(1, len(rows) + 1), "tile_id": t.column("tile_id").to_numpy(),
+             "score": np.asarray(scores, dtype=np.float32)}
+        for c in ("modality", "sensor", "scene"):
+            d[c] = np.asarray(t.column(c).to_pylist(), dtype=object)
+        d["acquired"] = pd.to_datetime(t.column("acquired").to_numpy(zero_copy_only=False))
+        d["scene_id"] = np.asarray(t.column("scene_id").to_pylist(), dtype=object)
+        for c in ("row_off", "col_off", "height", "width"):
+            d[c] = t.column(c).to_numpy()
+        d["geometry"] = from_shapely(shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False)),
+                                     crs=_wgs84())
+        return gpd.GeoDataFrame(d, geometry="geometry", copy=False)
 
     # --- things the UI and CLI show ----------------------------------------------------------
     def thumbnail(self, tile_id: int) -> bytes:
-        tile_id = int(tile_id)
+        tile_id = as_tile_id(tile_id)
         if tile_id in self._thumbs:
             return self._thumbs[tile_id]
         snap = self.snapshot
         row = snap.row_of(tile_id)
         if row is None:
             raise InputError(f"tile_id {tile_id} is not in this index")
-        seg = snap.tiles.column("segment")[row].as_py()
+        seg = snap.segment_of(row)
         try:
             t = read_thumbs(self.layout, seg, [tile_id])
         except FileNotFoundError:  # compacted away since this snapshot: reload and retry
@@ -231,7 +340,7 @@ class Index:
 
     def tile(self, tile_id: int) -> dict:
         snap = self.snapshot
-        row = snap.row_of(int(tile_id))
+        row = snap.row_of(as_tile_id(tile_id))
         if row is None:
             raise InputError(f"tile_id {tile_id} is not in this index")
         return self._results(snap, np.array([row]), np.array([1.0], np.float32)).iloc[0].to_dict()
@@ -263,7 +372,6 @@ class Index:
         snap = self.snapshot
         scenes = snap.scenes()
         n = snap.n_tiles
-        by = lambda arr: dict(sorted(pd.Series(arr, dtype=object).value_counts().items())) if n else {}
         bbox = None
         if n:
             bbox = [float(snap.minx.min()), float(snap.miny.min()),
@@ -274,10 +382,12 @@ class Index:
             "generation": snap.manifest.generation,
             "tiles": n,
             "vectors": int(snap.vectors.shape[0]),
+            "vector_index": (snap._vindex.describe() if snap._vindex is not None else
+                             {"kind": "ivfpq" if snap.large else "flat", "loaded": False}),
             "scenes": scenes.num_rows,
             "scenes_without_tiles": int(sum(1 for v in scenes.column("n_tiles").to_pylist() if not v)),
-            "modalities": {k: int(v) for k, v in by(snap.modality).items()},
-            "sensors": {k: int(v) for k, v in by(snap.sensor).items()},
+            "modalities": {MODALITIES[i]: int(c) for i, c in enumerate(snap.modality_counts[:len(MODALITIES)]) if c},
+            "sensors": {name: int(c) for name, c in sorted(zip(snap.sensor_names, snap.sensor_counts)) if c},
             "encoder": {"name": enc.get("name"), "identity": enc.get("identity"),
                         "embedding_dim": enc.get("dim"), "trained": enc.get("trained")},
             "bbox": bbox,

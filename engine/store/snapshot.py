@@ -1,10 +1,16 @@
-"""A read-only, in-memory view of one generation of an index, for searching.
+"""A read-only view of one generation of an index, for searching.
 
-Loaded from the segments the manifest names: tile metadata into an in-memory DuckDB table
-with an R-tree on the footprints, vectors into one float32 matrix (row = position), and
-column arrays for fast vectorised filtering. Never touches the writer's lock, so searches
-run while an indexer writes; a newer generation is picked up by building a new Snapshot
-(reusing already-loaded segments) and swapping it in.
+Loaded from the segments the manifest names. Kept in RAM: compact column arrays for filtering
+(tile ids, conservative float32 envelopes, modality/sensor codes, acquisition days), a lon/lat
+grid over the tiles (spatial candidates and cheap selectivity estimates, see
+`engine/filters.py`), and the vector index (`engine/vectors.py`: exact Flat with the vectors in
+RAM for small indexes; IVF-PQ codes with the float32 vectors memory-mapped from the segments for
+large ones). Large indexes also keep the full tile records on disk: each segment's
+tiles.parquet is copied once into an uncompressed Arrow file in `<index>/vindex/` that is
+memory-mapped, so a result reads only its own rows.
+
+Never touches the writer's lock, so searches run while an indexer writes; a newer generation is
+picked up by building a new Snapshot (reusing already-loaded segments) and swapping it in.
 """
 
 from __future__ import annotations
@@ -16,83 +22,271 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .duck import connect
+from ..modalities import MODALITIES
 from .layout import Layout
 from .manifest import Manifest, read_current, read_scenes, read_tombstones
 from .segment import read_tiles, read_vectors
+
+NULL_DAY = -(2 ** 31)
+
+
+def _f32_down(x: np.ndarray) -> np.ndarray:
+    a = x.astype(np.float32)
+    bad = a.astype(np.float64) > x
+    a[bad] = np.nextafter(a[bad], np.float32(-np.inf))
+    return a
+
+
+def _f32_up(x: np.ndarray) -> np.ndarray:
+    a = x.astype(np.float32)
+    bad = a.astype(np.float64) < x
+    a[bad] = np.nextafter(a[bad], np.float32(np.inf))
+    return a
 
 
 @dataclass
 class LoadedSegment:
     name: str
-    tiles: pa.Table
-    vectors: np.ndarray
+    tiles: pa.Table           # in RAM (small index) or memory-mapped Arrow (large index)
+    vectors: np.ndarray       # in RAM (small) or memory-mapped float32 (large)
+    cols: dict | None         # compact columns, physical rows (None: dropped, see Snapshot)
+    _batches: tuple | None = None
+
+    def batches(self):
+        """The tile records as record batches (zero-copy) and their first rows."""
+        if self._batches is None:
+            bs = self.tiles.to_batches()
+            offs = np.cumsum([0] + [b.num_rows for b in bs]).astype(np.int64)
+            self._batches = (bs, offs)
+        return self._batches
+
+
+def _compact(tiles: pa.Table) -> dict:
+    n = tiles.num_rows
+    cols = {"tile_id": tiles.column("tile_id").to_numpy().astype(np.int64)}
+    for c, f in (("minx", _f32_down), ("miny", _f32_down), ("maxx", _f32_up), ("maxy", _f32_up)):
+        cols[c] = f(tiles.column(c).to_numpy(zero_copy_only=False).astype(np.float64))
+    mod = pc.index_in(tiles.column("modality"), value_set=pa.array(MODALITIES)).to_numpy(zero_copy_only=False)
+    cols["modality"] = np.where(np.isnan(mod.astype(float)), 255, mod).astype(np.uint8) if n else np.zeros(0, np.uint8)
+    sens = tiles.column("sensor").combine_chunks().dictionary_encode() if n else None
+    cols["sensor_names"] = [str(s) for s in sens.dictionary.to_pylist()] if n else []
+    cols["sensor_local"] = sens.indices.to_numpy(zero_copy_only=False).astype(np.int32) if n else np.zeros(0, np.int32)
+    acq = pc.cast(tiles.column("acquired"), pa.int32()).fill_null(NULL_DAY)
+    cols["acquired"] = acq.to_numpy().astype(np.int32) if n else np.zeros(0, np.int32)
+    return cols
 
 
 class Snapshot:
     def __init__(self, layout: Layout, manifest: Manifest, current_name: str,
                  cache: dict[str, LoadedSegment] | None = None):
+        from .. import vectors as vec
+
         self.layout = layout
         self.manifest = manifest
         self.current_name = current_name
         cache = cache or {}
+        total = sum(int(s.n_rows) for s in manifest.segments)
+        self.large = total >= vec.QUANT_MIN_ROWS
         self.segments: dict[str, LoadedSegment] = {}
         for info in manifest.segments:
             seg = cache.get(info.name)
-            if seg is None:
-                seg = LoadedSegment(info.name, read_tiles(layout, info.name),
-                                    read_vectors(layout, info.name))
+            if seg is None or (isinstance(seg.vectors, np.memmap) != self.large):
+                seg = self._load_segment(info.name)
                 if seg.tiles.num_rows != seg.vectors.shape[0] or seg.tiles.num_rows != info.n_rows:
                     from .manifest import CorruptIndexError
                     raise CorruptIndexError(
                         f"segment {info.name}: {seg.tiles.num_rows} tiles, {seg.vectors.shape[0]} "
                         f"vectors, manifest says {info.n_rows}")
+            if seg.cols is None:  # dropped after the last snapshot was built (large index)
+                seg.cols = _compact(seg.tiles)
             self.segments[info.name] = seg
-        dim = int(manifest.encoder.get("dim", 384))
-        parts = [s.tiles.append_column("segment", pa.array([s.name] * s.tiles.num_rows, pa.string()))
-                 for s in self.segments.values()]
-        if parts:
-            tiles = pa.concat_tables(parts)
-            vectors = np.concatenate([s.vectors for s in self.segments.values()])
-        else:
-            from .layout import TILE_SCHEMA
-            tiles = TILE_SCHEMA.empty_table().append_column("segment", pa.array([], pa.string()))
-            vectors = np.zeros((0, dim), np.float32)
+        self.dim = dim = int(manifest.encoder.get("dim", 384))
+        segs = list(self.segments.values())
+        self.seg_names = [s.name for s in segs]
+        self.seg_offsets = np.cumsum([0] + [s.tiles.num_rows for s in segs]).astype(np.int64)
+        n_phys = int(self.seg_offsets[-1])
+
+        # Tombstones: live -> physical row map (None when every row is live).
         dead = read_tombstones(layout, manifest)
-        alive = np.ones(tiles.num_rows, dtype=bool)
-        if dead.num_rows:
-            key = pc.binary_join_element_wise(tiles.column("segment"),
-                                              pc.cast(tiles.column("tile_id"), pa.string()), ":")
-            dead_key = pc.binary_join_element_wise(dead.column("segment"),
-                                                   pc.cast(dead.column("tile_id"), pa.string()), ":")
-            alive = ~pc.is_in(key, value_set=dead_key).to_numpy(zero_copy_only=False)
-        rows = np.flatnonzero(alive)
-        self.tiles = tiles.take(pa.array(rows)) if len(rows) != tiles.num_rows else tiles
-        self.vectors = np.ascontiguousarray(vectors[rows], dtype=np.float32)
-        self.dim = dim
-        self.tile_ids = self.tiles.column("tile_id").to_numpy()
-        self._row_of = {int(t): i for i, t in enumerate(self.tile_ids)}
-        # Column arrays for vectorised filters (envelopes, categorical codes, dates).
-        self.minx, self.miny, self.maxx, self.maxy = (
-            self.tiles.column(c).to_numpy() for c in ("minx", "miny", "maxx", "maxy"))
-        self.modality = np.asarray(self.tiles.column("modality").to_pylist(), dtype=object)
-        self.sensor = np.asarray(self.tiles.column("sensor").to_pylist(), dtype=object)
-        acq = pc.cast(self.tiles.column("acquired"), pa.int32()).to_numpy(zero_copy_only=False)
-        self.acquired_days = np.where(np.isnan(acq.astype(float)), -10**9, acq).astype(np.int64) \
-            if self.tiles.num_rows else np.zeros(0, np.int64)
+        self.live_phys = None
+        live_masks: list[np.ndarray | None] = [None] * len(segs)
+        if dead.num_rows and n_phys:
+            alive = np.ones(n_phys, dtype=bool)
+            for i, s in enumerate(segs):
+                ids = dead.filter(pc.equal(dead.column("segment"), s.name)).column("tile_id").to_numpy()
+                if len(ids):
+                    m = ~np.isin(s.cols["tile_id"], ids)
+                    live_masks[i] = m
+                    alive[self.seg_offsets[i]:self.seg_offsets[i + 1]] = m
+            if not alive.all():
+                self.live_phys = np.flatnonzero(alive).astype(np.int64)
+        self._live_masks = live_masks
+
+        def cat(key, dtype):
+            parts = [s.cols[key] for s in segs]
+            a = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+            return a if self.live_phys is None else a[self.live_phys]
+
+        self.tile_ids = cat("tile_id", np.int64)
+        self.minx, self.miny = cat("minx", np.float32), cat("miny", np.float32)
+        self.maxx, self.maxy = cat("maxx", np.float32), cat("maxy", np.float32)
+        self.modality_code = cat("modality", np.uint8)
+        self.acquired_days = cat("acquired", np.int32)
+        # sensors: one dictionary for the snapshot
+        names = sorted({n for s in segs for n in s.cols["sensor_names"]})
+        self.sensor_names = names
+        pos = {n: i for i, n in enumerate(names)}
+        sparts = [np.asarray([pos[n] for n in s.cols["sensor_names"]], np.int32)[s.cols["sensor_local"]]
+                  if len(s.cols["sensor_local"]) else np.zeros(0, np.int32) for s in segs]
+        sc = np.concatenate(sparts).astype(np.uint16 if len(names) < 65535 else np.int32) if sparts \
+            else np.zeros(0, np.uint16)
+        self.sensor_code = sc if self.live_phys is None else sc[self.live_phys]
+        # tile id -> row
+        self._id_order = np.argsort(self.tile_ids, kind="stable").astype(
+            np.int32 if len(self.tile_ids) < 2 ** 31 else np.int64)
+        self._id_sorted = self.tile_ids[self._id_order]
+        # per-value counts for selectivity estimates
+        self.modality_counts = np.bincount(self.modality_code, minlength=256)
+        self.sensor_counts = np.bincount(self.sensor_code, minlength=len(names)) if len(names) else np.zeros(0, np.int64)
+        days = self.acquired_days[self.acquired_days != NULL_DAY]
+        self.day0 = int(days.min()) if len(days) else 0
+        self.day_cum = np.concatenate([[0], np.cumsum(np.bincount(days - self.day0))]) if len(days) \
+            else np.zeros(1, np.int64)
+        # vectors (float32) of live rows
+        self.vectors = vec.RowVectors([s.vectors for s in segs] or [np.zeros((0, dim), np.float32)],
+                                      dim, self.live_phys)
+        from ..filters import SpatialGrid
+
+        self.grid = SpatialGrid(self.minx, self.miny, self.maxx, self.maxy)
+        if self.large:  # the per-segment columns were copied into the arrays above: ~35 B a
+            for seg in segs:  # tile at 10 M; recomputed from the mapped files on refresh
+                seg.cols = None
+        self._tiles: pa.Table | None = None
         self._duck = None
         self._duck_lock = threading.Lock()
-        self._faiss = None
+        self._vindex = None
+        self._vindex_lock = threading.Lock()
+
+    def _load_segment(self, name: str) -> LoadedSegment:
+        if not self.large:
+            tiles = read_tiles(self.layout, name)
+            return LoadedSegment(name, tiles, read_vectors(self.layout, name), _compact(tiles))
+        tiles = self._arrow_tiles(name)
+        return LoadedSegment(name, tiles, read_vectors(self.layout, name, mmap=True), _compact(tiles))
+
+    def _arrow_tiles(self, name: str) -> pa.Table:
+        """The segment's tile records as a memory-mapped Arrow file (made once, from the
+        immutable tiles.parquet; kept in memory if the index folder is not writable)."""
+        import pyarrow.ipc as ipc
+
+        from ..vectors import _atomic_save
+
+        path = self.layout.root / "vindex" / f"{name}.tiles.arrow"
+        if path.is_file():
+            try:
+                t = ipc.open_file(pa.memory_map(str(path))).read_all()
+                if t.schema.names == read_tiles_schema_names():
+                    return t
+            except (OSError, pa.ArrowInvalid):
+                pass
+        t = read_tiles(self.layout, name)
+
+        def write(p):
+            with pa.OSFile(str(p), "wb") as f, ipc.new_file(f, t.schema) as w:
+                w.write_table(t, max_chunksize=65_536)
+
+        if _atomic_save(path, write):
+            del t
+            return ipc.open_file(pa.memory_map(str(path))).read_all()
+        return t
 
     # --- lazily built search structures ------------------------------------------------
     @property
+    def vector_index(self):
+        """Exact Flat (small) or IVF-PQ with exact re-ranking (large); see engine/vectors.py."""
+        with self._vindex_lock:
+            if self._vindex is None:
+                from .. import vectors as vec
+
+                if self.large:
+                    segs = [(s.name, s.vectors, m) for s, m in zip(self.segments.values(), self._live_masks)]
+                    self._vindex = vec.build_ivfpq(self.layout.root, segs, self.vectors, self.dim)
+                else:
+                    self._vindex = vec.FlatIndex(self.vectors)
+            return self._vindex
+
+    @property
+    def faiss_index(self):
+        return self.vector_index.index
+
+    @property
+    def tiles(self) -> pa.Table:
+        """All live tile records with their segment name (O(n): for small indexes and exports)."""
+        if self._tiles is None:
+            self._tiles = self.take(np.arange(self.n_tiles))
+        return self._tiles
+
+    def take(self, rows, columns: list[str] | None = None) -> pa.Table:
+        """Tile records of live rows, in the order given, with a `segment` column."""
+        rows = np.asarray(rows, dtype=np.int64)
+        phys = rows if self.live_phys is None else self.live_phys[rows]
+        segs = list(self.segments.values())
+        if not segs:
+            from .layout import TILE_SCHEMA
+            t = TILE_SCHEMA.empty_table()
+            t = t.select(columns) if columns else t
+            return t.append_column("segment", pa.array([], pa.string()))
+        seg = np.searchsorted(self.seg_offsets, phys, side="right") - 1
+        parts, order = [], []
+        for si in np.unique(seg):
+            m = np.flatnonzero(seg == si)
+            local = phys[m] - self.seg_offsets[si]
+            # per record batch: Table.take on a chunked column concatenates every chunk first
+            # (a full copy of the segment: ~11 ms a query at 500 k tiles)
+            batches, offs = segs[si].batches()
+            b = np.searchsorted(offs, local, side="right") - 1
+            for bi in np.unique(b):
+                j = np.flatnonzero(b == bi)
+                rb = batches[bi]
+                rb = rb.select(columns) if columns else rb
+                t = pa.Table.from_batches([rb.take(pa.array(local[j] - offs[bi]))])
+                parts.append(t.append_column("segment", pa.array([segs[si].name] * len(j), pa.string())))
+                order.append(m[j])
+        if not parts:
+            t = segs[0].tiles.select(columns) if columns else segs[0].tiles
+            return t.slice(0, 0).append_column("segment", pa.array([], pa.string()))
+        out = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:
+            inv = np.empty(len(rows), np.int64)
+            inv[np.concatenate(order)] = np.arange(len(rows))
+            out = out.take(pa.array(inv))
+        return out
+
+    def segment_of(self, row: int) -> str:
+        phys = int(row if self.live_phys is None else self.live_phys[row])
+        return self.seg_names[int(np.searchsorted(self.seg_offsets, phys, side="right") - 1)]
+
+    @property
+    def modality(self) -> np.ndarray:
+        names = np.array(list(MODALITIES) + [None] * (256 - len(MODALITIES)), dtype=object)
+        return names[self.modality_code]
+
+    @property
+    def sensor(self) -> np.ndarray:
+        return np.array(self.sensor_names, dtype=object)[self.sensor_code] if self.sensor_names \
+            else np.zeros(0, dtype=object)
+
+    @property
     def duck(self):
         """In-memory DuckDB: table `tiles` (row, tile_id, modality, sensor, acquired, geom) with
-        an R-tree on geom. Built on first filtered query."""
+        an R-tree on geom. Built on first use (not used by the planner: see filters.py)."""
         with self._duck_lock:
             if self._duck is None:
+                from .duck import connect
+
                 con = connect()
-                meta = self.tiles.select(["tile_id", "modality", "sensor", "acquired", "geometry"])
+                meta = self.take(np.arange(self.n_tiles),
+                                 ["tile_id", "modality", "sensor", "acquired", "geometry"]).drop_columns(["segment"])
                 meta = meta.append_column("row", pa.array(np.arange(meta.num_rows, dtype=np.int64)))
                 con.register("meta_arrow", meta)
                 con.execute("""CREATE TABLE tiles AS SELECT row, tile_id, modality, sensor, acquired,
@@ -102,24 +296,29 @@ class Snapshot:
                 self._duck = con
             return self._duck
 
-    @property
-    def faiss_index(self):
-        if self._faiss is None:
-            import faiss
-
-            index = faiss.IndexFlatIP(self.dim)
-            if len(self.vectors):
-                index.add(self.vectors)
-            self._faiss = index
-        return self._faiss
-
     # --- lookups ---------------------------------------------------------------------------
     @property
     def n_tiles(self) -> int:
         return len(self.tile_ids)
 
     def row_of(self, tile_id: int) -> int | None:
-        return self._row_of.get(int(tile_id))
+        t = int(tile_id)
+        i = int(np.searchsorted(self._id_sorted, t))
+        if i < len(self._id_sorted) and self._id_sorted[i] == t:
+            return int(self._id_order[i])
+        return None
+
+    def memory_bytes(self) -> dict:
+        """What this snapshot holds in RAM (not counting memory-mapped files)."""
+        arrays = [self.tile_ids, self.minx, self.miny, self.maxx, self.maxy, self.modality_code,
+                  self.acquired_days, self.sensor_code, self._id_order, self._id_sorted]
+        if self.live_phys is not None:
+            arrays.append(self.live_phys)
+        cols = sum(a.nbytes for a in arrays)
+        tiles = sum(s.tiles.nbytes for s in self.segments.values()) if not self.large else 0
+        vi = self._vindex.memory_bytes() if self._vindex is not None else 0
+        return {"columns": int(cols), "grid": int(self.grid.nbytes), "tiles": int(tiles),
+                "vector_index": int(vi), "vectors_in_ram": int(self.vectors.in_ram_bytes()) if not self.large else 0}
 
     def scenes(self) -> pa.Table:
         return read_scenes(self.layout, self.manifest)
@@ -136,3 +335,9 @@ class Snapshot:
             return self.layout.current.read_text().strip() == self.current_name
         except FileNotFoundError:
             return True  # index removed under us: keep serving what we have
+
+
+def read_tiles_schema_names() -> list[str]:
+    from .layout import TILE_SCHEMA
+
+    return TILE_SCHEMA.names

@@ -1,0 +1,440 @@
+"""Vector indexes behind `engine/index.py`'s planner: exact Flat for small indexes, IVF-PQ with
+exact re-ranking for large ones.
+
+Small (fewer live tiles than `QUANT_MIN_ROWS`): every vector in RAM (float32) behind a FAISS
+`IndexFlatIP`; every answer is exact.
+
+Large: an `IndexIVFPQ` (inner product, `NLIST` lists, `PQ_M` bytes a vector) holds only codes
+and row ids in RAM; the float32 vectors stay on disk in the segments' own `vectors.npy`
+(memory-mapped) and are read only to re-rank the `RERANK` best approximate candidates exactly,
+so every returned score is exact. The coarse quantiser and PQ codebooks are trained once per
+index on a sample and persisted in `<index>/vindex/`; each segment's codes (`sa_encode`: list
+number + PQ code per row) are persisted there too, keyed by the quantiser's digest, so a reader
+encodes only segments it has not seen. Those files are derived data: deleting them costs a
+rebuild, never correctness. A reader that cannot write there (read-only index) keeps them in
+memory.
+
+Filtered search within an explicit candidate set uses a filter-aware probe count: the lists
+are taken nearest first until they hold at least `SCAN_TARGET` candidates, and FAISS scans them
+with the candidate set as an `IDSelectorBitmap`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+# FAISS's OpenMP threads spin while they wait by default: on a small shared machine (2 cores,
+# other work running) that made training 7x slower than a single thread (83 s vs 12 s measured
+# under load 7). Passive waiting costs little when the machine is quiet. Must be set before
+# FAISS's OpenMP runtime loads; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+log = logging.getLogger("glb.vectors")
+
+QUANT_MIN_ROWS = int(os.environ.get("GLB_QUANT_MIN_ROWS", "50000"))
+NLIST = int(os.environ.get("GLB_NLIST", "1024"))
+PQ_M = int(os.environ.get("GLB_PQ_M", "96"))   # bytes per vector in the PQ code (384-d: 4 dims per sub-quantiser)
+NPROBE = 128              # lists scanned for an unfiltered query (1/8 of them: see BENCHMARKS.md)
+RERANK = 640              # approximate candidates re-ranked exactly (at least 3 k)
+SCAN_TARGET = 32_000      # filtered candidates the probed lists must hold (filter-aware nprobe)
+MIN_NPROBE = 8
+TRAIN_SAMPLE = 65_536
+ENCODE_CHUNK = 131_072
+
+
+def _empty(dim: int = 0):
+    return np.zeros(0, np.int64), np.zeros(0, np.float32)
+
+
+class RowVectors:
+    """Float32 vectors of the live rows, from one in-RAM matrix or several memory-mapped
+    segment files (physical rows, tombstoned ones included) plus a live -> physical map."""
+
+    def __init__(self, parts: list[np.ndarray], dim: int, live_phys: np.ndarray | None = None):
+        self.parts = parts
+        self.dim = dim
+        self.offsets = np.cumsum([0] + [len(p) for p in parts]).astype(np.int64)
+        self.live_phys = live_phys
+        n = int(self.offsets[-1]) if live_phys is None else len(live_phys)
+        self.shape = (n, dim)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _phys(self, rows: np.ndarray) -> np.ndarray:
+        return rows if self.live_phys is None else self.live_phys[rows]
+
+    def __getitem__(self, rows):
+        if isinstance(rows, (int, np.integer)):
+            r = int(rows)
+            if r < 0:
+                r += self.shape[0]
+            return self.take(np.array([r]))[0]
+        if isinstance(rows, slice):
+            rows = np.arange(self.shape[0])[rows]
+        return self.take(np.asarray(rows, dtype=np.int64))
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        phys = self._phys(rows)
+        if len(self.parts) == 1:
+            return np.asarray(self.parts[0][phys], dtype=np.float32)
+        out = np.empty((len(rows), self.dim), np.float32)
+        seg = np.searchsorted(self.offsets, phys, side="right") - 1
+        for s in np.unique(seg):
+            m = seg == s
+            out[m] = self.parts[s][phys[m] - self.offsets[s]]
+        return out
+
+    def score(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Exact inner products of q with the given rows (sorted rows read the files in order)."""
+        if len(rows) == 0:
+            return np.zeros(0, np.float32)
+        rows = np.asarray(rows, dtype=np.int64)
+        ordered = bool(np.all(rows[1:] >= rows[:-1]))
+        order = None if ordered else np.argsort(rows, kind="stable")
+        s = np.empty(len(rows), np.float32)
+        step = 32_768
+        for i in range(0, len(rows), step):
+            idx = slice(i, i + step) if ordered else order[i:i + step]
+            s[idx] = inner_products(self.take(rows[idx]), q)
+        return s
+
+    def matrix(self) -> np.ndarray:
+        """All live rows as one contiguous in-RAM matrix (small indexes only)."""
+        if len(self.parts) == 1 and self.live_phys is None and isinstance(self.parts[0], np.ndarray) \
+                and not isinstance(self.parts[0], np.memmap):
+            return np.ascontiguousarray(self.parts[0], dtype=np.float32)
+        return self.take(np.arange(self.shape[0]))
+
+    def in_ram_bytes(self) -> int:
+        return sum(p.nbytes for p in self.parts if not isinstance(p, np.memmap))
+
+
+def inner_products(x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """x @ q with FAISS's single-threaded SIMD kernel: for one query, BLAS's threads cost more
+    than they give (6 k x 384: 0.5 ms here against 12 ms for numpy's matmul on a busy 2-core
+    machine, where OpenBLAS's threads wait for cores)."""
+    import faiss
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    out = np.empty(len(x), np.float32)
+    if len(x):
+        faiss.fvec_inner_products_ny(faiss.swig_ptr(out), faiss.swig_ptr(q), faiss.swig_ptr(x),
+                                     x.shape[1], len(x))
+    return out
+
+
+def top_k_of(rows: np.ndarray, scores: np.ndarray, tile_ids: np.ndarray, k: int):
+    """Best k by score (ties by tile id), descending."""
+    if len(rows) == 0:
+        return _empty()
+    if len(rows) > k:
+        top = np.argpartition(-scores, k - 1)[:k]
+    else:
+        top = np.arange(len(rows))
+    order = top[np.lexsort((tile_ids[rows[top]], -scores[top]))]
+    return rows[order], scores[order]
+
+
+class FlatIndex:
+    """Exact: all vectors in RAM, FAISS IndexFlatIP; filtered search via an id bitmap."""
+
+    kind = "flat"
+
+    def __init__(self, vectors: RowVectors):
+        import faiss
+
+        self.vectors = vectors
+        self.matrix = vectors.matrix()
+        self.n = len(self.matrix)
+        self.index = faiss.IndexFlatIP(vectors.dim)
+        if self.n:
+            self.index.add(self.matrix)
+        self.build_s = 0.0
+
+    def memory_bytes(self) -> int:
+        return self.matrix.nbytes * 2  # the matrix and FAISS's copy
+
+    def score(self, q, rows):
+        return inner_products(self.matrix[rows], q)
+
+    def search(self, q: np.ndarray, k: int, *, want: int | None = None):
+        """Approximate-order candidates (here exact): rows, scores, at most `want` of them."""
+        n = min(want or k, self.n)
+        if n <= 0:
+            return _empty()
+        s, r = self.index.search(q[None], n)
+        keep = r[0] >= 0
+        return r[0][keep].astype(np.int64), s[0][keep]
+
+    def search_in(self, q: np.ndarray, want: int, rows: np.ndarray):
+        """Top `want` among `rows` (exact)."""
+        import faiss
+
+        mask = np.zeros(self.n, dtype=bool)
+        mask[rows] = True
+        bitmap = np.packbits(mask, bitorder="little")
+        sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))
+        s, r = self.index.search(q[None], min(want, len(rows)), params=faiss.SearchParameters(sel=sel))
+        keep = r[0] >= 0
+        return r[0][keep].astype(np.int64), s[0][keep]
+
+    def describe(self) -> dict:
+        return {"kind": self.kind}
+
+
+# --- IVF-PQ ---------------------------------------------------------------------------------
+class IVFPQIndex:
+    """Approximate candidates from IVF-PQ codes in RAM; exact scores from the float32 vectors on
+    disk. `search` / `search_in` return candidates already re-ranked exactly."""
+
+    kind = "ivfpq"
+
+    def __init__(self, index, vectors: RowVectors, assign: np.ndarray, digest: str, build_s: float,
+                 nprobe: int | None = None):
+        self.index = index
+        self.vectors = vectors
+        self.assign = assign            # list number of each live row (int16/int32)
+        self.n = len(assign)
+        self.nlist = index.nlist
+        self.digest = digest
+        self.build_s = build_s
+        self.nprobe = int(nprobe or NPROBE)
+        self.centroids = index.quantizer.reconstruct_n(0, index.nlist)
+        self.list_sizes = np.bincount(assign, minlength=index.nlist)
+        self._local = threading.local()
+
+    def memory_bytes(self) -> int:
+        import faiss
+
+        inv = faiss.extract_index_ivf(self.index).invlists
+        codes = sum(inv.list_size(i) for i in range(self.nlist)) * (inv.code_size + 8)
+        return int(codes + self.assign.nbytes + self.centroids.nbytes * 2)
+
+    def score(self, q, rows):
+        return self.vectors.score(q, rows)
+
+    def candidates(self, q: np.ndarray, want: int, nprobe: int | None = None) -> np.ndarray:
+        """Rows of the best `want` by PQ score over `nprobe` lists (approximate order)."""
+        import faiss
+
+        want = min(self.n, want)
+        if want <= 0:
+            return np.zeros(0, np.int64)
+        p = faiss.SearchParametersIVF(nprobe=min(self.nlist, nprobe or self.nprobe))
+        _, r = self.index.search(q[None], want, params=p)
+        r = r[0]
+        return r[r >= 0].astype(np.int64)
+
+    def rerank(self, q, rows):
+        """Exact scores from the float32 vectors, best first."""
+        rows = rows[rows >= 0].astype(np.int64)
+        if len(rows) == 0:
+            return _empty()
+        s = self.vectors.score(q, rows)
+        order = np.argsort(-s, kind="stable")
+        return rows[order], s[order]
+
+    def search(self, q: np.ndarray, k: int, *, want: int | None = None, nprobe: int | None = None):
+        """Best `want` (default RERANK, at least 3 k) by PQ over `nprobe` lists, re-ranked exactly."""
+        return self.rerank(q, self.candidates(q, max(want or 0, RERANK, 3 * k), nprobe))
+
+    def probes_for(self, q: np.ndarray, rows: np.ndarray, target: int | None = None) -> tuple[int, int]:
+        """Fewest nearest lists that together hold `target` (default SCAN_TARGET) of `rows`
+        (filter-aware nprobe), and how many entries those lists hold (the scan's cost)."""
+        counts = np.bincount(self.assign[rows], minlength=self.nlist)
+        order = np.argsort(-(self.centroids @ q))
+        cum = np.cumsum(counts[order])
+        # at least SCAN_TARGET candidates, and at least the share of them an unfiltered search
+        # scans of the whole index (NPROBE / nlist): large filtered sets need it just the same
+        share = int(np.ceil(len(rows) * min(1.0, self.nprobe / self.nlist)))
+        need = min(max(target or SCAN_TARGET, share), len(rows))
+        nprobe = int(min(self.nlist, max(MIN_NPROBE, np.searchsorted(cum, need) + 1)))
+        return nprobe, int(self.list_sizes[order[:nprobe]].sum())
+
+    def search_in(self, q: np.ndarray, want: int, rows: np.ndarray, nprobe: int | None = None):
+        import faiss
+
+        want = max(want, RERANK)
+        if nprobe is None:
+            nprobe, _ = self.probes_for(q, rows, max(SCAN_TARGET, want))
+        mask = np.zeros(self.n, dtype=bool)
+        mask[rows] = True
+        bitmap = np.packbits(mask, bitorder="little")
+        sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))
+        p = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
+        _, r = self.index.search(q[None], min(want, len(rows)), params=p)
+        self.last_nprobe = nprobe
+        return self.rerank(q, r[0])
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "nlist": self.nlist, "pq_m": self.index.pq.M,
+                "nprobe": self.nprobe, "rerank": RERANK, "scan_target": SCAN_TARGET,
+                "quantizer": self.digest}
+
+
+def _atomic_save(path: Path, write) -> bool:
+    """Write through a temporary file and rename; False when the folder is not writable."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+        return True
+    except OSError as e:
+        log.warning("cannot persist %s (%s); keeping it in memory", path, e)
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        return False
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, arr)
+
+
+def _train(vectors: RowVectors, dim: int, nlist: int, m: int, seed: int = 0):
+    import faiss
+
+    n = len(vectors)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, max(TRAIN_SAMPLE, 40 * nlist)), replace=False))
+    x = vectors.take(sample)
+    q = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFPQ(q, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = 12
+    index.cp.seed = seed
+    index.train(x)
+    return index
+
+
+def load_quantizer(root: Path, vectors: RowVectors, dim: int, *, nlist: int | None = None,
+                   m: int | None = None):
+    """-> (trained empty IndexIVFPQ, digest). Trained once per index; the first reader to
+    publish it wins (hard link: never replaced), later readers use that one."""
+    import faiss
+
+    nlist = int(nlist or min(NLIST, max(16, len(vectors) // 64)))
+    m = int(m or PQ_M)
+    folder = root / "vindex"
+    name = f"quantizer-ivf{nlist}-pq{m}.faiss"
+    path = folder / name
+    if path.is_file():
+        raw = path.read_bytes()
+        index = faiss.deserialize_index(np.frombuffer(raw, np.uint8))
+        return index, hashlib.sha256(raw).hexdigest()[:16]
+    index = _train(vectors, dim, nlist, m)
+    raw = faiss.serialize_index(index).tobytes()
+    tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(raw)
+        try:
+            os.link(tmp, path)          # fails if another reader published first
+        except FileExistsError:
+            tmp.unlink(missing_ok=True)
+            return load_quantizer(root, vectors, dim, nlist=nlist, m=m)
+        tmp.unlink(missing_ok=True)
+    except OSError as e:
+        log.warning("cannot persist the vector quantiser in %s (%s); keeping it in memory", folder, e)
+    return index, hashlib.sha256(raw).hexdigest()[:16]
+
+
+def segment_codes(root: Path, segment: str, part: np.ndarray, trained, digest: str) -> np.ndarray:
+    """sa_encode codes (list number + PQ code) of every physical row of one segment, cached."""
+    path = root / "vindex" / f"{segment}.{digest}.codes.npy"
+    if path.is_file():
+        try:
+            codes = np.load(path)
+            if codes.shape[0] == part.shape[0]:
+                return codes
+        except (OSError, ValueError):
+            pass
+    outs = [trained.sa_encode(np.ascontiguousarray(part[i:i + ENCODE_CHUNK], dtype=np.float32))
+            for i in range(0, part.shape[0], ENCODE_CHUNK)]
+    codes = np.concatenate(outs) if outs else np.zeros((0, trained.sa_code_size()), np.uint8)
+    _atomic_save(path, lambda p: _save_npy(p, codes))
+    return codes
+
+
+def build_ivfpq(root: Path, segments: list[tuple[str, np.ndarray, np.ndarray | None]],
+                vectors: RowVectors, dim: int) -> IVFPQIndex:
+    """segments: (name, memory-mapped float32 vectors, live mask or None) in row order."""
+    import faiss
+
+    t0 = time.perf_counter()
+    trained, digest = load_quantizer(root, vectors, dim)
+    index = faiss.clone_index(trained)
+    coarse = trained.coarse_code_size()
+    parts = []
+    for name, part, live in segments:
+        codes = segment_codes(root, name, part, trained, digest)
+        parts.append(codes if live is None else codes[live])
+    codes = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else
+                                                            np.zeros((0, trained.sa_code_size()), np.uint8))
+    del parts
+    lists = np.zeros(len(codes), np.int64)
+    for b in range(coarse):  # little-endian list number in the first bytes of each code
+        lists |= codes[:, b].astype(np.int64) << (8 * b)
+    # one add per list, of exactly its entries: the inverted lists are allocated once at their
+    # final size (adding segment by segment grew them, up to 2x, by vector doubling)
+    order = np.argsort(lists, kind="stable")
+    bounds = np.searchsorted(lists[order], np.arange(trained.nlist + 1))
+    invlists = index.invlists
+    for lst in np.flatnonzero(np.diff(bounds)):
+        a, b = bounds[lst], bounds[lst + 1]
+        ids = np.ascontiguousarray(order[a:b], dtype=np.int64)
+        pq = np.ascontiguousarray(codes[order[a:b], coarse:])
+        invlists.add_entries(int(lst), int(b - a), faiss.swig_ptr(ids), faiss.swig_ptr(pq))
+    index.ntotal = len(codes)
+    assign_parts = [lists.astype(np.int16 if trained.nlist < 32768 else np.int32)]
+    del codes, order
+    assign = np.concatenate(assign_parts) if assign_parts else np.zeros(0, np.int16)
+    _gc(root, {name for name, _, _ in segments}, digest)
+    return IVFPQIndex(index, vectors, assign, digest, time.perf_counter() - t0)
+
+
+def _gc(root: Path, live_segments: set[str], digest: str, grace_s: float = 600) -> None:
+    """Drop cached codes of segments that no longer exist (a writer deleted them)."""
+    folder = root / "vindex"
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for p in folder.iterdir():
+        if p.name.startswith("quantizer-"):
+            continue
+        seg = p.name.lstrip(".").split(".")[0]
+        if seg in live_segments or (root / "segments" / seg).is_dir():
+            continue
+        try:
+            if now - p.stat().st_mtime > grace_s:
+                p.unlink()
+        except OSError:
+            pass
+
+
+def prepare(path: str | Path) -> dict:
+    """Build (or check) the derived search files of an index: what `engine.open` would do on
+    first load, done ahead of time (after a bulk write, say). Returns a short description."""
+    from .store.snapshot import Snapshot
+
+    t0 = time.perf_counter()
+    folder = Path(path) / "vindex"
+    before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    snap = Snapshot.load(path)
+    vi = snap.vector_index
+    after = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    return {"tiles": snap.n_tiles, "kind": vi.kind, "seconds": time.perf_counter() - t0,
+            "reused": bool(before) and not (after - before), **vi.describe()}

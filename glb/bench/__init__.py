@@ -1,0 +1,40 @@
+"""`glb bench`: search and indexing benchmarks (see docs/BENCHMARKS.md).
+
+    glb bench search --vectors N [--json] [--smoke]
+    glb bench index [--json] [--smoke]
+    glb bench all --write docs/BENCHMARKS.md
+
+Benchmarks print numbers; CI runs only `--smoke` (seconds). Generated data goes under
+$GLB_BENCH_DIR (default /tmp/glb-bench), never into the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(args) -> int:
+    echo = (lambda m: print(m, file=sys.stderr, flush=True))
+    out: dict = {}
+    if args.what in ("search", "all"):
+        from .search import run as run_search
+
+        sizes = [args.vectors] if args.what == "search" else (
+            [4096] if args.smoke else [100_000, 1_000_000])
+        if args.smoke and args.what == "search":
+            sizes = [min(args.vectors, 4096)]
+        methods = args.methods.split(",") if getattr(args, "methods", None) else None
+        runs = [run_search(n, smoke=args.smoke, methods=methods, echo=echo) for n in sizes]
+        out["search"] = runs[0] if args.what == "search" else runs
+    if args.what in ("index", "all"):
+        from .index import run as run_index
+
+        out["index"] = run_index(smoke=args.smoke, echo=echo)
+    if args.write:
+        from .report import write
+
+        write(args.write, out, echo=echo)
+    if args.json or not args.write:
+        print(json.dumps(out[args.what] if args.what in out else out, default=str))
+    return 0
