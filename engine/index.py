@@ -318,25 +318,38 @@ class Index:
     # --- things the UI and CLI show ----------------------------------------------------------
     def thumbnail(self, tile_id: int) -> bytes:
         tile_id = as_tile_id(tile_id)
-        if tile_id in self._thumbs:
-            return self._thumbs[tile_id]
-        snap = self.snapshot
-        row = snap.row_of(tile_id)
-        if row is None:
-            raise InputError(f"tile_id {tile_id} is not in this index")
-        seg = snap.segment_of(row)
-        try:
-            t = read_thumbs(self.layout, seg, [tile_id])
-        except FileNotFoundError:  # compacted away since this snapshot: reload and retry
-            self.refresh()
-            return self.thumbnail(tile_id)
-        if t.num_rows == 0:
+        png = self.thumbnails([tile_id]).get(tile_id)
+        if png is None:
             raise InputError(f"tile_id {tile_id} has no thumbnail")
-        png = t.column("png")[0].as_py()
-        self._thumbs[tile_id] = png
-        if len(self._thumbs) > 2048:
-            self._thumbs.popitem(last=False)
         return png
+
+    def thumbnails(self, tile_ids) -> dict[int, bytes]:
+        """PNG thumbnails of several tiles, one read per segment (a result page is one call).
+        Ids not in the index raise InputError; the dict holds every id asked for."""
+        ids = [as_tile_id(t) for t in tile_ids]
+        out = {t: self._thumbs[t] for t in ids if t in self._thumbs}
+        missing = [t for t in dict.fromkeys(ids) if t not in out]
+        if not missing:
+            return out
+        snap = self.snapshot
+        by_segment: dict[str, list[int]] = {}
+        for t in missing:
+            row = snap.row_of(t)
+            if row is None:
+                raise InputError(f"tile_id {t} is not in this index")
+            by_segment.setdefault(snap.segment_of(row), []).append(t)
+        for seg, seg_ids in by_segment.items():
+            try:
+                table = read_thumbs(self.layout, seg, seg_ids)
+            except FileNotFoundError:  # compacted away since this snapshot: reload and retry
+                self.refresh()
+                return {**out, **self.thumbnails(missing)}
+            for t, png in zip(table.column("tile_id").to_pylist(), table.column("png").to_pylist()):
+                out[t] = png
+                self._thumbs[t] = png
+        while len(self._thumbs) > 4096:
+            self._thumbs.popitem(last=False)
+        return out
 
     def tile(self, tile_id: int) -> dict:
         snap = self.snapshot
