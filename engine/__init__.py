@@ -5,6 +5,9 @@
     idx = engine.open("path/to/index")
     idx.search("flooded farmland", bbox=(min_lon, min_lat, max_lon, max_lat), k=20)
     engine.search("flooded farmland", bbox=(...), index="path/to/index")
+
+The search side (DuckDB, FAISS, shapely, geopandas) is imported on first use, so code that only
+needs the encoder (training, a GPU box) does not need those libraries installed.
 """
 
 import os
@@ -14,13 +17,24 @@ import os
 # 143.6 tiles/s under load; docs/BENCHMARKS.md). Set the variable yourself to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .encoder import Encoder, load_encoder  # noqa: E402
 from .errors import (CheckpointError, GLBError, IndexLockedError, IndexNotFoundError,  # noqa: E402
                      InputError, RasterError, UnknownSensorError)
-from .index import Index, open_index, search  # noqa: E402
 from .modalities import MODALITIES  # noqa: E402
 
-open = open_index  # noqa: A001 - the public name the design fixes: engine.open(path)
+_LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".index",
+         "open_index": ".index", "search": ".index", "open": ".index"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        mod = importlib.import_module(_LAZY[name], __name__)
+        value = getattr(mod, "open_index" if name == "open" else name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+
 
 __all__ = ["CheckpointError", "Encoder", "GLBError", "Index", "IndexLockedError",
            "IndexNotFoundError", "InputError", "MODALITIES", "RasterError", "UnknownSensorError",
