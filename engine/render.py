@@ -84,5 +84,5 @@ def png_bytes(rgb: np.ndarray, max_side: int | None = None, alpha: np.ndarray | 
     if max_side and max(img.size) > max_side:
         img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False)
+    img.save(buf, format="PNG", compress_level=1)  # ~3x faster than the default 6, ~10 % larger
     return buf.getvalue()

@@ -185,15 +185,16 @@ def read_scene(unit: int, source: Source, encoder, opts: TileOptions, result: Sc
                 r0, h, c0 = group[0].row_off, group[0].height, group[0].col_off
                 c1 = max(w.col_off + w.width for w in group)
                 strip, strip_valid = read_window(ds, info, Window(c0, r0, c1 - c0, h), indexes)
+                kept = []
                 for win in group:
-                    arr = strip[:, :, win.col_off - c0:win.col_off - c0 + win.width]
                     valid = strip_valid[:, win.col_off - c0:win.col_off - c0 + win.width]
                     nodata = 1.0 - float(valid.mean())
-                    if nodata > opts.max_nodata:
-                        continue
-                    arr = fill_invalid(arr, valid)
-                    wb = ds.window_bounds(Window(win.col_off, win.row_off, win.width, win.height))
-                    geom = fast_footprint_4326(ds.crs, wb)
+                    if nodata <= opts.max_nodata:
+                        kept.append((win, valid, nodata))
+                geoms = footprints_4326(ds.crs, [ds.window_bounds(Window(w.col_off, w.row_off, w.width, w.height))
+                                                 for w, _, _ in kept])
+                for (win, valid, nodata), geom in zip(kept, geoms):
+                    arr = fill_invalid(strip[:, :, win.col_off - c0:win.col_off - c0 + win.width], valid)
                     pending_x.append(arr)
                     pending_tiles.append(_tile_row(scene_key, record["scene_id"], record["scene"],
                                                    lay, win, geom, nodata))
@@ -230,25 +231,34 @@ def _strip_groups(row: list, pixel_bytes: int) -> list[list]:
     return groups
 
 
-def fast_footprint_4326(crs, bounds):
-    """`engine.geo.footprint_4326` for the common case, ~7x faster (it was the reader's largest
-    cost): the same densified ring, its points moved by one GDAL transform call; tiles whose
-    ring would cross the antimeridian, or come out invalid, take footprint_4326 itself.
-    Identical WKB on the sample scenes (glb bench index checks the speed, not the bytes)."""
+def footprints_4326(crs, bounds_list: list[tuple]) -> list:
+    """`engine.geo.footprint_4326` for many windows of one scene with one GDAL transform call
+    (the per-tile call was the reader's largest cost): the same densified rings, their points
+    moved together. A ring that would cross the antimeridian, or comes out invalid, takes
+    footprint_4326 itself (which cuts it there)."""
     from rasterio.warp import transform
 
-    x0, y0, x1, y1 = bounds
-    x0, x1 = min(x0, x1), max(x0, x1)
-    y0, y1 = min(y0, y1), max(y0, y1)
-    step = max(x1 - x0, y1 - y0) / 8.0
-    ring = shapely.segmentize(box(x0, y0, x1, y1), step) if step > 0 else box(x0, y0, x1, y1)
-    xy = shapely.get_coordinates(ring)
-    lon, lat = transform(crs, "EPSG:4326", xy[:, 0], xy[:, 1])
-    lon, lat = np.asarray(lon), np.asarray(lat)
-    if not (np.isfinite(lon).all() and np.isfinite(lat).all()) or lon.max() - lon.min() > 180:
-        return footprint_4326(crs, bounds)
-    geom = Polygon(np.column_stack([lon, lat]))
-    return geom if geom.is_valid else footprint_4326(crs, bounds)
+    if not bounds_list:
+        return []
+    rings = []
+    for x0, y0, x1, y1 in bounds_list:
+        x0, x1 = min(x0, x1), max(x0, x1)
+        y0, y1 = min(y0, y1), max(y0, y1)
+        step = max(x1 - x0, y1 - y0) / 8.0
+        ring = shapely.segmentize(box(x0, y0, x1, y1), step) if step > 0 else box(x0, y0, x1, y1)
+        rings.append(shapely.get_coordinates(ring))
+    sizes = [len(r) for r in rings]
+    xy = np.concatenate(rings)
+    lon, lat = (np.asarray(v) for v in transform(crs, "EPSG:4326", xy[:, 0], xy[:, 1]))
+    out, start = [], 0
+    for bounds, n in zip(bounds_list, sizes):
+        lo, la = lon[start:start + n], lat[start:start + n]
+        start += n
+        geom = None
+        if np.isfinite(lo).all() and np.isfinite(la).all() and lo.max() - lo.min() <= 180:
+            geom = Polygon(np.column_stack([lo, la]))
+        out.append(geom if geom is not None and geom.is_valid else footprint_4326(crs, bounds))
+    return out
 
 
 def chip_footprint(lon: float, lat: float, side_m: float):

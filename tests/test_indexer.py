@@ -239,3 +239,19 @@ def test_hyperspectral_and_thermal_scenes_index_like_any_other(tmp_path, encoder
     res = engine.open(idx_path).search(vector=np.ones(384, np.float32) / np.sqrt(384), k=5,
                                        modality="infrared")
     assert list(res.sensor) == ["thermal-lwir"]
+
+
+def test_batched_footprints_equal_the_reference_transform():
+    """The reader moves all tile rings of a strip with one transform call; the result must be
+    the footprint engine.geo computes tile by tile (including the antimeridian cut)."""
+    from engine.geo import footprint_4326
+    from indexer.reader import footprints_4326
+
+    bounds = [(600000 + 640 * i, 5200000, 600640 + 640 * i, 5200640) for i in range(10)]
+    bounds.append((790000, 5500000, 860000, 5570000))  # UTM 60N across 180°
+    for crs in ("EPSG:32614", "EPSG:32660"):
+        got = footprints_4326(crs, bounds)
+        for b, g in zip(bounds, got):
+            ref = footprint_4326(crs, b)
+            assert g.geom_type == ref.geom_type
+            assert g.symmetric_difference(ref).area < 1e-12
