@@ -7,7 +7,7 @@ PORT   ?= 8501
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test install sample-index ui browser bench clean
+.PHONY: demo test install sample-index ui browser bench train ablations clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ browser:
 
 test: install browser
 	GLB_DATA=$(DATA) $(BIN)/python -m pytest -q
+
+# The released encoder's recipe (about an hour on 2 CPU cores), then its ablations and the
+# leave-Harvey-out run (each about a quarter of that); tables land in runs/<name>/eval/.
+train: install
+	$(BIN)/glb train --config training/configs/cpu-default.json
+
+ABLATIONS = ablation-full ablation-no-maka ablation-no-merge ablation-fixed-stems loo-harvey
+ablations: install
+	for c in $(ABLATIONS); do $(BIN)/glb train --config training/configs/$$c.json || exit 1; done
 
 bench: install
 	$(BIN)/glb bench all --write docs/BENCHMARKS.md

@@ -116,6 +116,29 @@ def run(encoder, tasks: list[str] | None = None, log=print) -> list[dict]:
     return rows
 
 
+def measure_speed(encoder, tiles: int = 1024, batch: int = 64, repeats: int = 5) -> dict:
+    """Tiles of 64 x 64 (13-band Sentinel-2, uint16, the archive's widest common layout, and
+    3-band RGB) embedded per second through the public encode_image path, median of repeats."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    out = {"threads": torch.get_num_threads(), "device": str(encoder.device)}
+    layouts = {"rgb": (np.array([0.665, 0.56, 0.49]), np.uint8, 255),
+               "multispectral": (np.array([0.443, 0.49, 0.56, 0.665, 0.705, 0.74, 0.783, 0.842,
+                                           0.865, 0.945, 1.375, 1.61, 2.19]), np.uint16, 6000)}
+    for name, (wl, dtype, hi) in layouts.items():
+        x = rng.integers(0, hi, (tiles, len(wl), 64, 64)).astype(dtype)
+        encoder.encode_image(x[:batch], wl, name, batch_size=batch)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            encoder.encode_image(x, wl, name, batch_size=batch)
+            times.append(time.perf_counter() - t0)
+        rates = sorted(tiles / t for t in times)
+        out[name] = {"tiles_per_s": rates[len(rates) // 2], "min": rates[0], "max": rates[-1]}
+    return out
+
+
 def to_markdown(rows: list[dict], title: str) -> str:
     lines = [f"### {title}", "", "| task | metric | ours | chance | n |", "|---|---|---|---|---|"]
     for r in rows:
@@ -125,7 +148,7 @@ def to_markdown(rows: list[dict], title: str) -> str:
 
 
 def main(checkpoint: str | None, out: str | None = None, tasks: list[str] | None = None,
-         exclude_train: list[str] | None = None) -> int:
+         exclude_train: list[str] | None = None, speed: bool = True) -> int:
     from engine.encoder import load_encoder
 
     enc = load_encoder(checkpoint)
@@ -133,11 +156,17 @@ def main(checkpoint: str | None, out: str | None = None, tasks: list[str] | None
     rows = run(enc, tasks)
     title = f"{enc.name} ({enc.identity})" + (f", trained without {', '.join(exclude_train)}" if exclude_train else "")
     md = to_markdown(rows, title)
+    perf = measure_speed(enc) if speed else None
+    if perf:
+        md += (f"\nEncoder speed ({perf['device']}, {perf['threads']} threads, batch 64, median of 5): "
+               f"{perf['rgb']['tiles_per_s']:.0f} RGB tiles/s, "
+               f"{perf['multispectral']['tiles_per_s']:.0f} 13-band tiles/s (64 x 64 px).\n")
     print(md)
     if out:
         p = Path(out)
         p.mkdir(parents=True, exist_ok=True)
         (p / "eval.md").write_text(md)
         (p / "eval.json").write_text(json.dumps({"checkpoint": checkpoint, "identity": enc.identity,
-                                                 "seconds": time.time() - t0, "rows": rows}, indent=1))
+                                                 "seconds": time.time() - t0, "rows": rows,
+                                                 "speed": perf}, indent=1))
     return 0
