@@ -53,7 +53,7 @@ test: install browser
 train: install
 	$(BIN)/glb train --config training/configs/cpu-default.json
 
-ABLATIONS = ablation-full ablation-no-maka ablation-no-merge ablation-fixed-stems loo-harvey
+ABLATIONS = ablation-full ablation-no-maka ablation-no-pairs ablation-no-merge ablation-fixed-stems loo-harvey
 ablations: install
 	for c in $(ABLATIONS); do $(BIN)/glb train --config training/configs/$$c.json || exit 1; done
 

@@ -51,6 +51,9 @@ class TrainModel(nn.Module):
         # SigLIP's initialisation: t = 10, b = -10
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.logit_bias = nn.Parameter(torch.tensor(-10.0))
+        # the same, for the image-image term between two sensors' views of one place
+        self.pair_logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.pair_logit_bias = nn.Parameter(torch.tensor(-10.0))
 
     def forward(self, x: torch.Tensor, wavelengths: torch.Tensor, modality: str):
         self.tower.set_modality(modality)

@@ -3,7 +3,9 @@
 Stages (each resumable from its last checkpoint in the run folder):
 1. cache: frozen inputs, teacher features and caption embeddings (training/cache.py);
 2. base: the image tower from scratch on every source: SigLIP loss against the frozen MiniLM
-   caption embeddings + MaKA distillation of patch tokens into each teacher's features;
+   caption embeddings + MaKA distillation of patch tokens into each teacher's features + an
+   image-image SigLIP term on the same place seen by two sensors (OMBRIA, Sen1Floods11,
+   BigEarthNet S1/S2 pairs);
 3. groups: one fine-tune per modality group from the base (with some replay of the rest);
 4. merge: progressive task-vector merging on the dev split (training/merge.py);
 5. release: the merged image tower as safetensors, loadable by engine.load_encoder.
@@ -60,6 +62,40 @@ def pick_device(cfg: dict) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if d == "auto" else d
 
 
+# Sources whose samples of the same place pair up across sensors (Sample.pair_key).
+PAIRED_SOURCES = [("ombria_s1", "ombria_s2"), ("sen1floods11_s1", "sen1floods11_s2"),
+                  ("bigearthnet_s1", "bigearthnet_s2")]
+
+
+def pair_pools(groups: list[Group], cfg: dict, log) -> list[tuple[Group, torch.Tensor, Group, torch.Tensor]]:
+    """(group A, rows, group B, rows) of training samples showing the same place with two
+    sensors. Captions of such pairs are nearly identical ("before the flood"), so only an
+    image-image term teaches the encoder that a radar chip and an optical chip are the same
+    place; it is what makes cross-sensor search work (the paper aligns through text alone)."""
+    from training.datasets import load
+
+    pools = []
+    by_source = {g.source: g for g in groups}
+    for a, b in PAIRED_SOURCES:
+        ga, gb = by_source.get(a), by_source.get(b)
+        if ga is None or gb is None:
+            continue
+        maps = []
+        for g in (ga, gb):
+            ds = load(g.source, cfg["sources"][g.source].get("split", "train"))
+            pk = {}
+            for i in range(len(ds)):
+                smp = ds[i]
+                pk[smp.key] = smp.pair_key
+            maps.append({pk.get(k): i for i, k in enumerate(g.keys) if not g.dev[i] and pk.get(k)})
+        common = sorted(set(maps[0]) & set(maps[1]))
+        if common:
+            pools.append((ga, torch.tensor([maps[0][k] for k in common]),
+                          gb, torch.tensor([maps[1][k] for k in common])))
+            log(f"pairs: {a} <-> {b}: {len(common)}")
+    return pools
+
+
 class Trainer:
     def __init__(self, cfg: dict, cache: Cache, out: Path, device: str, log):
         self.cfg, self.cache, self.out, self.device, self.log = cfg, cache, out, device, log
@@ -69,6 +105,9 @@ class Trainer:
         teacher_dims = cache.teacher_dims if self.distill > 0 else {}
         self.model = TrainModel(self.model_cfg, teacher_dims).to(device)
         self.loss_fn = MultiPositiveSigLipLoss()
+        self.pair_loss_fn = MultiPositiveSigLipLoss()
+        self.pair_weight = float(cfg.get("pair_weight", 1.0))
+        self.pairs: list = []
         self.stats = {k: (m.to(device), s.to(device)) for k, (m, s) in cache.teacher_stats.items()}
         self.bf16 = cfg.get("precision", "fp32") == "bf16"
 
@@ -76,7 +115,8 @@ class Trainer:
     def pools(self, groups: list[Group]) -> list[tuple[Group, torch.Tensor]]:
         return [(g, torch.nonzero(~g.dev).flatten()) for g in groups if (~g.dev).any()]
 
-    def sample_batch(self, pools, rng: np.random.Generator, replay=None, replay_frac=0.0):
+    def sample_batch(self, pools, rng: np.random.Generator, replay=None, replay_frac=0.0,
+                     use_pairs: bool = False):
         b = self.cfg["batch"]["size"]
         k = self.cfg["batch"].get("sources_per_batch", 4)
         chunks = []
@@ -94,7 +134,13 @@ class Trainer:
             for ci in chosen:
                 g, pool = pl[ci]
                 idx = pool[torch.from_numpy(rng.integers(0, len(pool), per))]
-                chunks.append((g, idx))
+                chunks.append((g, idx, None))
+        n_pairs = int(self.cfg.get("pair_batch", 0))
+        if use_pairs and self.pairs and n_pairs > 0:
+            w = np.array([math.sqrt(len(p[1])) for p in self.pairs], dtype=float)
+            ga, ia, gb, ib = self.pairs[int(rng.choice(len(self.pairs), p=w / w.sum()))]
+            pick = torch.from_numpy(rng.integers(0, len(ia), n_pairs))
+            chunks += [(ga, ia[pick], "pair_a"), (gb, ib[pick], "pair_b")]
         return chunks
 
     @staticmethod
@@ -112,7 +158,8 @@ class Trainer:
 
     def step_loss(self, chunks, rng: np.random.Generator):
         embs, caps, labels, distill_terms = [], [], [], []
-        for g, idx in chunks:
+        pair_emb = {}
+        for g, idx, tag in chunks:
             x = g.x[idx].float()
             grids = {n: t[idx].float().view(len(idx), 8, 8, -1) for n, t in g.teachers.items()
                      if n in self.model.translators}
@@ -121,6 +168,8 @@ class Trainer:
             with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16):
                 emb, tokens = self.model(x.to(self.device), wl, g.modality)
             tokens = tokens.float()
+            if tag is not None:
+                pair_emb[tag] = emb.float()
             for n, grid in grids.items():
                 m = g.teacher_mask[n][idx]
                 if not m.any():
@@ -149,13 +198,20 @@ class Trainer:
             d = torch.stack(distill_terms).mean()
             total = total + self.distill * d
             out["distill"] = d.item()
+        if len(pair_emb) == 2 and self.pair_weight > 0:
+            a, b = pair_emb["pair_a"], pair_emb["pair_b"]
+            pos = torch.eye(len(a), dtype=torch.bool, device=a.device)
+            pl = self.pair_loss_fn(a, b, self.model.pair_logit_scale.exp(), self.model.pair_logit_bias,
+                                   positives=pos)
+            total = total + self.pair_weight * pl
+            out["pairs"] = pl.item()
         out["loss"] = total.item()
         return total, out
 
     # --- a stage -------------------------------------------------------------------------
     def run_stage(self, name: str, groups: list[Group], steps: int, lr: float, seed: int,
                   replay_groups: list[Group] | None = None, replay_frac: float = 0.0,
-                  resume: bool = False) -> dict:
+                  resume: bool = False, use_pairs: bool = False) -> dict:
         final = self.out / f"{name}-final.pt"
         if resume and final.exists():
             self.log(f"{name}: done earlier, loading {final.name}")
@@ -187,14 +243,14 @@ class Trainer:
         t0, seen, hist = time.time(), 0, []
         self.model.train()
         for step in range(start, steps):
-            chunks = self.sample_batch(pools, rng, replay, replay_frac)
+            chunks = self.sample_batch(pools, rng, replay, replay_frac, use_pairs=use_pairs)
             loss, parts = self.step_loss(chunks, rng)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             opt.step()
             sched.step()
-            seen += sum(len(i) for _, i in chunks)
+            seen += sum(len(i) for _, i, _ in chunks)
             hist.append(parts)
             if (step + 1) % self.cfg.get("log_every", 25) == 0 or step + 1 == steps:
                 avg = {k: float(np.mean([h[k] for h in hist if k in h])) for k in hist[-1]}
@@ -281,7 +337,10 @@ def main(config: str, out: str | None = None, resume: bool = False) -> int:
         log(f"excluded from training: {', '.join(cfg['exclude'])}")
         tr.cache.prompts = {k: v for k, v in cache.prompts.items() if k not in cfg["exclude"]}
     seed = cfg.get("seed", 0)
-    tr.run_stage("base", all_groups, cfg["base_steps"], cfg.get("optim", {}).get("lr", 1e-3), seed, resume=resume)
+    if int(cfg.get("pair_batch", 0)) > 0:
+        tr.pairs = pair_pools(all_groups, cfg, log)
+    tr.run_stage("base", all_groups, cfg["base_steps"], cfg.get("optim", {}).get("lr", 1e-3), seed,
+                 resume=resume, use_pairs=True)
     base = tower_state(tr.model)
     merge_history = []
     final = base
