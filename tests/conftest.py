@@ -59,16 +59,17 @@ def index_copy(small_index, tmp_path):
 
 
 def write_tif(path: Path, data: np.ndarray, *, crs="EPSG:32633", transform=None, nodata=None,
-              descriptions=None, **profile):
-    """Write a real GeoTIFF. data: (C, H, W)."""
+              descriptions=None, gcps=None, **profile):
+    """Write a real GeoTIFF. data: (C, H, W). gcps=True: three ground control points in
+    EPSG:4326 instead of a CRS and geotransform."""
     import rasterio
     from rasterio.transform import from_origin
 
     c, h, w = data.shape
     prof = {"driver": "GTiff", "count": c, "height": h, "width": w, "dtype": data.dtype}
-    if crs is not None:
+    if crs is not None and gcps is None:
         prof["crs"] = crs
-    if transform is None and crs is not None:
+    if transform is None and crs is not None and gcps is None:
         transform = from_origin(500000, 5000000, 10, 10)
     if transform is not None:
         prof["transform"] = transform
@@ -80,6 +81,10 @@ def write_tif(path: Path, data: np.ndarray, *, crs="EPSG:32633", transform=None,
         if descriptions:
             for i, d in enumerate(descriptions, 1):
                 ds.set_band_description(i, d)
+        if gcps is not None:
+            from rasterio.control import GroundControlPoint as G
+
+            ds.gcps = ([G(0, 0, 10.0, 50.0), G(0, w, 10.1, 50.0), G(h, 0, 10.0, 49.9)], "EPSG:4326")
     return path
 
 

@@ -19,6 +19,8 @@ from typing import Callable
 
 import numpy as np
 
+from conftest import write_tif
+
 RNG_SEED = 7
 
 
@@ -33,32 +35,7 @@ class FileCase:
     posix_only: bool = False
 
 
-def _write_tif(path: Path, data: np.ndarray, *, crs="EPSG:32633", transform=None, nodata=None,
-               descriptions=None, gcps=None, **profile) -> Path:
-    import rasterio
-    from rasterio.transform import from_origin
-
-    c, h, w = data.shape
-    prof = {"driver": "GTiff", "count": c, "height": h, "width": w, "dtype": data.dtype}
-    if crs is not None and gcps is None:
-        prof["crs"] = crs
-    if transform is None and crs is not None and gcps is None:
-        transform = from_origin(500000, 5000000, 10, 10)
-    if transform is not None:
-        prof["transform"] = transform
-    if nodata is not None:
-        prof["nodata"] = nodata
-    prof.update(profile)
-    with rasterio.open(path, "w", **prof) as ds:
-        ds.write(data)
-        if descriptions:
-            for i, d in enumerate(descriptions, 1):
-                ds.set_band_description(i, d)
-        if gcps is not None:
-            from rasterio.control import GroundControlPoint as G
-
-            ds.gcps = ([G(0, 0, 10.0, 50.0), G(0, w, 10.1, 50.0), G(h, 0, 10.0, 49.9)], "EPSG:4326")
-    return path
+_write_tif = write_tif  # one GeoTIFF writer for all tests (tests/conftest.py)
 
 
 def _rgb(n=64, seed=RNG_SEED):
