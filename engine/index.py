@@ -318,13 +318,13 @@ class Index:
     # --- things the UI and CLI show ----------------------------------------------------------
     def thumbnail(self, tile_id: int) -> bytes:
         tile_id = as_tile_id(tile_id)
-        png = self.thumbnails([tile_id]).get(tile_id)
-        if png is None:
+        jpeg = self.thumbnails([tile_id]).get(tile_id)
+        if jpeg is None:
             raise InputError(f"tile_id {tile_id} has no thumbnail")
-        return png
+        return jpeg
 
     def thumbnails(self, tile_ids) -> dict[int, bytes]:
-        """PNG thumbnails of several tiles, one read per segment (a result page is one call).
+        """JPEG thumbnails of several tiles, one read per segment (a result page is one call).
         Ids not in the index raise InputError; the dict holds every id asked for."""
         ids = [as_tile_id(t) for t in tile_ids]
         out = {t: self._thumbs[t] for t in ids if t in self._thumbs}
@@ -344,9 +344,9 @@ class Index:
             except FileNotFoundError:  # compacted away since this snapshot: reload and retry
                 self.refresh()
                 return {**out, **self.thumbnails(missing)}
-            for t, png in zip(table.column("tile_id").to_pylist(), table.column("png").to_pylist()):
-                out[t] = png
-                self._thumbs[t] = png
+            for t, jpeg in zip(table.column("tile_id").to_pylist(), table.column("jpeg").to_pylist()):
+                out[t] = jpeg
+                self._thumbs[t] = jpeg
         while len(self._thumbs) > 4096:
             self._thumbs.popitem(last=False)
         return out

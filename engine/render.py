@@ -77,6 +77,25 @@ def to_rgb8(arr: np.ndarray, wavelengths, modality: str, valid: np.ndarray | Non
     return np.stack([_stretch(d[i], valid, limits[i] if limits else None) for i in range(3)], -1)
 
 
+# Thumbnails are JPEG: at 64-128 px a q90 JPEG is ~4x smaller than the PNG and ~4-9x faster to
+# encode (measured in the reader's profile, where PNG thumbnails were a third of its time). JPEG
+# has no alpha, so no-data pixels are painted this grey (the UI's placeholder colour).
+NODATA_RGB = (238, 241, 244)
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def jpeg_bytes(rgb: np.ndarray, max_side: int | None = None, valid: np.ndarray | None = None,
+               quality: int = 90) -> bytes:
+    if valid is not None and not valid.all():
+        rgb = np.where(valid[..., None], rgb, np.asarray(NODATA_RGB, dtype=np.uint8))
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    if max_side and max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def png_bytes(rgb: np.ndarray, max_side: int | None = None, alpha: np.ndarray | None = None) -> bytes:
     img = Image.fromarray(rgb)
     if alpha is not None:

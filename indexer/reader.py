@@ -21,7 +21,7 @@ from engine.errors import GLBError, RasterError
 from engine.geo import footprint_4326
 from engine.raster import (check_georeferenced, fill_invalid, gdal_reason, layout_of, open_raster,
                            read_window)
-from engine.render import png_bytes, stretch_limits, to_rgb8
+from engine.render import jpeg_bytes, png_bytes, stretch_limits, to_rgb8
 from engine.sensors import BandLayout
 from engine.store.writer import scene_id_for, tile_id_for
 
@@ -199,7 +199,7 @@ def read_scene(unit: int, source: Source, encoder, opts: TileOptions, result: Sc
                     pending_tiles.append(_tile_row(scene_key, record["scene_id"], record["scene"],
                                                    lay, win, geom, nodata))
                     rgb = to_rgb8(arr, lay.wavelengths, lay.modality, valid, limits)
-                    pending_thumbs.append(png_bytes(rgb, THUMB_SIDE, alpha=valid if nodata else None))
+                    pending_thumbs.append(jpeg_bytes(rgb, THUMB_SIDE, valid=valid if nodata else None))
                     n_tiles += 1
                     if len(pending_x) >= opts.batch_size:
                         yield flush()
@@ -292,9 +292,10 @@ def read_chip(source: Source, encoder, sha: str | None = None):
     tile = _tile_row(f"{source.path}|{sha}", record["scene_id"], record["scene"], lay, win, geom,
                      1.0 - float(valid.mean()))
     rgb = to_rgb8(arr, lay.wavelengths, lay.modality, valid)
-    thumb = png_bytes(rgb, THUMB_SIDE)
+    thumb = jpeg_bytes(rgb, THUMB_SIDE)
     record["n_tiles"] = 1
-    overview = {"scene_id": record["scene_id"], "png": thumb,
+    # the map overlay stays PNG (the UI's scene pictures are PNG files); a chip is small
+    overview = {"scene_id": record["scene_id"], "png": png_bytes(rgb, THUMB_SIDE),
                 "corners": json.dumps([[geom.bounds[0], geom.bounds[3]], [geom.bounds[2], geom.bounds[3]],
                                        [geom.bounds[2], geom.bounds[1]], [geom.bounds[0], geom.bounds[1]]])}
     return arr, valid, lay, record, tile, thumb, overview

@@ -255,3 +255,25 @@ def test_batched_footprints_equal_the_reference_transform():
             ref = footprint_4326(crs, b)
             assert g.geom_type == ref.geom_type
             assert g.symmetric_difference(ref).area < 1e-12
+
+
+def test_thumbnails_are_jpeg_with_no_data_painted_grey(tmp_path, encoder):
+    import io
+
+    from PIL import Image
+
+    from engine.render import NODATA_RGB
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(40, 200, (3, 64, 64), dtype=np.uint8)
+    data[:, :, :24] = 0  # the left 24 columns are no-data (37.5 % of the tile: kept)
+    path = write_tif(tmp_path / "rgb_nodata.tif", data, nodata=0, photometric="RGB")
+    index([path], tmp_path / "idx", encoder, override={"sensor": "naip-rgb"})
+    idx = engine.open(tmp_path / "idx")
+    (tid,) = idx.footprints().tile_id.tolist()
+    jpeg = idx.thumbnail(int(tid))
+    img = np.asarray(Image.open(io.BytesIO(jpeg)))
+    assert Image.open(io.BytesIO(jpeg)).format == "JPEG" and img.shape == (64, 64, 3)
+    # the no-data strip is the grey (within JPEG's error), the valid part is not
+    assert np.abs(img[:, :16].astype(int) - NODATA_RGB).max() <= 12  # a whole 16 px JPEG block
+    assert np.abs(img[:, 30:].astype(int) - NODATA_RGB).mean() > 40

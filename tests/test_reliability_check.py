@@ -60,7 +60,7 @@ def drop_thumb(index):
 
 def bad_thumb(index):
     _rewrite(_seg(index) / "thumbs.parquet",
-             lambda t: _set_col(t, "png", [b"GIF89a..."] + t.column("png").to_pylist()[1:]))
+             lambda t: _set_col(t, "jpeg", [b"GIF89a..."] + t.column("jpeg").to_pylist()[1:]))
 
 
 def garbage_tiles(index):
@@ -122,7 +122,7 @@ def tile_twice(index):
 CORRUPTIONS = [
     (drop_vector, "vectors"), (nan_vector, "NaN or Inf"), (long_vector, "not unit length"),
     (float64_vectors, "float32"), (drop_thumb, "thumbnails do not match"),
-    (bad_thumb, "not PNG"), (garbage_tiles, "unreadable"), (missing_segment, "unreadable"),
+    (bad_thumb, "not JPEG"), (garbage_tiles, "unreadable"), (missing_segment, "unreadable"),
     (duplicate_scene, "recorded more than once"), (wrong_scene_count, "record says"),
     (wrong_sensor, "disagree with their scene"), (moved_envelope, "footprint polygons"),
     (foreign_tombstone, "tombstones name tiles it does not hold"),

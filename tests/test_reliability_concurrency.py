@@ -91,8 +91,8 @@ while True:
             top = int(res.tile_id.iloc[0])
             if int(idx.tile(top)["tile_id"]) != top:
                 fail("inconsistent", f"tile {top} looked up by id is another tile")
-            if q % 3 == 0 and not idx.thumbnail(top).startswith(b"\x89PNG"):
-                fail("inconsistent", f"tile {top} has no PNG thumbnail")
+            if q % 3 == 0 and not idx.thumbnail(top).startswith(b"\xff\xd8\xff"):
+                fail("inconsistent", f"tile {top} has no JPEG thumbnail")
             last_ids = [int(t) for t in res.tile_id]
         stats["queries"] += 1
         stats["during_write"] += writing

@@ -16,12 +16,12 @@ PLACEHOLDER = ('<div class="glb-thumb-wait" style="width:100%;aspect-ratio:1;bor
                'background:#eef1f4"></div>')
 
 
-def thumb_html(png: bytes | None, alt: str) -> str:
+def thumb_html(jpeg: bytes | None, alt: str) -> str:
     """A thumbnail inlined as a data: URL. (st.image serves pictures from /media/, and a quick
     rerun retires those files while the browser may still be fetching them: 404s.)"""
-    if not png:
+    if not jpeg:
         return '<div style="font-size:0.8em;color:#888">(no thumbnail)</div>'
-    src = "data:image/png;base64," + base64.b64encode(png).decode()
+    src = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
     return (f'<img class="glb-thumb" src="{src}" alt="{html.escape(alt)}" '
             'style="width:100%;height:auto;object-fit:fill;border-radius:4px;image-rendering:pixelated">')
 
@@ -71,8 +71,8 @@ def picked(res, thumbs: Thumbnails) -> None:
     tid = str(int(row["tile_id"]))
     with st.container(border=True, key="selected_panel"):
         left, right = st.columns([2, 3])
-        png = thumbs.get([int(tid)]).get(int(tid))
-        left.markdown(thumb_html(png, f"selected tile {tid}"), unsafe_allow_html=True)
+        jpeg = thumbs.get([int(tid)]).get(int(tid))
+        left.markdown(thumb_html(jpeg, f"selected tile {tid}"), unsafe_allow_html=True)
         right.markdown(f"**Selected: #{int(row['rank'])}** · score {float(row['score']):.4f}")
         right.caption(q.md(f"{row['modality']} · {row['sensor']} · "
                            f"{q.table(rows)['acquired'].iloc[0] or 'no date'} · {row['scene']} · tile {tid}"))

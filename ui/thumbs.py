@@ -1,4 +1,4 @@
-"""Result thumbnails (PNG bytes by tile id), fetched from the engine in one call per page (one
+"""Result thumbnails (JPEG bytes by tile id), fetched from the engine in one call per page (one
 read per segment) and kept for the whole server process. No Streamlit here."""
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ class Thumbnails:
                     out[t] = None
             return out
 
-    def _keep(self, tile_id: int, png: bytes | None) -> None:
+    def _keep(self, tile_id: int, jpeg: bytes | None) -> None:
         with self.lock:
-            self.data[tile_id] = png
+            self.data[tile_id] = jpeg
             while len(self.data) > self.max_items:
                 self.data.popitem(last=False)
 
     def iter(self, tile_ids) -> Iterator[tuple[int, bytes | None]]:
-        """(tile id, PNG or None) for each id: the ones at hand first, then the others."""
+        """(tile id, JPEG or None) for each id: the ones at hand first, then the others."""
         ids = list(dict.fromkeys(int(t) for t in tile_ids))
         with self.lock:
             ready = [(t, self.data[t]) for t in ids if t in self.data]
@@ -45,9 +45,9 @@ class Thumbnails:
             return
         fetched = self._fetch(missing)
         for t in missing:
-            png = fetched.get(t)
-            self._keep(t, png)
-            yield t, png
+            jpeg = fetched.get(t)
+            self._keep(t, jpeg)
+            yield t, jpeg
 
     def get(self, tile_ids) -> dict[int, bytes | None]:
         return dict(self.iter(tile_ids))

@@ -6,7 +6,7 @@ Findings are one line each; an empty list means the index is sound:
 - scenes: unique paths and ids; a scene with tiles names a segment of the manifest;
 - per segment: tiles, vectors and thumbnails hold the same rows (same tile ids), the manifest's
   row count; vectors are finite, unit length, float32 of the encoder's dimension; thumbnails
-  are PNG; every tombstone names a tile the segment holds;
+  are JPEG; every tombstone names a tile the segment holds;
 - per live tile (segments minus tombstones): its id is unique in the index, it belongs to a
   live scene stored in that segment and agrees with the scene's sensor and modality, its
   envelope is finite, in lon/lat range and matches its footprint polygon;
@@ -33,7 +33,7 @@ from .layout import Layout
 from .manifest import read_current, read_scenes, read_tombstones
 from .segment import read_tiles, read_vectors
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
 MAX_EXAMPLES = 3
 
 
@@ -109,7 +109,7 @@ def check_index(path: str | Path, *, search: bool = True) -> tuple[list[str], di
         try:
             tiles = read_tiles(layout, name)
             vec = read_vectors(layout, name, mmap=True)
-            thumbs = pq.read_table(d / "thumbs.parquet", columns=["tile_id", "png"])
+            thumbs = pq.read_table(d / "thumbs.parquet", columns=["tile_id", "jpeg"])
             pq.read_metadata(d / "overviews.parquet")
         except Exception as e:  # noqa: BLE001
             problems.append(f"segment {name}: unreadable ({_first_line(e)})")
@@ -133,14 +133,14 @@ def check_index(path: str | Path, *, search: bool = True) -> tuple[list[str], di
         if len(tids) != len(ids) or not np.array_equal(np.sort(tids), np.sort(ids)):
             problems.append(f"segment {name}: thumbnails do not match its tiles "
                             f"({len(tids)} thumbnails, {len(ids)} tiles)")
-        pngs = thumbs.column("png")
-        lens = pc.binary_length(pngs).to_numpy(zero_copy_only=False)
-        heads = pc.binary_slice(pngs, 0, 8) if hasattr(pc, "binary_slice") else None
+        jpegs = thumbs.column("jpeg")
+        lens = pc.binary_length(jpegs).to_numpy(zero_copy_only=False)
+        heads = pc.binary_slice(jpegs, 0, len(JPEG_MAGIC)) if hasattr(pc, "binary_slice") else None
         if heads is not None:
-            not_png = int(((lens > 0) & ~pc.equal(heads, pa.scalar(PNG_MAGIC)).to_numpy(
+            not_jpeg = int(((lens > 0) & ~pc.equal(heads, pa.scalar(JPEG_MAGIC)).to_numpy(
                 zero_copy_only=False)).sum())
-            if not_png:
-                problems.append(f"segment {name}: {not_png} thumbnails are not PNG images")
+            if not_jpeg:
+                problems.append(f"segment {name}: {not_jpeg} thumbnails are not JPEG images")
         if len(np.unique(ids)) != len(ids):
             problems.append(f"segment {name}: duplicate tile ids within the segment")
         seg_dead = dead_by_seg.get(name, np.zeros(0, np.int64))

@@ -9,7 +9,7 @@
       segments/<name>/            immutable once renamed into place:
           tiles.parquet           tile metadata, footprint WKB in EPSG:4326
           vectors.npy             float32 (n, d), same row order as tiles.parquet
-          thumbs.parquet          tile_id -> PNG thumbnail
+          thumbs.parquet          tile_id -> JPEG thumbnail (no-data painted grey)
           overviews.parquet       scene_id -> PNG overview + corner coordinates (UI basemap)
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: thumbnails are JPEG (column `jpeg`), were PNG
 
 TILE_SCHEMA = pa.schema([
     ("tile_id", pa.int64()),
@@ -62,7 +62,7 @@ SCENE_SCHEMA = pa.schema([
     ("indexed_at", pa.timestamp("s", tz="UTC")),
 ])
 
-THUMB_SCHEMA = pa.schema([("tile_id", pa.int64()), ("png", pa.binary())])
+THUMB_SCHEMA = pa.schema([("tile_id", pa.int64()), ("jpeg", pa.binary())])
 OVERVIEW_SCHEMA = pa.schema([("scene_id", pa.string()), ("png", pa.binary()),
                              ("corners", pa.string())])
 

@@ -173,7 +173,7 @@ class StoreWriter:
             vectors = np.concatenate([s.vectors for s in staged_with_tiles]).astype(np.float32)
             thumbs = pa.Table.from_pydict(
                 {"tile_id": tiles.column("tile_id"),
-                 "png": [p for s in staged_with_tiles for p in s.thumbs]}, schema=THUMB_SCHEMA)
+                 "jpeg": [p for s in staged_with_tiles for p in s.thumbs]}, schema=THUMB_SCHEMA)
             overviews = pa.Table.from_pylist([s.overview for s in staged_with_tiles if s.overview],
                                              schema=OVERVIEW_SCHEMA)
             write_segment(self.layout, name, tiles, vectors, thumbs, overviews)
@@ -225,7 +225,7 @@ class StoreWriter:
         name = new_segment_name(gen) if n else None
         if n:
             th = pa.Table.from_pydict({"tile_id": tiles.column("tile_id"),
-                                       "png": thumbs if thumbs is not None else [b""] * n},
+                                       "jpeg": thumbs if thumbs is not None else [b""] * n},
                                       schema=THUMB_SCHEMA)
             write_segment(self.layout, name, tiles.cast(TILE_SCHEMA), vectors, th,
                           OVERVIEW_SCHEMA.empty_table())

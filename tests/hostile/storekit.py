@@ -53,8 +53,8 @@ def make_scene(i: int, version: int = 1):
            "modality": "rgb", "acquired": dt.date(2020, 1, 1 + i), "n_tiles": 0, "segment": None,
            "crs": "EPSG:4326", "evidence": "synthetic", "minx": lon0, "miny": lat0,
            "maxx": lon0 + 0.12, "maxy": lat0 + 0.01, "indexed_at": None}
-    png = b"\x89PNG\r\n\x1a\n" + sha.encode()
-    return StagedScene(rec, tiles, vec, [png + bytes([k]) for k in range(TILES_PER_SCENE)])
+    jpeg = b"\xff\xd8\xff\xe0" + sha.encode()  # a JPEG's magic, then bytes unique to the scene
+    return StagedScene(rec, tiles, vec, [jpeg + bytes([k]) for k in range(TILES_PER_SCENE)])
 
 
 def build_base(index) -> None:

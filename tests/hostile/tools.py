@@ -24,7 +24,7 @@ class IndexState:
     generation: int
     tiles: dict          # tile_id -> scene_id
     vectors: dict        # tile_id -> float32 vector
-    thumbs: dict         # tile_id -> PNG bytes
+    thumbs: dict         # tile_id -> JPEG bytes
     scenes: dict         # path -> (scene_id, sha256, n_tiles)
 
     @property
@@ -49,12 +49,12 @@ def read_state(index: Path) -> IndexState | None:
         t = read_tiles(layout, s.name)
         v = read_vectors(layout, s.name)
         th = read_thumbs(layout, s.name)
-        png = dict(zip(th.column("tile_id").to_pylist(), th.column("png").to_pylist()))
+        jpeg = dict(zip(th.column("tile_id").to_pylist(), th.column("jpeg").to_pylist()))
         for i, (tid, sid) in enumerate(zip(t.column("tile_id").to_pylist(), t.column("scene_id").to_pylist())):
             if (s.name, tid) in dead:
                 continue
             assert tid not in tiles, f"tile {tid} live twice"
-            tiles[tid], vectors[tid], thumbs[tid] = sid, v[i], png[tid]
+            tiles[tid], vectors[tid], thumbs[tid] = sid, v[i], jpeg[tid]
     scenes = {r["path"]: (r["scene_id"], r["sha256"], r["n_tiles"])
               for r in read_scenes(layout, m).to_pylist()}
     return IndexState(m.generation, tiles, vectors, thumbs, scenes)
