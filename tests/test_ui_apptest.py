@@ -166,13 +166,17 @@ def test_region_restricts_results_and_bad_region_is_a_message(app, small_index):
 def test_more_like_this_is_a_tile_query_across_modalities(app, small_index):
     at = text_query(app(), "forest")
     first = results_table(at)["tile_id"].iloc[0]
+    # k as large as the page allows (more than the small index's tiles of any one modality), so
+    # a filter on the query tile's own modality would show: a trained encoder ranks a tile's own
+    # modality first, and a top 20 can be all of it
+    at.sidebar.slider(key="k").set_value(100)
     at.button(key=f"more_{first}").click()
     at.run()
     assert at.session_state["mode"] == "tile"
     assert at.sidebar.text_input(key="tile_id").value == first
     df = results_table(at)
     assert first not in set(df["tile_id"])  # the query tile itself is left out
-    ref = engine.open(small_index).search(tile_id=int(first), k=20)
+    ref = engine.open(small_index).search(tile_id=int(first), k=100)
     assert df["tile_id"].tolist() == [str(t) for t in ref["tile_id"]]
     assert df["modality"].nunique() > 1  # across modalities when no filter says otherwise
     assert any("tiles like" in m.value for m in at.markdown)
