@@ -277,3 +277,22 @@ def test_thumbnails_are_jpeg_with_no_data_painted_grey(tmp_path, encoder):
     # the no-data strip is the grey (within JPEG's error), the valid part is not
     assert np.abs(img[:, :16].astype(int) - NODATA_RGB).max() <= 12  # a whole 16 px JPEG block
     assert np.abs(img[:, 30:].astype(int) - NODATA_RGB).mean() > 40
+
+
+def test_an_index_of_an_older_store_format_is_refused_and_left_alone(index_copy, encoder):
+    import json
+
+    from engine.errors import GLBError
+
+    manifest = index_copy / "manifests" / (index_copy / "CURRENT").read_text().strip()
+    doc = json.loads(manifest.read_text())
+    doc["format"] = 1
+    manifest.write_text(json.dumps(doc))
+    before = sorted((p.relative_to(index_copy), p.stat().st_size) for p in index_copy.rglob("*") if p.is_file())
+    with pytest.raises(GLBError, match="older GeoLangBind.*new folder"):
+        engine.open(index_copy)
+    with pytest.raises(GLBError, match="older GeoLangBind"):
+        index(SMALL_SCENES[:1], index_copy, encoder)
+    after = sorted((p.relative_to(index_copy), p.stat().st_size) for p in index_copy.rglob("*") if p.is_file()
+                   if p.name != "LOCK")
+    assert after == [b for b in before if b[0].name != "LOCK"]

@@ -84,8 +84,11 @@ def read_current(layout: Layout) -> Manifest:
         raise CorruptIndexError(f"{path}: unreadable manifest ({str(e)[:160]})") from None
     except OSError as e:
         raise CorruptIndexError(f"{path}: unreadable manifest ({e.strerror})") from None
+    if isinstance(m.format, int) and m.format < FORMAT_VERSION:
+        raise CorruptIndexError(f"{layout.root}: written by an older GeoLangBind (store format {m.format}; "
+                                f"this version reads {FORMAT_VERSION}): index the scenes again into a new folder")
     if m.format != FORMAT_VERSION:
-        raise CorruptIndexError(f"{path}: index format {m.format}, this version reads {FORMAT_VERSION}")
+        raise CorruptIndexError(f"{path}: index format {m.format!r}, this version reads {FORMAT_VERSION}")
     for seg in m.segments:
         if not isinstance(seg.name, str) or not SEGMENT_NAME.fullmatch(seg.name):
             raise CorruptIndexError(f"{path}: bad segment name {str(seg.name)[:60]!r}")
