@@ -29,11 +29,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import GLBError
+from ..render import JPEG_MAGIC
 from .layout import Layout
 from .manifest import read_current, read_scenes, read_tombstones
 from .segment import read_tiles, read_vectors
 
-JPEG_MAGIC = b"\xff\xd8\xff"
 MAX_EXAMPLES = 3
 
 
