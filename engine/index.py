@@ -40,6 +40,7 @@ from .store.snapshot import Snapshot
 log = logging.getLogger("glb.index")
 
 MAX_K = 1000
+MAX_EXCLUDE = 10_000
 PREFILTER_MAX_ROWS = 20_000        # candidates scored exactly, no index (flat index)
 PREFILTER_MAX_ROWS_QUANTISED = 4096  # IVF-PQ index: always exact up to here; up to
 EXACT_ROW_COST = 125                 # PREFILTER_MAX_ROWS when cheaper than the list scan
@@ -73,6 +74,18 @@ def check_k(k) -> int:
     if k_int > MAX_K:
         raise InputError(f"k {k_int} is more than the maximum of {MAX_K}")
     return k_int
+
+
+def _id_list(ids, what: str) -> list:
+    """Tile ids given as a list, a tuple, a set or an array (None: none)."""
+    if ids is None:
+        return []
+    if isinstance(ids, (str, bytes, int, np.integer)):
+        raise InputError(f"{what} must be a list of tile ids, got {str(ids)[:40]!r}")
+    try:
+        return list(ids)
+    except TypeError:
+        raise InputError(f"{what} must be a list of tile ids") from None
 
 
 def as_tile_id(tile_id) -> int:
@@ -131,16 +144,61 @@ class Index:
     def search(self, text: str | None = None, bbox=None, k: int = 20, modality=None,
                start=None, end=None, *, sensor=None, region=None, image=None,
                wavelengths=None, image_modality: str | None = None, tile_id: int | None = None,
-               vector: np.ndarray | None = None):
-        """Top-k tiles for one query (text, image array, tile id or vector) within filters."""
+               vector: np.ndarray | None = None, positives=None, negatives=None, exclude=None,
+               feedback=None):
+        """Top-k tiles for one query (text, image array, tile id or vector) within filters.
+
+        `positives` / `negatives`: tile ids the analyst marked relevant / not relevant (relevance
+        feedback, engine/feedback.py); with marks the query may be omitted. `exclude`: tile ids
+        never to return (e.g. the results already seen). `feedback`: a FeedbackConfig.
+        What the feedback did (method, blend weight, why) is in `last_plan["feedback"]`."""
         k = check_k(k)
-        given = [x is not None for x in (text, image, tile_id, vector)]
-        if sum(given) != 1:
-            raise InputError("give exactly one query: text, image, tile_id or vector")
         filters = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor,
                                 start=start, end=end)
         snap = self.snapshot
-        exclude = None
+        q, skip, refined = self._query(snap, filters, text=text, image=image, wavelengths=wavelengths,
+                                       image_modality=image_modality, tile_id=tile_id, vector=vector,
+                                       positives=positives, negatives=negatives, feedback=feedback)
+        if exclude is not None:
+            skip = skip | {as_tile_id(t) for t in _id_list(exclude, "exclude")}
+            if len(skip) > MAX_EXCLUDE:
+                raise InputError(f"{len(skip)} tiles to exclude: at most {MAX_EXCLUDE}")
+        rows, scores = self._top_k(snap, q, k + len(skip), filters)
+        if skip:
+            keep = ~np.isin(snap.tile_ids[rows], np.fromiter(skip, np.int64, len(skip)))
+            rows, scores = rows[keep][:k], scores[keep][:k]
+        if refined is not None:
+            self.last_plan["feedback"] = refined.describe()
+        return self._results(snap, rows, scores)
+
+    def query_vector(self, text: str | None = None, *, bbox=None, region=None, modality=None,
+                     sensor=None, start=None, end=None, image=None, wavelengths=None,
+                     image_modality: str | None = None, tile_id: int | None = None, vector=None,
+                     positives=None, negatives=None, feedback=None):
+        """The unit vector a search scores with (query and marks resolved), and what feedback
+        did (None without marks): what a saved search keeps."""
+        filters = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor,
+                                start=start, end=end)
+        q, _, refined = self._query(self.snapshot, filters, text=text, image=image,
+                                    wavelengths=wavelengths, image_modality=image_modality,
+                                    tile_id=tile_id, vector=vector, positives=positives,
+                                    negatives=negatives, feedback=feedback)
+        return q, refined
+
+    def _query(self, snap: Snapshot, filters: Filters, *, text, image, wavelengths, image_modality,
+               tile_id, vector, positives, negatives, feedback):
+        """-> (unit query vector, tile ids to leave out, Refined or None)."""
+        pos_ids = [as_tile_id(t) for t in _id_list(positives, "positives")]
+        neg_ids = [as_tile_id(t) for t in _id_list(negatives, "negatives")]
+        both = set(pos_ids) & set(neg_ids)
+        if both:
+            raise InputError(f"tile {next(iter(both))} is marked both relevant and not relevant")
+        given = sum(x is not None for x in (text, image, tile_id, vector))
+        if given > 1 or (given == 0 and not pos_ids):
+            raise InputError("give exactly one query: text, image, tile_id or vector "
+                             "(or only tiles marked relevant)")
+        skip: set[int] = set()
+        q = None
         if text is not None:
             q = self.encoder.encode_text([text])[0]
         elif image is not None:
@@ -148,19 +206,54 @@ class Index:
                 raise InputError("an image query needs its wavelengths and image_modality")
             q = self.encoder.encode_image(image, wavelengths, image_modality)[0]
         elif tile_id is not None:
-            q, exclude = self.tile_vector(tile_id, snap), as_tile_id(tile_id)
-        else:
+            q = self.tile_vector(tile_id, snap)
+            skip.add(as_tile_id(tile_id))
+        elif vector is not None:
             try:
                 q = np.asarray(vector, dtype=np.float32).reshape(-1)
             except (TypeError, ValueError):
                 raise InputError(f"query vector must be {snap.dim} finite numbers") from None
             if q.shape[0] != snap.dim or not np.all(np.isfinite(q)):
                 raise InputError(f"query vector must be {snap.dim} finite numbers")
-        rows, scores = self._top_k(snap, q, k + (exclude is not None), filters)
-        if exclude is not None:
-            keep = snap.tile_ids[rows] != exclude
-            rows, scores = rows[keep][:k], scores[keep][:k]
-        return self._results(snap, rows, scores)
+        if not pos_ids and not neg_ids:
+            return q, skip, None
+        from .feedback import FeedbackConfig, refine
+
+        cfg = (feedback or FeedbackConfig()).check()
+        pv = self._mark_vectors(snap, pos_ids, "relevant")
+        nv = self._mark_vectors(snap, neg_ids, "not relevant")
+        bg = self._background(snap, filters, cfg.background, seed=cfg.seed)
+        refined = refine(q, pv, nv, bg, cfg)
+        return refined.vector, skip, refined
+
+    def _mark_vectors(self, snap: Snapshot, ids: list[int], what: str) -> np.ndarray:
+        rows = []
+        for t in ids:
+            r = snap.row_of(t)
+            if r is None:
+                raise InputError(f"tile {t} (marked {what}) is not in this index")
+            rows.append(r)
+        return snap.vectors[np.array(rows, np.int64)] if rows else np.zeros((0, snap.dim), np.float32)
+
+    def _background(self, snap: Snapshot, filters: Filters, size: int, seed: int = 0) -> np.ndarray:
+        """Vectors of up to `size` tiles drawn at random inside the filters (envelope test):
+        the unlabelled negatives of a feedback probe. Rejection sampling first (cheap on broad
+        filters), the listed candidates when the filters are narrow."""
+        n = snap.n_tiles
+        rng = np.random.default_rng(seed)
+        if n == 0 or size <= 0:
+            return np.zeros((0, snap.dim), np.float32)
+        if filters.empty:
+            rows = rng.choice(n, min(size, n), replace=False)
+        else:
+            draw = rng.choice(n, min(n, 8 * size), replace=False)
+            rows = draw[filters.check_rows(snap, draw)][:size]
+            if len(rows) < size and len(draw) < n:
+                est, cand = filters.spatial_candidates(snap, n)
+                cand = np.arange(n) if cand is None else cand
+                cand = cand[filters.check_rows(snap, cand)]
+                rows = rng.choice(cand, min(size, len(cand)), replace=False) if len(cand) else cand
+        return snap.vectors[np.sort(rows).astype(np.int64)]
 
     def tile_vector(self, tile_id, snap: Snapshot | None = None) -> np.ndarray:
         snap = snap or self.snapshot
@@ -314,6 +407,33 @@ class Index:
         d["geometry"] = from_shapely(shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False)),
                                      crs=_wgs84())
         return gpd.GeoDataFrame(d, geometry="geometry", copy=False)
+
+    # --- saved searches, marks ------------------------------------------------------------------
+    @property
+    def watches(self):
+        """Saved searches and their alert logs (engine/watch.py)."""
+        from .watch import Watches
+
+        return Watches(self)
+
+    def marks(self, positives=(), negatives=(), query: str | None = None):
+        """The analyst's marks as a labelled GeoDataFrame (tile footprint, label "relevant" /
+        "not relevant", query): training data for their own classifier. Write it with
+        `.to_file("marks.geojson")` or `.to_parquet("marks.parquet")` (GeoParquet)."""
+        pos = [as_tile_id(t) for t in _id_list(positives, "positives")]
+        neg = [as_tile_id(t) for t in _id_list(negatives, "negatives")]
+        snap = self.snapshot
+        rows = []
+        for t in pos + neg:
+            r = snap.row_of(t)
+            if r is None:
+                raise InputError(f"tile {t} is not in this index")
+            rows.append(r)
+        df = self._results(snap, np.array(rows, np.int64), np.zeros(len(rows), np.float32))
+        df = df.drop(columns=["rank", "score"])
+        df.insert(1, "label", ["relevant"] * len(pos) + ["not relevant"] * len(neg))
+        df.insert(2, "query", query)
+        return df
 
     # --- things the UI and CLI show ----------------------------------------------------------
     def thumbnail(self, tile_id: int) -> bytes:

@@ -57,8 +57,49 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--image", help="query image file (GeoTIFF, PNG, JPEG)")
     se.add_argument("--image-sensor", help="sensor of --image when its metadata does not say")
     se.add_argument("--image-wavelengths", help="band centres (µm) of --image")
+    se.add_argument("--like", action="append", type=int, metavar="TILE_ID",
+                    help="a tile marked relevant (repeatable): relevance feedback; "
+                         "with marks the query TEXT may be omitted")
+    se.add_argument("--unlike", action="append", type=int, metavar="TILE_ID",
+                    help="a tile marked not relevant (repeatable)")
+    se.add_argument("--exclude-marked", action="store_true",
+                    help="leave the marked tiles out of the results (show only new ones)")
+    se.add_argument("--export-marks", metavar="FILE",
+                    help="write the marks as labelled footprints: .geojson or .parquet (GeoParquet)")
     se.add_argument("--checkpoint")
     se.add_argument("--json", action="store_true", help="GeoJSON FeatureCollection on stdout")
+
+    wa = sub.add_parser("watch", help="saved searches and their alerts on newly indexed tiles")
+    wsub = wa.add_subparsers(dest="watch_command", required=True)
+    wadd = wsub.add_parser("add", help="save a search under a name; alerts start from now")
+    wadd.add_argument("name")
+    wadd.add_argument("text", nargs="?", help="what to look for")
+    wadd.add_argument("--tile-id", type=int, help="more like this tile")
+    wadd.add_argument("--like", action="append", type=int, metavar="TILE_ID")
+    wadd.add_argument("--unlike", action="append", type=int, metavar="TILE_ID")
+    wadd.add_argument("--bbox")
+    wadd.add_argument("--region")
+    wadd.add_argument("--modality", action="append")
+    wadd.add_argument("--sensor", action="append")
+    wadd.add_argument("--start")
+    wadd.add_argument("--end")
+    wadd.add_argument("--k", type=int, default=20, help="at most this many alerts a run (default 20)")
+    wadd.add_argument("--min-score", type=float,
+                      help="alert on new tiles scoring at least this (default: the score of "
+                           "today's k-th result)")
+    wadd.add_argument("--replace", action="store_true", help="replace a saved search of that name")
+    for name, hlp in (("list", "saved searches, with their alert counts"),
+                      ("show", "a saved search and its alerts (marks them seen)"),
+                      ("remove", "delete a saved search and its alerts"),
+                      ("check", "check every saved search now (indexing runs do this themselves)")):
+        w = wsub.add_parser(name, help=hlp)
+        if name in ("show", "remove"):
+            w.add_argument("name")
+        if name == "show":
+            w.add_argument("--new", action="store_true", help="only alerts not seen before")
+        w.add_argument("--json", action="store_true") if name != "remove" else None
+    for w in wsub.choices.values():
+        w.add_argument("--index", default=DEFAULT_INDEX)
 
     inf = sub.add_parser("info", help="what an index holds")
     inf.add_argument("--index", default=DEFAULT_INDEX)
@@ -86,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--tasks", help="comma-separated subset")
 
     be = sub.add_parser("bench", help="benchmarks (see docs/BENCHMARKS.md)")
-    be.add_argument("what", choices=["search", "index", "all"])
+    be.add_argument("what", choices=["search", "index", "all", "feedback", "refine"])
     be.add_argument("--vectors", type=int, default=100_000)
     be.add_argument("--json", action="store_true")
     be.add_argument("--smoke", action="store_true", help="seconds-long version for CI")
@@ -166,6 +207,8 @@ def cmd_index(args) -> int:
                        options=opts, encoder=lambda: _encoder(args), echo=echo)
     for line in report.failed:
         print(f"glb index: failed: {_one_line(line)}", file=sys.stderr)
+    for line in report.watch_problems:
+        print(f"glb index: {_one_line(line)}", file=sys.stderr)
     if report.missing:
         print(f"glb index: {report.missing} indexed files no longer exist; --prune removes them",
               file=sys.stderr)
@@ -176,7 +219,7 @@ def cmd_index(args) -> int:
         print(report.summary())
     if report.interrupted:
         return 130
-    return 0 if not report.failed else 1
+    return 0 if not report.failed and not report.watch_problems else 1
 
 
 def cmd_search(args) -> int:
@@ -190,7 +233,13 @@ def cmd_search(args) -> int:
             raise InputError("query text is not valid UTF-8") from None
     idx = engine.open(args.index, checkpoint=args.checkpoint)
     kw = dict(bbox=args.bbox, region=args.region, k=args.k, modality=args.modality,
-              sensor=args.sensor, start=args.start, end=args.end)
+              sensor=args.sensor, start=args.start, end=args.end,
+              positives=args.like, negatives=args.unlike,
+              exclude=(args.like or []) + (args.unlike or []) if args.exclude_marked else None)
+    if args.export_marks:
+        if not (args.like or args.unlike):
+            raise InputError("--export-marks needs marks (--like / --unlike)")
+        _write_marks(idx.marks(args.like or [], args.unlike or [], query=args.text), args.export_marks)
     if args.image:
         from engine.raster import read_image
         from engine.sensors import parse_wavelengths
@@ -200,16 +249,17 @@ def cmd_search(args) -> int:
         res = idx.search(image=arr, wavelengths=lay.wavelengths, image_modality=lay.modality, **kw)
     elif args.tile_id is not None:
         res = idx.search(tile_id=args.tile_id, **kw)
-    elif args.text is not None:
+    elif args.text is not None or args.like:
         res = idx.search(args.text, **kw)
     else:
-        raise InputError("give a query: TEXT, --tile-id or --image")
+        raise InputError("give a query: TEXT, --tile-id, --image or --like")
     if args.json:
         out = res.copy()
         out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d")
         fc = json.loads(out.to_json(drop_id=True, na="null"))
         fc["query"] = {"text": args.text, "tile_id": args.tile_id, "image": args.image, "k": args.k,
-                       "bbox": args.bbox, "plan": idx.last_plan}
+                       "bbox": args.bbox, "like": args.like, "unlike": args.unlike,
+                       "plan": idx.last_plan}
         print(json.dumps(fc))
     else:
         if res.empty:
@@ -219,6 +269,88 @@ def cmd_search(args) -> int:
         out = res[cols].copy()
         out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d").fillna("")
         print(out.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _write_marks(df, path: str) -> None:
+    from engine.errors import InputError
+
+    p = Path(path)
+    if p.suffix.lower() in (".geojson", ".json"):
+        out = df.copy()
+        out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d")
+        p.write_text(out.to_json(drop_id=True, na="null"))
+    elif p.suffix.lower() in (".parquet", ".geoparquet"):
+        df.to_parquet(p)
+    else:
+        raise InputError(f"--export-marks {path}: give a .geojson or .parquet file name")
+    print(f"{len(df)} marks written to {path}", file=sys.stderr)
+
+
+def cmd_watch(args) -> int:
+    import engine
+    from engine.errors import InputError
+
+    idx = engine.open(args.index)
+    w = idx.watches
+    sub = args.watch_command
+    if sub == "add":
+        if args.text is None and args.tile_id is None and not args.like:
+            raise InputError("give what to watch for: TEXT, --tile-id or --like")
+        doc = w.add(args.name, args.text, k=args.k, min_score=args.min_score, replace=args.replace,
+                    tile_id=args.tile_id, positives=args.like, negatives=args.unlike,
+                    bbox=args.bbox, region=args.region, modality=args.modality,
+                    sensor=args.sensor, start=args.start, end=args.end)
+        ms = doc["min_score"]
+        print(f"saved search {doc['name']!r}: alerts on new tiles scoring "
+              f"{'at least ' + format(ms, '.4f') if ms is not None else 'best'} (at most "
+              f"{doc['k']} a run), from generation {doc['generation']} on")
+    elif sub == "list":
+        rows = w.list()
+        if args.json:
+            print(json.dumps(rows, default=str))
+        elif not rows:
+            print("no saved searches")
+        for r in rows if not args.json else []:
+            if "error" in r:
+                print(f"{r['name']}: {_one_line(r['error'])}")
+                continue
+            q = r["query"]
+            what = q.get("text") or (f"tile {q['tile_id']}" if q.get("tile_id") else "marks")
+            print(f"{r['name']}: {what!r}, {r['alerts']} alerts ({r['new']} new), "
+                  f"checked to generation {(r.get('checked') or {}).get('generation')}")
+    elif sub == "show":
+        doc = w.show(args.name)
+        log = doc.pop("log")
+        new = log[len(log) - doc["new"]:] if doc["new"] else []
+        if args.new:
+            log = new
+        w.mark_seen(args.name)
+        if args.json:
+            print(json.dumps({**doc, "type": "FeatureCollection", "features": log}, default=str))
+        else:
+            print(json.dumps({k: v for k, v in doc.items()}, default=str, indent=1))
+            for f in log:
+                p = f["properties"]
+                mark = "*" if f in new else " "
+                print(f"{mark} {p['time']}  score {p['score']:.4f}  {p['modality']:<13} "
+                      f"{p['scene']}  tile {p['tile_id']}")
+    elif sub == "remove":
+        w.remove(args.name)
+        print(f"removed saved search {args.name!r}")
+    elif sub == "check":
+        from engine.store.lock import WriterLock
+        from engine.watch import check_watches
+
+        with WriterLock(Path(args.index)):
+            rep = check_watches(args.index)
+        for line in rep.problems:
+            print(f"glb watch: {_one_line(line)}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(rep.__dict__, default=str))
+        else:
+            print(rep.summary() or "no saved search had new tiles to check")
+        return 0 if not rep.problems else 1
     return 0
 
 
@@ -289,7 +421,7 @@ def cmd_bench(args) -> int:
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "check": cmd_check,
             "sensors": cmd_sensors, "ui": cmd_ui, "train": cmd_train, "eval": cmd_eval,
-            "bench": cmd_bench}
+            "bench": cmd_bench, "watch": cmd_watch}
 
 if __name__ == "__main__":
     sys.exit(main())

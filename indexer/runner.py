@@ -64,6 +64,8 @@ class RunReport:
     seconds: float = 0.0
     recovered_lock: dict | None = None
     cleaned_files: int = 0
+    alerts: dict = field(default_factory=dict)        # saved search -> new alerts this run
+    watch_problems: list[str] = field(default_factory=list)  # saved searches skipped, by name
 
     @property
     def ok(self) -> bool:
@@ -75,7 +77,11 @@ class RunReport:
              f"-{self.tiles_deleted} tiles in {self.seconds:.1f} s")
         if self.tiles_added and self.seconds > 0:
             s += f" ({self.tiles_added / self.seconds:.0f} tiles/s)"
-        return s + f"; generation {self.generation}"
+        s += f"; generation {self.generation}"
+        if self.alerts:
+            s += (f"; {sum(self.alerts.values())} new alerts ("
+                  + ", ".join(f"{n}: {c}" for n, c in self.alerts.items()) + ")")
+        return s
 
 
 class _Interrupt:
@@ -150,6 +156,7 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
         if res:
             report.tiles_deleted += res.tiles_deleted
         report.generation = writer.manifest.generation
+        _check_watches(index_dir, report)  # still under the writer lock: one alert writer
         if report.interrupted:
             done = report.indexed + len(report.failed) + report.unchanged
             echo(f"interrupted: {report.indexed} files indexed in this run, {report.unchanged} "
@@ -160,6 +167,20 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
         writer.close()
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _check_watches(index_dir, report: RunReport) -> None:
+    """Saved searches over the tiles added since each last checked (engine/watch.py). Runs on
+    every run, so one killed after its commit is caught up by the next. Never fails the run."""
+    from engine.watch import check_watches
+
+    try:
+        w = check_watches(index_dir)
+    except Exception as e:  # noqa: BLE001 - alerts must never block indexing
+        report.watch_problems.append(f"saved searches not checked: {type(e).__name__}: "
+                                     f"{str(e).splitlines()[0][:160] if str(e) else ''}")
+        return
+    report.alerts, report.watch_problems = w.alerts, w.problems
 
 
 def _write_failed(index_dir, writer: StoreWriter, report: RunReport, e: OSError) -> IndexWriteError:

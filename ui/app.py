@@ -16,7 +16,7 @@ import sys
 import streamlit as st
 
 import engine
-from ui import assets, mapview, results, state
+from ui import assets, feedback, mapview, results, state
 from ui import query as q
 from ui.state import ss
 from ui.thumbs import Thumbnails
@@ -160,8 +160,9 @@ def draw_map(idx, info: dict, req: q.Request, region, res) -> None:
         ss.fit = {"key": f"res-{req.key()}", "bounds": q.bounds(res.geometry), "max_zoom": 15}
     event = mapview.map_view(
         root=root, data_url=data_url,
-        results=q.map_features(res, ss.selected) if has else None,
-        results_key=f"{req.key()}:{ss.selected}" if has else "none",
+        results=feedback.map_marks(q.map_features(res, ss.selected)) if has else None,
+        results_key=(f"{req.key()}:{ss.selected}:{hash(tuple(sorted(ss.marks.items())))}"
+                     if has else "none"),
         region=region.geojson() if region is not None else None, region_key=ss.region.strip(),
         fit=ss.fit, web_basemap=ss.web_basemap, height=MAP_HEIGHT)
     if not isinstance(event, dict) or not event.get("seq") or event["seq"] == ss.map_seq:
@@ -196,7 +197,8 @@ def main() -> None:
     info = idx.info()
     dates = date_range(path, info["generation"])
     state.init(dates)
-    req = sidebar(info, dates)
+    req = feedback.apply(sidebar(info, dates))  # with the marks once Refine is pressed
+    feedback.sidebar(idx)                        # saved searches, new alerts
 
     st.html("<style>.stMainBlockContainer{padding-top:3rem}</style>")
     st.markdown("#### GeoLangBind · search Earth-observation imagery")
@@ -225,6 +227,7 @@ def main() -> None:
         draw_map(idx, info, req, region, res)
     with right:
         if not region_error:
+            feedback.panel(idx, req, outcome)     # marks counter, Refine, Clear, Save search
             results.show(req, outcome, thumbnails(path), height=MAP_HEIGHT)
 
 

@@ -109,8 +109,12 @@ class Request:
     end: dt.date | None = None
     region: str = ""
     k: int = 20
+    positives: tuple[str, ...] = ()   # tile ids marked relevant, once Refine is pressed (ui/feedback.py)
+    negatives: tuple[str, ...] = ()
 
     def is_empty(self) -> bool:
+        if self.positives:
+            return False
         if self.mode == "image":
             return self.image is None  # an empty upload is a query: it gets its message
         if self.mode == "tile":
@@ -123,7 +127,7 @@ class Request:
                  hashlib.sha1(self.image).hexdigest() if self.image else "", self.image_name,
                  self.image_sensor or "", self.image_wavelengths, self.image_modality or "",
                  ",".join(self.modalities), ",".join(self.sensors), str(self.start), str(self.end),
-                 self.region.strip(), str(self.k)]
+                 self.region.strip(), str(self.k), ",".join(self.positives), ",".join(self.negatives)]
         return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
 
     def describe(self) -> str:
@@ -141,6 +145,7 @@ class Outcome:
     error: str | None = None
     seconds: float = 0.0  # engine time (query encoding + search)
     note: str = ""  # what the upload was read as
+    feedback: dict | None = None  # what relevance feedback did (engine last_plan["feedback"])
 
 
 def _check_k(k) -> int:
@@ -194,8 +199,14 @@ def run(idx, req: Request) -> Outcome:
         region = parse_region(req.region)
         if region is not None:
             kw.update(region.engine_kwargs())
+        if req.positives or req.negatives:
+            kw.update(positives=[int(t) for t in req.positives],
+                      negatives=[int(t) for t in req.negatives],
+                      exclude=[int(t) for t in req.negatives])  # "not this" is not shown again
         t0 = time.perf_counter()
-        if req.mode == "text":
+        if req.mode == "text" and not req.text.strip() and req.positives:
+            res = idx.search(**kw)  # marks only
+        elif req.mode == "text":
             res = idx.search(req.text.strip(), **kw)
         elif req.mode == "tile":
             try:
@@ -212,6 +223,8 @@ def run(idx, req: Request) -> Outcome:
                              image_modality=layout.modality, **kw)
         out.seconds = time.perf_counter() - t0
         out.results = res
+        if req.positives or req.negatives:
+            out.feedback = (getattr(idx, "last_plan", None) or {}).get("feedback")
     except engine.UnknownSensorError as e:
         out.error = (f"{_clean(e)} — in this page: pick the Sensor, or type the band centres "
                      "(µm), in the sidebar")

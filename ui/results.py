@@ -8,7 +8,7 @@ import html
 import streamlit as st
 
 from ui import query as q
-from ui import state
+from ui import feedback, state
 from ui.state import ss
 from ui.thumbs import Thumbnails
 
@@ -98,6 +98,8 @@ def gallery(res, thumbs: Thumbnails) -> None:
                         args=(tid, state.tile_bounds(row["geometry"])), width="stretch")
             text.button("More like this", key=f"more_{tid}", on_click=state.more_like,
                         args=(tid,), width="stretch")
+            with text:
+                feedback.card(tid)
     for tile_id, png in thumbs.iter(slots):
         slot, alt = slots[tile_id]
         slot.markdown(thumb_html(png, alt), unsafe_allow_html=True)

@@ -18,6 +18,12 @@ Points, in the order a commit reaches them:
     publish.manifest     manifests/<gen>.json in place, CURRENT still names the previous one
     publish.current_tmp  CURRENT's temporary file written, not renamed
     publish.done         CURRENT replaced: the commit is durable
+
+Saved searches' alerts (engine/watch.py), after the commit, per saved search:
+    watch.alerts_tmp     the new alert log's temporary file written, not renamed
+    watch.alerts         the alert log replaced, the watch's state not yet
+    watch.state_tmp      the state's temporary file written, not renamed
+    watch.state          the state replaced: this saved search is checked
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import signal
 
 POINTS = ("lock.acquired", "segment.tmp", "segment.tiles", "segment.vectors", "segment.thumbs",
           "segment.synced", "segment.renamed", "publish.begin", "publish.manifest_tmp",
-          "publish.manifest", "publish.current_tmp", "publish.done")
+          "publish.manifest", "publish.current_tmp", "publish.done",
+          "watch.alerts_tmp", "watch.alerts", "watch.state_tmp", "watch.state")
 
 _hits: dict[str, int] = {}
 

@@ -3,6 +3,8 @@
     glb bench search --vectors N [--json] [--smoke]
     glb bench index [--json] [--smoke]
     glb bench all --write docs/BENCHMARKS.md
+    glb bench feedback [--json] [--write FILE]   simulated analysts (docs/FEEDBACK.md)
+    glb bench refine --vectors N [--json] [--smoke]   latency of a relevance-feedback refine
 
 Benchmarks print numbers; CI runs only `--smoke` (seconds). Generated data goes under
 $GLB_BENCH_DIR (default /tmp/glb-bench), never into the repository.
@@ -17,6 +19,23 @@ import sys
 def main(args) -> int:
     echo = (lambda m: print(m, file=sys.stderr, flush=True))
     out: dict = {}
+    if args.what == "feedback":
+        from .feedback import POOLS, run as run_feedback, to_markdown
+
+        res = run_feedback(pools=("eurosat_ms_test",) if args.smoke else POOLS, smoke=args.smoke, echo=echo)
+        md = to_markdown(res)
+        if args.write:
+            from pathlib import Path
+
+            Path(args.write).write_text(md)
+        print(json.dumps(res, default=str) if args.json else md)
+        return 0
+    if args.what == "refine":
+        from .refine import run as run_refine
+
+        res = run_refine(min(args.vectors, 4096) if args.smoke else args.vectors, smoke=args.smoke, echo=echo)
+        print(json.dumps(res, default=str))
+        return 0
     if args.what in ("search", "all"):
         from .search import run as run_search
 

@@ -139,13 +139,18 @@
     var layer = L.geoJSON(fc, {
       pane: "glb-results",
       style: function (f) {
-        var sel = f.properties.selected;
-        return { color: sel ? "#c92a2a" : "#e8590c", weight: sel ? 4 : 2,
-                 fillOpacity: sel ? 0.35 : 0.2, className: "glb-result" + (sel ? " glb-selected" : "") };
+        var sel = f.properties.selected, mark = f.properties.mark;
+        // marked by the analyst (ui/feedback.py): relevant green, not relevant grey dashed
+        var colour = sel ? "#c92a2a" : mark === "relevant" ? "#2b8a3e" :
+                     mark === "not relevant" ? "#868e96" : "#e8590c";
+        return { color: colour, weight: sel ? 4 : 2, dashArray: mark === "not relevant" ? "4 4" : null,
+                 fillOpacity: sel ? 0.35 : 0.2,
+                 className: "glb-result" + (sel ? " glb-selected" : "") +
+                            (mark ? " glb-mark-" + (mark === "relevant" ? "relevant" : "irrelevant") : "") };
       },
       onEachFeature: function (f, lyr) {
         var p = f.properties;
-        lyr.bindTooltip("#" + p.rank + " · " + p.score + " · " + esc(p.modality) + " · " +
+        lyr.bindTooltip("#" + p.rank + " · " + p.score + (p.mark ? " · " + esc(p.mark) : "") + " · " + esc(p.modality) + " · " +
           esc(p.sensor) + " · " + esc(p.acquired || "no date") + "<br>" + esc(p.scene),
           { sticky: true, className: "glb-tip" });
         lyr.on("click", function () { send({ event: "select", tile_id: p.tile_id }); });

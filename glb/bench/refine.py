@@ -1,0 +1,106 @@
+"""`glb bench refine --vectors N`: latency of a relevance-feedback refine against the plain
+query it refines, same process, same archive (the synthetic one of glb/bench/data.py, written
+through the real store and shared with `glb bench search`), same queries.
+
+Per query: the plain search (k=20) is timed; its top 5 are marked relevant and the next 15 not
+relevant, as an analyst's first round would; then the refine (`Index.search(vector=q,
+positives=..., negatives=..., exclude=marks, k=20)`: background sample, the probe fitted with
+cross-validated blending, the search with the refined vector) is timed, unfiltered and inside a
+bbox + modality filter. Every figure is the median over `repeats` runs of the query set, with
+its spread; the ratio refine / plain is what to compare across machines.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data
+from .common import loadavg, machine, median_spread, pct
+from .search import DEFAULT_ROOT
+
+
+def run(n_vectors: int, *, smoke: bool = False, repeats: int = 3, n_queries: int = 20,
+        root: Path | None = None, echo=print) -> dict:
+    import os
+    import tempfile
+
+    import engine
+    from engine.feedback import FeedbackConfig
+
+    saved = {k: os.environ.get(k) for k in ("GLB_QUANT_MIN_ROWS", "GLB_PQ_M")}
+    root = Path(root or DEFAULT_ROOT)
+    if smoke:
+        root = Path(tempfile.mkdtemp(prefix="glb-bench-smoke-"))
+        repeats, n_queries = 1, 3
+    path = root / f"search-{n_vectors}" / "index"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = {"vectors": n_vectors, "k": 20, "marks": {"relevant": 5, "not_relevant": 15},
+           "repeats": repeats, "queries": n_queries, "smoke": smoke, "machine": machine(),
+           "loadavg_start": loadavg(), "feedback": FeedbackConfig().__dict__}
+    try:
+        t0 = time.perf_counter()
+        built = data.build_index(path, n_vectors, echo=echo)
+        out["build_s"] = round(time.perf_counter() - t0, 1)
+        idx = engine.open(path)
+        w = data.world(0)
+        Q = data.queries(w, n_queries, seed=11)
+        a = built["arrays"]
+        t0 = time.perf_counter()
+        idx.search(vector=Q[0], k=20)        # loads the snapshot, builds / loads the vector index
+        out["first_search_s"] = round(time.perf_counter() - t0, 1)
+        out["vector_index"] = idx.last_plan.get("index")
+        # a region of ~1 % of the archive around the first tile, and its modality
+        cx, cy = float(a["minx"][0]), float(a["miny"][0])
+        bbox = (cx - 4, cy - 4, cx + 4, cy + 4)
+        cases = {"none": {}, "bbox+modality": {"bbox": bbox, "modality": engine.MODALITIES[int(a["modality"][0])]}}
+        marks = {}
+        for c, f in cases.items():
+            for i, q in enumerate(Q):
+                ids = [int(t) for t in idx.search(vector=q, k=20, **f)["tile_id"]]
+                marks[c, i] = (ids[:5], ids[5:20])
+        res = {}
+        for c, f in cases.items():
+            plain, refine, fit, weights = [], [], [], []
+            for _ in range(repeats):
+                p_run, r_run = [], []
+                for i, q in enumerate(Q):
+                    t = time.perf_counter()
+                    idx.search(vector=q, k=20, **f)
+                    p_run.append(1000 * (time.perf_counter() - t))
+                    pos, neg = marks[c, i]
+                    t = time.perf_counter()
+                    idx.search(vector=q, positives=pos, negatives=neg, exclude=pos + neg, k=20, **f)
+                    r_run.append(1000 * (time.perf_counter() - t))
+                    weights.append(idx.last_plan["feedback"]["weight"])
+                    # the refine's own part: background sample + fit (no search)
+                    t = time.perf_counter()
+                    idx.query_vector(vector=q, positives=pos, negatives=neg, **f)
+                    fit.append(1000 * (time.perf_counter() - t))
+                plain.append(p_run)
+                refine.append(r_run)
+            p50p = median_spread([pct(r, 50) for r in plain])
+            p50r = median_spread([pct(r, 50) for r in refine])
+            res[c] = {"plain_p50_ms": p50p, "refine_p50_ms": p50r,
+                      "refine_p99_ms": median_spread([pct(r, 99) for r in refine]),
+                      "feedback_fit_p50_ms": round(pct(fit, 50), 1),
+                      "ratio_p50": round(p50r["median"] / max(p50p["median"], 1e-9), 1),
+                      "blend_weights": {str(w): weights.count(w) for w in sorted(set(weights))},
+                      "plan": idx.last_plan.get("strategy")}
+            echo(f"  {c}: plain p50 {p50p['median']:.1f} ms, refine p50 {p50r['median']:.1f} ms "
+                 f"(fit {res[c]['feedback_fit_p50_ms']:.1f} ms), x{res[c]['ratio_p50']}")
+        out["cases"] = res
+        out["loadavg_end"] = loadavg()
+        return out
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if smoke:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
