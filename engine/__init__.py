@@ -21,8 +21,8 @@ from .errors import (CheckpointError, GLBError, IndexLockedError, IndexNotFoundE
                      InputError, RasterError, UnknownSensorError)
 from .modalities import MODALITIES  # noqa: E402
 
-_LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".index",
-         "open_index": ".index", "search": ".index", "open": ".index"}
+_LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".retrieval.index",
+         "open_index": ".retrieval.index", "search": ".retrieval.index", "open": ".retrieval.index"}
 
 
 def __getattr__(name: str):

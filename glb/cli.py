@@ -235,7 +235,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from engine.store.check import check_index
+    from engine.check import check_index
 
     problems, stats = check_index(args.index)
     if args.json:

@@ -10,8 +10,8 @@ import shapely
 
 import engine
 import synthetic
-from engine import vectors
-from engine.store.check import check_index
+from engine.retrieval import vectors
+from engine.check import check_index
 from test_search import boxes_by_selectivity, brute_force
 
 
@@ -51,7 +51,7 @@ def test_large_path_is_used_and_persisted(large):
 
 
 def test_recall_at_10_at_every_selectivity(large, monkeypatch):
-    import engine.index as ei
+    import engine.retrieval.index as ei
 
     idx, rows, _ = large
     # thresholds scaled to this small index so that every strategy is exercised
@@ -82,7 +82,7 @@ def test_recall_at_10_at_every_selectivity(large, monkeypatch):
 
 def test_selector_and_postfilter_paths(large, monkeypatch):
     idx, rows, _ = large
-    import engine.index as ei
+    import engine.retrieval.index as ei
 
     q = synthetic.clustered_vectors(np.random.default_rng(12), 1)[0]
     bbox = (-180, -90, 0, 90)

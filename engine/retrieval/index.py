@@ -2,7 +2,7 @@
 
 Filtered search must return the true top-k inside the filter at any selectivity. The planner
 first asks the snapshot's lon/lat grid how many tiles the region can hold (an upper bound that
-costs O(grid rows), see engine/filters.py) and the attribute counts how many pass those
+costs O(grid rows), see engine/retrieval/filters.py) and the attribute counts how many pass those
 filters, then:
 - broad (more than MATERIALISE_MIN_ROWS and MATERIALISE_MAX_FRACTION of the index): the index
   is searched unfiltered for ~(rerank depth / selectivity) rows with more lists probed, the
@@ -15,7 +15,7 @@ filters, then:
     with a filter-aware probe count), asking for more than k, widening until k survive.
 Every path scores its final candidates exactly and refines footprints exactly (shapely, only
 where the envelope does not settle it). With the flat index (small indexes) all of it is exact;
-with IVF-PQ (large ones, engine/vectors.py) recall@10 is measured by `glb bench search` and
+with IVF-PQ (large ones, engine/retrieval/vectors.py) recall@10 is measured by `glb bench search` and
 tests/test_search_scale.py.
 """
 
@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-from .modalities import MODALITIES
-from .filters import Filters
-from .store.layout import Layout
-from .store.segment import read_overviews, read_thumbs
+from ..errors import InputError
+from ..modalities import MODALITIES
+from ..store.layout import Layout
+from ..store.segment import read_overviews, read_thumbs
 from . import vectors
-from .store.snapshot import Snapshot
+from .filters import Filters
+from .snapshot import Snapshot
 
 log = logging.getLogger("glb.index")
 
@@ -114,7 +114,7 @@ class Index:
     @property
     def encoder(self):
         if self._encoder is None:
-            from .encoder import load_encoder
+            from ..encoder import load_encoder
 
             self._encoder = load_encoder(self._checkpoint)
         self._check_encoder(self._encoder)

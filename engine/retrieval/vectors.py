@@ -1,4 +1,4 @@
-"""Vector indexes behind `engine/index.py`'s planner: exact Flat for small indexes, IVF-PQ with
+"""Vector indexes behind `engine/retrieval/index.py`'s planner: exact Flat for small indexes, IVF-PQ with
 exact re-ranking for large ones.
 
 Small (fewer live tiles than `QUANT_MIN_ROWS`): every vector in RAM (float32) behind a FAISS
@@ -30,11 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-# FAISS's OpenMP threads spin while they wait by default: on a small shared machine (2 cores,
-# other work running) that made training 7x slower than a single thread (83 s vs 12 s measured
-# under load 7). Passive waiting costs little when the machine is quiet. Must be set before
-# FAISS's OpenMP runtime loads; a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from ..store.files import try_atomic_write
 
 log = logging.getLogger("glb.vectors")
 
@@ -283,23 +279,6 @@ class IVFPQIndex:
                 "quantizer": self.digest}
 
 
-def _atomic_save(path: Path, write) -> bool:
-    """Write through a temporary file and rename; False when the folder is not writable."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
-        return True
-    except OSError as e:
-        log.warning("cannot persist %s (%s); keeping it in memory", path, e)
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        return False
-
-
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, arr)
@@ -337,18 +316,10 @@ def load_quantizer(root: Path, vectors: RowVectors, dim: int, *, nlist: int | No
         return index, hashlib.sha256(raw).hexdigest()[:16]
     index = _train(vectors, dim, nlist, m)
     raw = faiss.serialize_index(index).tobytes()
-    tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(raw)
-        try:
-            os.link(tmp, path)          # fails if another reader published first
-        except FileExistsError:
-            tmp.unlink(missing_ok=True)
-            return load_quantizer(root, vectors, dim, nlist=nlist, m=m)
-        tmp.unlink(missing_ok=True)
-    except OSError as e:
-        log.warning("cannot persist the vector quantiser in %s (%s); keeping it in memory", folder, e)
+        try_atomic_write(path, lambda p: p.write_bytes(raw), exclusive=True)
+    except FileExistsError:  # another reader published first: use theirs
+        return load_quantizer(root, vectors, dim, nlist=nlist, m=m)
     return index, hashlib.sha256(raw).hexdigest()[:16]
 
 
@@ -365,7 +336,7 @@ def segment_codes(root: Path, segment: str, part: np.ndarray, trained, digest: s
     outs = [trained.sa_encode(np.ascontiguousarray(part[i:i + ENCODE_CHUNK], dtype=np.float32))
             for i in range(0, part.shape[0], ENCODE_CHUNK)]
     codes = np.concatenate(outs) if outs else np.zeros((0, trained.sa_code_size()), np.uint8)
-    _atomic_save(path, lambda p: _save_npy(p, codes))
+    try_atomic_write(path, lambda p: _save_npy(p, codes))
     return codes
 
 
@@ -423,18 +394,3 @@ def _gc(root: Path, live_segments: set[str], digest: str, grace_s: float = 600) 
                 p.unlink()
         except OSError:
             pass
-
-
-def prepare(path: str | Path) -> dict:
-    """Build (or check) the derived search files of an index: what `engine.open` would do on
-    first load, done ahead of time (after a bulk write, say). Returns a short description."""
-    from .store.snapshot import Snapshot
-
-    t0 = time.perf_counter()
-    folder = Path(path) / "vindex"
-    before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    snap = Snapshot.load(path)
-    vi = snap.vector_index
-    after = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    return {"tiles": snap.n_tiles, "kind": vi.kind, "seconds": time.perf_counter() - t0,
-            "reused": bool(before) and not (after - before), **vi.describe()}

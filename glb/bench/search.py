@@ -350,7 +350,7 @@ def _run(n_vectors: int, *, smoke: bool = False, root: Path | None = None, metho
     # the quantised path's derived files (trained quantiser, codes, Arrow tile files)
     with Timer() as prep:
         prepared = subprocess.run([sys.executable, "-c",
-                                   "import json,sys; from engine.vectors import prepare; "
+                                   "import json,sys; from engine.retrieval.snapshot import prepare; "
                                    "print(json.dumps(prepare(sys.argv[1])))", str(path)],
                                   capture_output=True, text=True)
     if prepared.returncode != 0:

@@ -19,7 +19,7 @@ import numpy as np
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see engine/vectors.py
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see engine/__init__.py
 
 from .common import Timer, dir_bytes, proc_mem, summarise_runs  # noqa: E402
 
@@ -110,7 +110,7 @@ def ours(spec_path, out_path) -> None:
     import faiss
 
     import engine
-    from engine.filters import Filters
+    from engine.retrieval.filters import Filters
 
     spec = load_spec(spec_path)
     n_threads = int(spec.get("faiss_threads", 0) or 0)
