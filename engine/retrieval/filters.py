@@ -81,9 +81,13 @@ class Filters:
         return cls(geom, tuple(mods) if mods else None, tuple(sens) if sens else None, start_d, end_d)
 
     @property
+    def has_attributes(self) -> bool:
+        """Any filter besides the region (modality, sensor, dates)."""
+        return bool(self.modalities or self.sensors or self.start is not None or self.end is not None)
+
+    @property
     def empty(self) -> bool:
-        return self.region is None and not self.modalities and not self.sensors \
-            and self.start is None and self.end is None
+        return self.region is None and not self.has_attributes
 
     # --- region parts -------------------------------------------------------------------
     @property

@@ -30,6 +30,7 @@ from ..store.layout import TILE_SCHEMA, Layout
 from ..store.manifest import CorruptIndexError, Manifest, read_current, read_scenes, read_tombstones
 from ..store.segment import read_tiles, read_vectors
 from . import vectors as vec
+from .config import DEFAULT, VectorIndexConfig
 from .filters import SpatialGrid
 
 NULL_DAY = -(2 ** 31)
@@ -83,13 +84,15 @@ def _compact(tiles: pa.Table) -> dict:
 
 class Snapshot:
     def __init__(self, layout: Layout, manifest: Manifest, current_name: str,
-                 cache: dict[str, LoadedSegment] | None = None):
+                 cache: dict[str, LoadedSegment] | None = None,
+                 config: VectorIndexConfig = DEFAULT.vectors):
         self.layout = layout
+        self.config = config
         self.manifest = manifest
         self.current_name = current_name
         cache = cache or {}
         total = sum(int(s.n_rows) for s in manifest.segments)
-        self.large = total >= vec.QUANT_MIN_ROWS
+        self.large = total >= config.quant_min_rows
         self.segments: dict[str, LoadedSegment] = {}
         for info in manifest.segments:
             seg = cache.get(info.name)
@@ -161,7 +164,6 @@ class Snapshot:
         if self.large:  # the per-segment columns were copied into the arrays above: ~35 B a
             for seg in segs:  # tile at 10 M; recomputed from the mapped files on refresh
                 seg.cols = None
-        self._tiles: pa.Table | None = None
         self._duck = None
         self._duck_lock = threading.Lock()
         self._vindex = None
@@ -206,21 +208,11 @@ class Snapshot:
             if self._vindex is None:
                 if self.large:
                     segs = [(s.name, s.vectors, m) for s, m in zip(self.segments.values(), self._live_masks)]
-                    self._vindex = vec.build_ivfpq(self.layout.root, segs, self.vectors, self.dim)
+                    self._vindex = vec.build_ivfpq(self.layout.root, segs, self.vectors, self.dim,
+                                                   self.config)
                 else:
                     self._vindex = vec.FlatIndex(self.vectors)
             return self._vindex
-
-    @property
-    def faiss_index(self):
-        return self.vector_index.index
-
-    @property
-    def tiles(self) -> pa.Table:
-        """All live tile records with their segment name (O(n): for small indexes and exports)."""
-        if self._tiles is None:
-            self._tiles = self.take(np.arange(self.n_tiles))
-        return self._tiles
 
     def take(self, rows, columns: list[str] | None = None) -> pa.Table:
         """Tile records of live rows, in the order given, with a `segment` column."""
@@ -260,16 +252,6 @@ class Snapshot:
     def segment_of(self, row: int) -> str:
         phys = int(row if self.live_phys is None else self.live_phys[row])
         return self.seg_names[int(np.searchsorted(self.seg_offsets, phys, side="right") - 1)]
-
-    @property
-    def modality(self) -> np.ndarray:
-        names = np.array(list(MODALITIES) + [None] * (256 - len(MODALITIES)), dtype=object)
-        return names[self.modality_code]
-
-    @property
-    def sensor(self) -> np.ndarray:
-        return np.array(self.sensor_names, dtype=object)[self.sensor_code] if self.sensor_names \
-            else np.zeros(0, dtype=object)
 
     @property
     def duck(self):
@@ -319,11 +301,13 @@ class Snapshot:
         return read_scenes(self.layout, self.manifest)
 
     @classmethod
-    def load(cls, root, previous: "Snapshot | None" = None) -> "Snapshot":
+    def load(cls, root, previous: Snapshot | None = None,
+             config: VectorIndexConfig = DEFAULT.vectors) -> Snapshot:
+        """The generation CURRENT names; segments `previous` already loaded are reused."""
         layout = Layout(root)
         m = read_current(layout)
         cache = previous.segments if previous is not None else None
-        return cls(layout, m, layout.manifest(m.generation).name, cache)
+        return cls(layout, m, layout.manifest(m.generation).name, cache, config)
 
     def is_current(self) -> bool:
         try:
@@ -332,13 +316,13 @@ class Snapshot:
             return True  # index removed under us: keep serving what we have
 
 
-def prepare(path: str | Path) -> dict:
+def prepare(path: str | Path, config: VectorIndexConfig = DEFAULT.vectors) -> dict:
     """Build (or check) the derived search files of an index: what `engine.open` would do on
     first load, done ahead of time (after a bulk write, say). Returns a short description."""
     t0 = time.perf_counter()
     folder = Path(path) / "vindex"
     before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    snap = Snapshot.load(path)
+    snap = Snapshot.load(path, config=config)
     vi = snap.vector_index
     after = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     return {"tiles": snap.n_tiles, "kind": vi.kind, "seconds": time.perf_counter() - t0,

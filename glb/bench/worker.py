@@ -122,7 +122,7 @@ def ours(spec_path, out_path) -> None:
     opens = []
     for _ in range(int(spec["open_repeats"])):
         with Timer() as t:
-            idx = engine.Index(path)
+            idx = engine.Index(path, config=engine.SearchConfig.from_env())
             snap = idx.snapshot
             vi = snap.vector_index
         opens.append(t.s)
@@ -138,7 +138,7 @@ def ours(spec_path, out_path) -> None:
 
     def one(i):
         res = idx.search(vector=q[i], k=10, **query_kwargs(spec, i))
-        return res.tile_id.to_numpy(), {"strategy": idx.last_plan.get("strategy")}
+        return res.tile_id.to_numpy(), {"strategy": res.attrs["plan"].get("strategy")}
 
     cases = _run_cases(spec, one, np.ones(len(q), bool))
     _trim()
