@@ -231,7 +231,7 @@ def cmd_search(args) -> int:
             args.text.encode("utf-8")
         except UnicodeEncodeError:
             raise InputError("query text is not valid UTF-8") from None
-    idx = engine.open(args.index, checkpoint=args.checkpoint)
+    idx = engine.open(args.index, checkpoint=args.checkpoint, config=engine.SearchConfig.from_env())
     kw = dict(bbox=args.bbox, region=args.region, k=args.k, modality=args.modality,
               sensor=args.sensor, start=args.start, end=args.end,
               positives=args.like, negatives=args.unlike,
@@ -259,7 +259,7 @@ def cmd_search(args) -> int:
         fc = json.loads(out.to_json(drop_id=True, na="null"))
         fc["query"] = {"text": args.text, "tile_id": args.tile_id, "image": args.image, "k": args.k,
                        "bbox": args.bbox, "like": args.like, "unlike": args.unlike,
-                       "plan": idx.last_plan}
+                       "plan": res.attrs.get("plan")}
         print(json.dumps(fc))
     else:
         if res.empty:
@@ -340,7 +340,7 @@ def cmd_watch(args) -> int:
         print(f"removed saved search {args.name!r}")
     elif sub == "check":
         from engine.store.lock import WriterLock
-        from engine.watch import check_watches
+        from engine.retrieval.watch import check_watches
 
         with WriterLock(Path(args.index)):
             rep = check_watches(args.index)
@@ -357,7 +357,7 @@ def cmd_watch(args) -> int:
 def cmd_info(args) -> int:
     import engine
 
-    info = engine.open(args.index).info()
+    info = engine.open(args.index, config=engine.SearchConfig.from_env()).info()
     if args.json:
         print(json.dumps(info))
     else:
@@ -367,7 +367,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from engine.store.check import check_index
+    from engine.check import check_index
 
     problems, stats = check_index(args.index)
     if args.json:

@@ -170,9 +170,9 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
 
 
 def _check_watches(index_dir, report: RunReport) -> None:
-    """Saved searches over the tiles added since each last checked (engine/watch.py). Runs on
+    """Saved searches over the tiles added since each last checked (engine/retrieval/watch.py). Runs on
     every run, so one killed after its commit is caught up by the next. Never fails the run."""
-    from engine.watch import check_watches
+    from engine.retrieval.watch import check_watches
 
     try:
         w = check_watches(index_dir)

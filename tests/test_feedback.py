@@ -24,13 +24,13 @@ def _ids(res):
 
 def test_search_with_marks_changes_the_ranking_within_filters(idx):
     base = idx.search("mountains", k=30)
-    assert "feedback" not in idx.last_plan
+    assert "feedback" not in base.attrs["plan"]
     sar = idx.search("mountains", k=5, modality="sar")
     pos = _ids(sar)[:2]               # a SAR tile marked relevant to a text query: cross-modal
     neg = _ids(base)[:3]
     neg = [t for t in neg if t not in pos]
     res = idx.search("mountains", positives=pos, negatives=neg, k=30)
-    fb = idx.last_plan["feedback"]
+    fb = res.attrs["plan"]["feedback"]
     assert fb["method"] == "probe" and 0.0 <= fb["weight"] <= 1.0 and fb["reason"]
     assert _ids(res) != _ids(base)
     # inside the query's filters: every result is SAR, and the marks came from the index
@@ -38,7 +38,7 @@ def test_search_with_marks_changes_the_ranking_within_filters(idx):
     assert set(res["modality"]) == {"sar"}
     # marks only: more like the marked tiles; their own modality ranks first
     res = idx.search(positives=pos, k=5)
-    assert idx.last_plan["feedback"]["weight"] == 1.0
+    assert res.attrs["plan"]["feedback"]["weight"] == 1.0
     assert set(res["modality"]) == {"sar"}
     # exclude: the marked tiles are not shown again
     res = idx.search("mountains", positives=pos, negatives=neg, k=20, exclude=pos + neg)
@@ -62,7 +62,7 @@ def test_marks_are_checked(idx):
 def test_feedback_falls_back_to_the_query_when_marks_do_not_separate():
     """Marks drawn from one distribution carry no signal: the query alone. Marks that separate
     along a direction the query lacks: the blend leans on them."""
-    from engine.feedback import FeedbackConfig, refine
+    from engine.retrieval.feedback import FeedbackConfig, refine
 
     rng = np.random.default_rng(1)
     d = 64

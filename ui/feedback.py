@@ -1,7 +1,7 @@
 """The analyst's loop on the search page: mark results relevant / not relevant (on each card;
 the map colours marked footprints), Refine, a counter, Clear, export the marks, save the search,
-and the saved searches with "new since you last looked". Engine side: engine/feedback.py,
-engine/watch.py. Hooks in app.py: `apply` (the request carries the marks once Refine is
+and the saved searches with "new since you last looked". Engine side: engine/retrieval/feedback.py,
+engine/retrieval/watch.py. Hooks in app.py: `apply` (the request carries the marks once Refine is
 pressed), `panel` (above the results), `sidebar` (saved searches); in results.py: `card`.
 
 Marks live in the session (`ss.marks`: tile id -> True relevant / False not relevant) and

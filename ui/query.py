@@ -145,7 +145,7 @@ class Outcome:
     error: str | None = None
     seconds: float = 0.0  # engine time (query encoding + search)
     note: str = ""  # what the upload was read as
-    feedback: dict | None = None  # what relevance feedback did (engine last_plan["feedback"])
+    feedback: dict | None = None  # what relevance feedback did (the plan's "feedback")
 
 
 def _check_k(k) -> int:
@@ -224,7 +224,7 @@ def run(idx, req: Request) -> Outcome:
         out.seconds = time.perf_counter() - t0
         out.results = res
         if req.positives or req.negatives:
-            out.feedback = (getattr(idx, "last_plan", None) or {}).get("feedback")
+            out.feedback = res.attrs.get("plan", {}).get("feedback")
     except engine.UnknownSensorError as e:
         out.error = (f"{_clean(e)} — in this page: pick the Sensor, or type the band centres "
                      "(µm), in the sidebar")

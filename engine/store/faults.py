@@ -19,7 +19,7 @@ Points, in the order a commit reaches them:
     publish.current_tmp  CURRENT's temporary file written, not renamed
     publish.done         CURRENT replaced: the commit is durable
 
-Saved searches' alerts (engine/watch.py), after the commit, per saved search:
+Saved searches' alerts (engine/retrieval/watch.py), after the commit, per saved search:
     watch.alerts_tmp     the new alert log's temporary file written, not renamed
     watch.alerts         the alert log replaced, the watch's state not yet
     watch.state_tmp      the state's temporary file written, not renamed

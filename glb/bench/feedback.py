@@ -8,9 +8,9 @@ For every class of every held-out pool (glb/bench/feedback_data.py) an analyst
   not yet shown; 3 rounds. P@20 of the NEW results per round.
 - "random5" start: no text, five randomly chosen relevant tiles marked; round 0 is the first
   refine from those; then as above.
-Methods: each feedback method of engine/feedback.py, and "query" (no feedback: the query's next
+Methods: each feedback method of engine/retrieval/feedback.py, and "query" (no feedback: the query's next
 20, the bar "never worse than the query alone" is measured against). The scoring vectors come
-from `engine.feedback.refine`, the function `Index.search` calls, with the background sampled
+from `engine.retrieval.feedback.refine`, the function `Index.search` calls, with the background sampled
 from the pool as the engine samples it from the index.
 """
 
@@ -42,7 +42,7 @@ def _next(scores: np.ndarray, seen: np.ndarray, k: int = K) -> np.ndarray:
 def simulate(pool, q0: np.ndarray | None, start_marks: np.ndarray | None, rel: np.ndarray,
              method: str, cfg, rng_seed: int) -> list[float]:
     """P@20 of new results for round 0..ROUNDS of one class."""
-    from engine.feedback import refine
+    from engine.retrieval.feedback import refine
 
     n = len(pool.vectors)
     rng = np.random.default_rng(rng_seed)
@@ -76,7 +76,7 @@ def run(pools=POOLS, methods=METHODS, smoke: bool = False, echo=print) -> dict:
     from dataclasses import replace
 
     from engine.encoder import load_encoder
-    from engine.feedback import FeedbackConfig
+    from engine.retrieval.feedback import FeedbackConfig
 
     enc = load_encoder()
     t0 = time.time()

@@ -28,7 +28,7 @@ def run(n_vectors: int, *, smoke: bool = False, repeats: int = 3, n_queries: int
     import tempfile
 
     import engine
-    from engine.feedback import FeedbackConfig
+    from engine.retrieval.feedback import FeedbackConfig
 
     saved = {k: os.environ.get(k) for k in ("GLB_QUANT_MIN_ROWS", "GLB_PQ_M")}
     root = Path(root or DEFAULT_ROOT)
@@ -49,9 +49,9 @@ def run(n_vectors: int, *, smoke: bool = False, repeats: int = 3, n_queries: int
         Q = data.queries(w, n_queries, seed=11)
         a = built["arrays"]
         t0 = time.perf_counter()
-        idx.search(vector=Q[0], k=20)        # loads the snapshot, builds / loads the vector index
+        first = idx.search(vector=Q[0], k=20)  # loads the snapshot, builds / loads the vector index
         out["first_search_s"] = round(time.perf_counter() - t0, 1)
-        out["vector_index"] = idx.last_plan.get("index")
+        out["vector_index"] = first.attrs["plan"].get("index")
         # a region of ~1 % of the archive around the first tile, and its modality
         cx, cy = float(a["minx"][0]), float(a["miny"][0])
         bbox = (cx - 4, cy - 4, cx + 4, cy + 4)
@@ -72,9 +72,9 @@ def run(n_vectors: int, *, smoke: bool = False, repeats: int = 3, n_queries: int
                     p_run.append(1000 * (time.perf_counter() - t))
                     pos, neg = marks[c, i]
                     t = time.perf_counter()
-                    idx.search(vector=q, positives=pos, negatives=neg, exclude=pos + neg, k=20, **f)
+                    r = idx.search(vector=q, positives=pos, negatives=neg, exclude=pos + neg, k=20, **f)
                     r_run.append(1000 * (time.perf_counter() - t))
-                    weights.append(idx.last_plan["feedback"]["weight"])
+                    weights.append(r.attrs["plan"]["feedback"]["weight"])
                     # the refine's own part: background sample + fit (no search)
                     t = time.perf_counter()
                     idx.query_vector(vector=q, positives=pos, negatives=neg, **f)
@@ -88,7 +88,7 @@ def run(n_vectors: int, *, smoke: bool = False, repeats: int = 3, n_queries: int
                       "feedback_fit_p50_ms": round(pct(fit, 50), 1),
                       "ratio_p50": round(p50r["median"] / max(p50p["median"], 1e-9), 1),
                       "blend_weights": {str(w): weights.count(w) for w in sorted(set(weights))},
-                      "plan": idx.last_plan.get("strategy")}
+                      "plan": r.attrs["plan"].get("strategy")}
             echo(f"  {c}: plain p50 {p50p['median']:.1f} ms, refine p50 {p50r['median']:.1f} ms "
                  f"(fit {res[c]['feedback_fit_p50_ms']:.1f} ms), x{res[c]['ratio_p50']}")
         out["cases"] = res

@@ -1,22 +1,10 @@
-"""`engine.open(path)` -> Index: query encoding, filtered vector search, results as GeoDataFrame.
+"""`engine.open(path)` -> Index: query encoding, filtered search (planner.py), results as a
+GeoDataFrame whose `attrs["plan"]` says how the query was answered.
 
-Filtered search must return the true top-k inside the filter at any selectivity. The planner
-first asks the snapshot's lon/lat grid how many tiles the region can hold (an upper bound that
-costs O(grid rows), see engine/filters.py) and the attribute counts how many pass those
-filters, then:
-- broad (more than MATERIALISE_MIN_ROWS and MATERIALISE_MAX_FRACTION of the index): the index
-  is searched unfiltered for ~(rerank depth / selectivity) rows with more lists probed, the
-  filters are checked on those rows only, and the search widens until enough pass
-  ("index+postfilter"). Cost ~ the index search, never O(index) in numpy.
-- otherwise the candidates are listed (grid cells -> envelope test -> attribute mask):
-  - few (<= PREFILTER_MAX_ROWS, or <= PREFILTER_MAX_FRACTION of a flat index): "prefilter":
-    their vectors are scored exactly. Cost ~ candidates.
-  - many: "index+selector": index search restricted to them by a FAISS id bitmap (for IVF-PQ
-    with a filter-aware probe count), asking for more than k, widening until k survive.
-Every path scores its final candidates exactly and refines footprints exactly (shapely, only
-where the envelope does not settle it). With the flat index (small indexes) all of it is exact;
-with IVF-PQ (large ones, engine/vectors.py) recall@10 is measured by `glb bench search` and
-tests/test_search_scale.py.
+One Index may serve many threads (every Streamlit session shares one): a search reads one
+Snapshot from start to end (a refresh swaps in a new one without touching it), and the few
+mutable things an Index keeps (the current snapshot, the lazily loaded encoder, the thumbnail
+cache) change only under locks.
 """
 
 from __future__ import annotations
@@ -29,24 +17,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-from .modalities import MODALITIES
+from ..errors import InputError
+from ..modalities import MODALITIES
+from ..store.layout import Layout
+from ..store.segment import read_overviews, read_thumbs
+from . import planner
+from .config import DEFAULT, SearchConfig
 from .filters import Filters
-from .store.layout import Layout
-from .store.segment import read_overviews, read_thumbs
-from . import vectors
-from .store.snapshot import Snapshot
+from .snapshot import Snapshot
 
 log = logging.getLogger("glb.index")
 
 MAX_K = 1000
 MAX_EXCLUDE = 10_000
-PREFILTER_MAX_ROWS = 20_000        # candidates scored exactly, no index (flat index)
-PREFILTER_MAX_ROWS_QUANTISED = 4096  # IVF-PQ index: always exact up to here; up to
-EXACT_ROW_COST = 125                 # PREFILTER_MAX_ROWS when cheaper than the list scan
-PREFILTER_MAX_FRACTION = 0.05      # (flat index) or this fraction of the index
-MATERIALISE_MIN_ROWS = 262_144     # candidate sets up to this size (or fraction) are listed
-MATERIALISE_MAX_FRACTION = 0.2     # and searched with a selector; broader ones post-filtered
+THUMB_CACHE = 4096  # thumbnails kept in memory per Index (a few MB)
 RESULT_COLUMNS = ["rank", "tile_id", "score", "modality", "sensor", "scene", "acquired",
                   "scene_id", "row_off", "col_off", "height", "width", "geometry"]
 
@@ -100,15 +84,18 @@ def as_tile_id(tile_id) -> int:
 
 
 class Index:
-    def __init__(self, path: str | Path, encoder=None, checkpoint: str | Path | None = None):
+    def __init__(self, path: str | Path, encoder=None, checkpoint: str | Path | None = None,
+                 config: SearchConfig = DEFAULT):
         self.path = Path(path)
+        self.config = config
         self._checkpoint = checkpoint
         self.layout = Layout(self.path)
-        self._snap = Snapshot.load(self.path)
+        self._snap = Snapshot.load(self.path, config=config.vectors)
         self._encoder = encoder
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()          # snapshot swaps
+        self._encoder_lock = threading.Lock()  # one encoder load
+        self._thumbs_lock = threading.Lock()
         self._thumbs: OrderedDict[int, bytes] = OrderedDict()
-        self.last_plan: dict = {}
 
     # --- snapshot management -----------------------------------------------------------
     @property
@@ -118,23 +105,32 @@ class Index:
         return self._snap
 
     def refresh(self) -> bool:
-        with self._lock:
+        """Swap in the newest generation if CURRENT moved; True if it did. Searches already
+        running keep the snapshot they started with."""
+        if self._snap.is_current():
+            return False
+        with self._lock:  # one load at a time; a thread that waited finds it done
             if self._snap.is_current():
                 return False
-            self._snap = Snapshot.load(self.path, previous=self._snap)
+            self._snap = Snapshot.load(self.path, previous=self._snap, config=self.config.vectors)
             return True
 
     @property
     def encoder(self):
-        if self._encoder is None:
-            from .encoder import load_encoder
+        return self._encoder_for(self._snap)
 
-            self._encoder = load_encoder(self._checkpoint)
-        self._check_encoder(self._encoder)
+    def _encoder_for(self, snap: Snapshot):
+        if self._encoder is None:
+            with self._encoder_lock:
+                if self._encoder is None:
+                    from ..encoder import load_encoder
+
+                    self._encoder = load_encoder(self._checkpoint)
+        self._check_encoder(self._encoder, snap)
         return self._encoder
 
-    def _check_encoder(self, enc) -> None:
-        built_with = self._snap.manifest.encoder.get("identity")
+    def _check_encoder(self, enc, snap: Snapshot) -> None:
+        built_with = snap.manifest.encoder.get("identity")
         if built_with and built_with != enc.identity:
             raise InputError(
                 f"{self.path}: index was built with encoder {built_with} but the loaded encoder "
@@ -146,12 +142,13 @@ class Index:
                wavelengths=None, image_modality: str | None = None, tile_id: int | None = None,
                vector: np.ndarray | None = None, positives=None, negatives=None, exclude=None,
                feedback=None):
-        """Top-k tiles for one query (text, image array, tile id or vector) within filters.
+        """Top-k tiles for one query (text, image array, tile id or vector) within filters;
+        `result.attrs["plan"]` holds the strategy the planner chose (see planner.py).
 
         `positives` / `negatives`: tile ids the analyst marked relevant / not relevant (relevance
-        feedback, engine/feedback.py); with marks the query may be omitted. `exclude`: tile ids
-        never to return (e.g. the results already seen). `feedback`: a FeedbackConfig.
-        What the feedback did (method, blend weight, why) is in `last_plan["feedback"]`."""
+        feedback, engine/retrieval/feedback.py); with marks the query may be omitted. `exclude`:
+        tile ids never to return (e.g. the results already seen). `feedback`: a FeedbackConfig.
+        What the feedback did (method, blend weight, why) is in `attrs["plan"]["feedback"]`."""
         k = check_k(k)
         filters = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor,
                                 start=start, end=end)
@@ -163,13 +160,15 @@ class Index:
             skip = skip | {as_tile_id(t) for t in _id_list(exclude, "exclude")}
             if len(skip) > MAX_EXCLUDE:
                 raise InputError(f"{len(skip)} tiles to exclude: at most {MAX_EXCLUDE}")
-        rows, scores = self._top_k(snap, q, k + len(skip), filters)
+        rows, scores, plan = planner.top_k(snap, q, k + len(skip), filters, self.config.planner)
         if skip:
             keep = ~np.isin(snap.tile_ids[rows], np.fromiter(skip, np.int64, len(skip)))
             rows, scores = rows[keep][:k], scores[keep][:k]
+        res = self._results(snap, rows, scores)
         if refined is not None:
-            self.last_plan["feedback"] = refined.describe()
-        return self._results(snap, rows, scores)
+            plan = {**plan, "feedback": refined.describe()}
+        res.attrs["plan"] = plan
+        return res
 
     def query_vector(self, text: str | None = None, *, bbox=None, region=None, modality=None,
                      sensor=None, start=None, end=None, image=None, wavelengths=None,
@@ -200,11 +199,11 @@ class Index:
         skip: set[int] = set()
         q = None
         if text is not None:
-            q = self.encoder.encode_text([text])[0]
+            q = self._encoder_for(snap).encode_text([text])[0]
         elif image is not None:
             if wavelengths is None or image_modality is None:
                 raise InputError("an image query needs its wavelengths and image_modality")
-            q = self.encoder.encode_image(image, wavelengths, image_modality)[0]
+            q = self._encoder_for(snap).encode_image(image, wavelengths, image_modality)[0]
         elif tile_id is not None:
             q = self.tile_vector(tile_id, snap)
             skip.add(as_tile_id(tile_id))
@@ -217,9 +216,9 @@ class Index:
                 raise InputError(f"query vector must be {snap.dim} finite numbers")
         if not pos_ids and not neg_ids:
             return q, skip, None
-        from .feedback import FeedbackConfig, refine
+        from .feedback import refine
 
-        cfg = (feedback or FeedbackConfig()).check()
+        cfg = (feedback or self.config.feedback).check()
         pv = self._mark_vectors(snap, pos_ids, "relevant")
         nv = self._mark_vectors(snap, neg_ids, "not relevant")
         bg = self._background(snap, filters, cfg.background, seed=cfg.seed)
@@ -262,131 +261,6 @@ class Index:
             raise InputError(f"tile_id {tile_id} is not in this index")
         return snap.vectors[row]
 
-    def _top_k(self, snap: Snapshot, q: np.ndarray, k: int, filters: Filters):
-        n = snap.n_tiles
-        if n == 0:
-            self.last_plan = {"strategy": "empty", "candidates": 0}
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        vi = snap.vector_index
-        plan = {"index": vi.kind}
-        if filters.empty:
-            rows, scores = vi.search(q, k)
-            self.last_plan = {**plan, "strategy": "index", "candidates": n}
-            return self._ordered(snap, rows, scores, k)
-        materialise_max = max(MATERIALISE_MIN_ROWS, int(MATERIALISE_MAX_FRACTION * n))
-        est, rows = filters.spatial_candidates(snap, materialise_max)
-        f_attr = filters.attr_fraction(snap)
-        if rows is None and filters.region is None and est * f_attr <= materialise_max:
-            rows = np.flatnonzero(filters.attr_mask(snap))          # O(n), selective attributes
-        elif rows is not None and (filters.modalities or filters.sensors or filters.start or filters.end):
-            rows = rows[filters.attr_mask(snap, rows)]
-        if rows is None:  # broad: post-filter the index's answers
-            frac = max(est * f_attr / n, 1.0 / n)
-            self.last_plan = {**plan, "strategy": "index+postfilter", "candidates": int(est * f_attr),
-                              "estimate": round(frac, 6)}
-            return self._postfilter(snap, vi, q, k, filters, frac)
-        if len(rows) > 1 and not bool(np.all(rows[1:] >= rows[:-1])):
-            rows = np.sort(rows)  # storage order: vectors and records are then read in file order
-        n_env = len(rows)
-        if n_env == 0:
-            self.last_plan = {**plan, "strategy": "empty", "candidates": 0}
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        nprobe = None
-        if vi.kind == "flat":
-            small = n_env <= PREFILTER_MAX_ROWS or n_env <= PREFILTER_MAX_FRACTION * n
-        elif n_env <= min(PREFILTER_MAX_ROWS, PREFILTER_MAX_ROWS_QUANTISED):
-            small = True
-        elif n_env <= PREFILTER_MAX_ROWS:
-            # exact scores cost ~EXACT_ROW_COST list entries each (vectors read from disk):
-            # score exactly when that is cheaper than scanning the lists that hold them
-            nprobe, scanned = vi.probes_for(q, rows)
-            small = n_env * EXACT_ROW_COST < scanned
-        else:
-            small = False
-        if small:
-            self.last_plan = {**plan, "strategy": "prefilter", "candidates": n_env}
-            scores = vi.score(q, rows)
-            m = max(4 * k, 256)
-            if len(rows) > 2 * m:  # sort only the best m; all of them if the footprints reject too many
-                top = np.argpartition(-scores, m - 1)[:m]
-                out = self._refine(snap, filters, *self._sorted(snap, rows[top], scores[top]), k)
-                if len(out[0]) >= k:
-                    return out
-            rows, scores = self._sorted(snap, rows, scores)
-            return self._refine(snap, filters, rows, scores, k)
-        self.last_plan = {**plan, "strategy": "index+selector", "candidates": n_env}
-        want = max(2 * k, k + 16)
-        while True:
-            got, scores = vi.search_in(q, want, rows) if vi.kind == "flat" else \
-                vi.search_in(q, want, rows, nprobe if want <= vectors.RERANK else None)
-            got, scores = self._sorted(snap, got, scores)
-            out_rows, out_scores = self._refine(snap, filters, got, scores, k)
-            if len(out_rows) >= k or want >= n_env:
-                break
-            want = min(n_env, want * 4)
-        if getattr(vi, "last_nprobe", None):
-            self.last_plan["nprobe"] = vi.last_nprobe
-        return out_rows, out_scores
-
-    def _postfilter(self, snap, vi, q, k, filters: Filters, frac: float):
-        """Index search for ~want/frac rows, keep those passing the filters, widen if short."""
-        n = snap.n_tiles
-        base = max(2 * k, k + 16) if vi.kind == "flat" else max(vectors.RERANK, 3 * k)
-        want = min(n, int(np.ceil(base / frac)))
-        nprobe = None
-        if vi.kind != "flat":  # broad filters: the unfiltered probe count; widened if short
-            nprobe = vi.nprobe
-        while True:
-            if vi.kind == "flat":
-                got, scores = vi.search(q, k, want=want)
-            else:
-                got = vi.candidates(q, want, nprobe)
-                got = got[filters.check_rows(snap, got)]
-                got, scores = vi.rerank(q, got)
-            if vi.kind == "flat":
-                keep = filters.check_rows(snap, got)
-                got, scores = got[keep], scores[keep]
-            got, scores = self._sorted(snap, got, scores)
-            out_rows, out_scores = self._refine(snap, filters, got, scores, k)
-            if (len(out_rows) >= k and len(got) >= min(base, k * 4)) or want >= n:
-                break
-            want = min(n, want * 4)
-            if nprobe is not None:
-                nprobe = min(vi.nlist, nprobe * 2)
-        self.last_plan["nprobe"] = nprobe
-        return out_rows, out_scores
-
-    @staticmethod
-    def _sorted(snap: Snapshot, rows: np.ndarray, scores: np.ndarray):
-        """Descending score, ties by tile id."""
-        if len(rows) == 0:
-            return rows.astype(np.int64), scores.astype(np.float32)
-        order = np.lexsort((snap.tile_ids[rows], -scores))
-        return rows[order].astype(np.int64), scores[order].astype(np.float32)
-
-    @staticmethod
-    def _ordered(snap, rows, scores, k):
-        rows, scores = Index._sorted(snap, rows, scores)
-        return rows[:k], scores[:k]
-
-    @staticmethod
-    def _refine(snap: Snapshot, filters: Filters, rows: np.ndarray, scores: np.ndarray, k: int):
-        """The first k rows (in score order) whose footprint really meets the region."""
-        if filters.region is None:
-            return rows[:k], scores[:k]
-        out_r, out_s = [], []
-        got, i, step = 0, 0, max(2 * k, 64)
-        while i < len(rows) and got < k:
-            r, s = rows[i:i + step], scores[i:i + step]
-            ok = filters.exact_geometry(snap, r)
-            out_r.append(r[ok]), out_s.append(s[ok])
-            got += int(ok.sum())
-            i += step
-        if not out_r:
-            return rows[:0], scores[:0]
-        return np.concatenate(out_r)[:k], np.concatenate(out_s)[:k]
-
     def _results(self, snap: Snapshot, rows: np.ndarray, scores: np.ndarray):
         """GeoDataFrame of the rows, built column by column (about 3x faster than going
         through pyarrow's to_pandas for a page of results)."""
@@ -411,7 +285,7 @@ class Index:
     # --- saved searches, marks ------------------------------------------------------------------
     @property
     def watches(self):
-        """Saved searches and their alert logs (engine/watch.py)."""
+        """Saved searches and their alert logs (engine/retrieval/watch.py)."""
         from .watch import Watches
 
         return Watches(self)
@@ -447,7 +321,8 @@ class Index:
         """JPEG thumbnails of several tiles, one read per segment (a result page is one call).
         Ids not in the index raise InputError; the dict holds every id asked for."""
         ids = [as_tile_id(t) for t in tile_ids]
-        out = {t: self._thumbs[t] for t in ids if t in self._thumbs}
+        with self._thumbs_lock:
+            out = {t: self._thumbs[t] for t in ids if t in self._thumbs}
         missing = [t for t in dict.fromkeys(ids) if t not in out]
         if not missing:
             return out
@@ -466,9 +341,10 @@ class Index:
                 return {**out, **self.thumbnails(missing)}
             for t, jpeg in zip(table.column("tile_id").to_pylist(), table.column("jpeg").to_pylist()):
                 out[t] = jpeg
-                self._thumbs[t] = jpeg
-        while len(self._thumbs) > 4096:
-            self._thumbs.popitem(last=False)
+        with self._thumbs_lock:
+            self._thumbs.update((t, out[t]) for t in missing if t in out)
+            while len(self._thumbs) > THUMB_CACHE:
+                self._thumbs.popitem(last=False)
         return out
 
     def tile(self, tile_id: int) -> dict:
@@ -528,16 +404,22 @@ class Index:
         }
 
 
-_OPEN: dict[str, Index] = {}
+_OPEN: dict[tuple, Index] = {}
+_OPEN_LOCK = threading.Lock()
 
 
-def open_index(path: str | Path, encoder=None, checkpoint: str | Path | None = None) -> Index:
-    """Opened indexes are cached per path (and per encoder or checkpoint, when given); the
-    encoder is loaded on the first query that needs it."""
-    key = f"{Path(path).resolve()}|{id(encoder) if encoder is not None else ''}|{checkpoint or ''}"
-    if key not in _OPEN:
-        _OPEN[key] = Index(path, encoder=encoder, checkpoint=checkpoint)
-    return _OPEN[key]
+def open_index(path: str | Path, encoder=None, checkpoint: str | Path | None = None,
+               config: SearchConfig = DEFAULT) -> Index:
+    """Opened indexes are cached per path (and per encoder, checkpoint and config, when
+    given); the encoder is loaded on the first query that needs it."""
+    if not isinstance(config, SearchConfig):
+        raise InputError(f"config must be an engine.SearchConfig, got {type(config).__name__}")
+    key = (str(Path(path).resolve()), id(encoder) if encoder is not None else None,
+           str(checkpoint or ""), config)
+    with _OPEN_LOCK:
+        if key not in _OPEN:
+            _OPEN[key] = Index(path, encoder=encoder, checkpoint=checkpoint, config=config)
+        return _OPEN[key]
 
 
 def search(text: str | None = None, bbox=None, *, index: str | Path, k: int = 20, **kwargs):

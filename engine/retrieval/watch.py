@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GLBError, InputError
-from .store.faults import crash_point
-from .store.files import atomic_write_bytes, fsync_dir
+from ..errors import GLBError, InputError
+from ..store.faults import crash_point
+from ..store.files import atomic_write_bytes, fsync_dir
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,62}[A-Za-z0-9_.-]|[A-Za-z0-9]")
 QUERY_KEYS = ("text", "tile_id", "image", "positives", "negatives", "bbox", "region", "modality",
@@ -274,7 +274,7 @@ def check_watches(index_dir, echo=None) -> WatchReport:
     """Run every saved search over the tiles added since it last checked and append matches to
     its alert log. The caller holds the index's writer lock (one alert writer at a time).
     Never raises for a bad saved search: it is named in `problems` and skipped."""
-    from .store.snapshot import Snapshot
+    from .snapshot import Snapshot
 
     root = Path(index_dir) / "watches"
     report = WatchReport()
@@ -325,7 +325,7 @@ def _new_rows(snap, through: dt.datetime | None, boundary: list, cache: dict) ->
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .store.segment import read_tiles
+    from ..store.segment import read_tiles
 
     sc = snap.scenes().select(["scene_id", "segment", "indexed_at", "n_tiles"]).to_pylist()
     old = set(boundary)

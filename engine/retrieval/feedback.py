@@ -30,32 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
-
-METHODS = ("probe", "rocchio", "rocchio-classic")
-
-
-@dataclass(frozen=True)
-class FeedbackConfig:
-    method: str = "probe"
-    background: int = 512          # index tiles sampled (within the filters) as unlabelled negatives
-    background_share: float = 0.25  # their total weight against the marked negatives' 1 - share
-    l2: float = 1e-2               # logistic regression: L2 penalty (per unit of sample weight)
-    weights: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)  # blends tried by cross-validation
-    default_weight: float = 0.75   # blend when the marks cannot be cross-validated
-    margin: float = 0.02           # AUC a blend must gain over a smaller weight to be chosen,
-    margin_noise: float = 0.25     # or this / sqrt(fewer of relevant, not relevant marks): the
-                                   # AUC of a handful of marks is noisy (about 0.1 at 20 and 20)
-    min_auc: float = 0.55          # below this (CV AUC), the marks do not separate: query alone
-    folds: int = 5
-    max_marks: int = 5000
-    seed: int = 0
-
-    def check(self) -> "FeedbackConfig":
-        if self.method not in METHODS:
-            raise InputError(f"feedback method {self.method!r}: choose from {', '.join(METHODS)}")
-        return self
-
+from ..errors import InputError
+from .config import FEEDBACK_METHODS as METHODS, FeedbackConfig  # noqa: F401 (re-exported)
 
 @dataclass
 class Refined:
