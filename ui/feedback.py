@@ -90,6 +90,8 @@ def panel(idx, req: q.Request, outcome) -> None:
     """Counter, Refine, Clear, marks export and Save search, above the results."""
     init()
     npos, nneg = counts()
+    if outcome is None and not (npos or nneg):
+        return  # nothing searched, nothing marked: the start page stays as it is
     c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="center")
     c1.markdown(f"**Marks:** {npos} relevant · {nneg} not relevant"
                 + (" · *refined*" if req.positives or req.negatives else ""),

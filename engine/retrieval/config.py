@@ -52,7 +52,7 @@ class FeedbackConfig:
     method: str = "probe"
     background: int = 512          # index tiles sampled (within the filters) as unlabelled negatives
     background_share: float = 0.25  # their total weight against the marked negatives' 1 - share
-    l2: float = 1e-2               # logistic regression: L2 penalty (per unit of sample weight)
+    l2: float = 0.1                # logistic regression: L2 penalty (per unit of sample weight)
     weights: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)  # blends tried by cross-validation
     default_weight: float = 0.75   # blend when the marks cannot be cross-validated
     margin: float = 0.02           # AUC a blend must gain over a smaller weight to be chosen,

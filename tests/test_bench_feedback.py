@@ -1,0 +1,33 @@
+"""`glb bench feedback --smoke` and `glb bench refine --smoke`: the seconds-long versions. Shapes
+and ranges only (benchmarks are not tests): P@20 in [0, 1] per round, latencies positive."""
+
+import json
+
+from glb.cli import main
+
+
+def _run(capsys, *argv):
+    assert main(["bench", *argv]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_bench_feedback_smoke(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("GLB_BENCH_DIR", str(tmp_path))
+    r = _run(capsys, "feedback", "--smoke", "--json")
+    pool = r["pools"]["eurosat_ms_test"]
+    assert pool["tiles"] == 54 and len(pool["classes"]) == 1
+    for start in ("text", "random5"):
+        for m in ("query", "rocchio-classic", "rocchio", "probe"):
+            curve = pool[f"{start}/{m}"]
+            assert len(curve) == 4 and all(0.0 <= x <= 1.0 for x in curve), (start, m, curve)
+    # round 0 of the text start is the query alone, whatever the method
+    assert len({tuple(pool[f"text/{m}"][:1]) for m in ("query", "rocchio", "probe")}) == 1
+    assert (tmp_path / "feedback").is_dir()   # embeddings cached per encoder
+
+
+def test_bench_refine_smoke(capsys):
+    r = _run(capsys, "refine", "--vectors", "4096", "--smoke", "--json")
+    assert r["vectors"] == 4096 and set(r["cases"]) == {"none", "bbox+modality"}
+    for c in r["cases"].values():
+        assert c["plain_p50_ms"]["median"] > 0 and c["refine_p50_ms"]["median"] > 0
+        assert c["feedback_fit_p50_ms"] > 0 and sum(c["blend_weights"].values()) == 3
