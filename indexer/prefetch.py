@@ -1,8 +1,9 @@
-"""Distributor: where the reader runs relative to the mapper (clip-retrieval's distributor).
+"""Prefetcher: runs the reader stage ahead of the mapper, in a background thread.
 
-Local: a background thread reads and preprocesses the next tiles while the main thread embeds
-(rasterio and torch release the GIL). The day an archive outgrows one machine, a Ray or Dask
-distributor hands work units to several of these; reader, mapper and writer stay as they are.
+The reader reads and preprocesses the next tiles while the caller's thread embeds them
+(rasterio and torch release the GIL). `ThreadPrefetcher.run(produce)` is the whole contract a
+runner relies on (see runner.py): `produce(stop)` yields items; `run` yields them in order,
+re-raises the producer's exception, and stops the producer when its iterator is closed.
 """
 
 from __future__ import annotations
@@ -10,42 +11,43 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
+T = TypeVar("T")
 _DONE = object()
 
 
-class LocalDistributor:
-    def __init__(self, prefetch: int = 3):
-        self.prefetch = prefetch
+class ThreadPrefetcher:
+    """Up to `depth` items read ahead in one background thread."""
 
-    def run(self, produce: Callable[[threading.Event], Iterator]) -> Iterator:
+    def __init__(self, depth: int = 3):
+        self.depth = depth
+
+    def run(self, produce: Callable[[threading.Event], Iterator[T]]) -> Iterator[T]:
         """Run `produce(stop)` in a thread; yield what it yields, in order. Exceptions in the
         producer are re-raised here. Closing the iterator stops the producer."""
-        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        q: queue.Queue = queue.Queue(maxsize=self.depth)
         stop = threading.Event()
         error: list[BaseException] = []
+
+        def put(item) -> bool:
+            """Hand one item over; False once the consumer has gone."""
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def worker():
             try:
                 for item in produce(stop):
-                    while not stop.is_set():
-                        try:
-                            q.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not put(item):
                         return
             except BaseException as e:  # noqa: BLE001 - handed to the consumer
                 error.append(e)
-            finally:
-                while True:
-                    try:
-                        q.put(_DONE, timeout=0.1)
-                        return
-                    except queue.Full:
-                        if stop.is_set():
-                            return
+            put(_DONE)
 
         t = threading.Thread(target=worker, name="glb-reader", daemon=True)
         t.start()
