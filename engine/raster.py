@@ -65,7 +65,7 @@ def open_raster(source: str | Path | bytes, *, name: str | None = None):
         from rasterio.io import MemoryFile
 
         memfile = MemoryFile(bytes(source))
-        opener = lambda: memfile.open(driver=UPLOAD_DRIVERS)  # noqa: E731
+        opener = lambda: memfile.open(driver=UPLOAD_DRIVERS)
         size = len(source)
     else:
         p = Path(source)
@@ -80,7 +80,7 @@ def open_raster(source: str | Path | bytes, *, name: str | None = None):
             raise RasterError(f"{label}: empty file (0 bytes)")
         if not os.access(p, os.R_OK):
             raise RasterError(f"{label}: not readable (permission denied)")
-        opener = lambda: rasterio.open(p)  # noqa: E731
+        opener = lambda: rasterio.open(p)
     try:
         try:
             ds = opener()
@@ -230,16 +230,17 @@ def read_window(ds, info: RasterInfo, window, indexes=None) -> tuple[np.ndarray,
         if arr.dtype.itemsize > 4:  # the encoder computes in float32: 1e300 would become Inf
             with np.errstate(invalid="ignore"):
                 invalid |= (np.abs(arr) > np.finfo(np.float32).max).any(axis=0)
-    return arr, ~invalid
+    return arr, np.asarray(~invalid)
 
 
 def gdal_reason(e: BaseException) -> str:
     """The first line of GDAL's own message: rasterio's "Read failed. See previous exception"
     keeps the reason in the exception it was raised from."""
-    msgs = []
-    while e is not None and len(msgs) < 5:
-        msgs.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
-        e = e.__cause__ or e.__context__
+    msgs: list[str] = []
+    cur: BaseException | None = e
+    while cur is not None and len(msgs) < 5:
+        msgs.append(str(cur).splitlines()[0] if str(cur) else type(cur).__name__)
+        cur = cur.__cause__ or cur.__context__
     useful = [m for m in msgs if "See previous exception" not in m] or msgs
     return useful[0][:160]
 

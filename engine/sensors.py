@@ -109,7 +109,8 @@ def explicit_layout(
             value_scale=value_scale if value_scale is not None else s.value_scale,
             evidence="--sensor",
         )
-    assert wavelengths is not None
+    if wavelengths is None:
+        raise UnknownSensorError(f"{where}give --sensor or --wavelengths for its {n_bands} bands")
     if len(wavelengths) != n_bands:
         raise UnknownSensorError(
             f"{where}--wavelengths gives {len(wavelengths)} values but the file has {n_bands} bands"
@@ -222,6 +223,8 @@ def detect(
     wl = []
     for bt in band_tags:
         v = bt.get("CENTRAL_WAVELENGTH_UM") or bt.get("wavelength") or bt.get("WAVELENGTH")
+        if v is None:
+            break
         try:
             wl.append(float(v))
         except (TypeError, ValueError):

@@ -24,8 +24,7 @@ from shapely.geometry import Polygon, box
 
 from engine.errors import GLBError, RasterError
 from engine.geo import footprint_4326
-from engine.raster import (check_georeferenced, fill_invalid, gdal_reason, layout_of, open_raster,
-                           read_window)
+from engine.raster import check_georeferenced, fill_invalid, gdal_reason, layout_of, open_raster, read_window
 from engine.render import jpeg_bytes, png_bytes, stretch_limits, to_rgb8
 from engine.sensors import BandLayout
 from engine.store.writer import scene_id_for, tile_id_for

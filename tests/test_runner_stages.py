@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import shapely
 
-from engine.store.writer import StagedScene, StoreWriter, scene_id_for, tile_id_for
+from engine.store.writer import StoreWriter, scene_id_for, tile_id_for
 from indexer.prefetch import ThreadPrefetcher
 from indexer.reader import SceneResult, TileBatch, UnitDone
 from indexer.runner import RunReport, run_stages
-from indexer.sources import (CHIPS_PER_UNIT, Discovery, Source, content_change, file_fingerprint,
-                             plan_work, sha256_of)
+from indexer.sources import CHIPS_PER_UNIT, Discovery, Source, content_change, file_fingerprint, plan_work, sha256_of
 from indexer.writer import SceneWriter
 
 ENCODER = {"name": "fake", "identity": "fake@test", "dim": 8, "trained": False}

@@ -20,7 +20,7 @@ MAX_TEXT_CHARS = 2000
 SMALL_BATCH = 8
 
 
-def validate_texts(texts: list[str]) -> list[str]:
+def validate_texts(texts: list[str] | str) -> list[str]:
     if isinstance(texts, str):
         texts = [texts]
     out = []
@@ -82,7 +82,7 @@ class MiniLMTextTower(torch.nn.Module):
         pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
 
-    def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    def encode(self, texts: list[str] | str, batch_size: int = 256) -> np.ndarray:
         texts = validate_texts(texts)
         if len(texts) > 4096:  # more than the cache holds: encode straight through
             return np.concatenate([self._encode(texts[i:i + batch_size])

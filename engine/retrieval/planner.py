@@ -131,7 +131,7 @@ def _postfilter(snap: Snapshot, vi, q, k: int, filters: Filters, frac: float, pl
     return out_rows, out_scores, plan
 
 
-def sort_rows(snap: Snapshot, rows: np.ndarray, scores: np.ndarray):
+def sort_rows(snap: Snapshot, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Descending score, ties by tile id."""
     if len(rows) == 0:
         return rows.astype(np.int64), scores.astype(np.float32)
@@ -139,7 +139,8 @@ def sort_rows(snap: Snapshot, rows: np.ndarray, scores: np.ndarray):
     return rows[order].astype(np.int64), scores[order].astype(np.float32)
 
 
-def refine(snap: Snapshot, filters: Filters, rows: np.ndarray, scores: np.ndarray, k: int):
+def refine(snap: Snapshot, filters: Filters, rows: np.ndarray, scores: np.ndarray,
+           k: int) -> tuple[np.ndarray, np.ndarray]:
     """The first k rows (in score order) whose footprint really meets the region."""
     if filters.region is None:
         return rows[:k], scores[:k]

@@ -85,7 +85,7 @@ class RowVectors:
             return np.zeros(0, np.float32)
         rows = np.asarray(rows, dtype=np.int64)
         ordered = bool(np.all(rows[1:] >= rows[:-1]))
-        order = None if ordered else np.argsort(rows, kind="stable")
+        order = np.arange(len(rows)) if ordered else np.argsort(rows, kind="stable")
         s = np.empty(len(rows), np.float32)
         step = 32_768
         for i in range(0, len(rows), step):

@@ -29,8 +29,16 @@ from ..errors import GLBError
 from .files import fsync_dir
 from .layout import OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout
 from .lock import WriterLock
-from .manifest import (CorruptIndexError, Manifest, SegmentInfo, publish, read_current, read_scenes,
-                       read_tombstones, write_tombstones)
+from .manifest import (
+    CorruptIndexError,
+    Manifest,
+    SegmentInfo,
+    publish,
+    read_current,
+    read_scenes,
+    read_tombstones,
+    write_tombstones,
+)
 from .segment import new_segment_name, read_tiles, write_segment
 
 log = logging.getLogger("glb.store")
@@ -223,7 +231,7 @@ class StoreWriter:
         gen = self.manifest.generation + 1
         segments = list(self.manifest.segments)
         name = new_segment_name(gen) if n else None
-        if n:
+        if name is not None:
             th = pa.Table.from_pydict({"tile_id": tiles.column("tile_id"),
                                        "jpeg": thumbs if thumbs is not None else [b""] * n},
                                       schema=THUMB_SCHEMA)

@@ -22,8 +22,9 @@ from functools import lru_cache
 import numpy as np
 import rasterio
 
-from .base import EODataset, Sample, check_sample, fill_invalid, hash_split
 from engine.sensors import get_sensor
+
+from .base import EODataset, Sample, check_sample, fill_invalid, hash_split
 
 TILE = 64
 MAX_NODATA = 0.10
