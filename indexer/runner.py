@@ -45,7 +45,7 @@ from .mapper import Embedder
 from .prefetch import ThreadPrefetcher
 from .reader import TileBatch, TileOptions, UnitDone, UnitReader
 from .rules import load_rules
-from .sources import WorkPlan, discover, missing_paths, plan_work
+from .sources import discover, missing_paths, plan_work
 from .writer import SceneWriter
 
 log = logging.getLogger("glb.indexer")
@@ -119,10 +119,14 @@ class _Interrupt:
 
 def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None,
               override: dict | None = None, options: IndexOptions | None = None,
-              encoder=None, echo=print, lock: WriterLock | None = None) -> RunReport:
+              encoder=None, echo=print, lock: WriterLock | None = None,
+              distributor=None) -> RunReport:
     """`encoder`: an Encoder, a callable returning one (called once the writer lock is held, so
     a run that cannot write fails before loading a model), or None for the released one.
-    `lock`: the index's writer lock when the caller already holds it."""
+    `lock`: the index's writer lock when the caller already holds it. `distributor`: where the
+    work units run; None: here, through `run_stages`. Otherwise an object whose
+    `run(found, writer, encoder, opts, report, echo)` indexes `plan_units(found, writer,
+    report)` elsewhere and stages each unit's outcome (writer.py) into `writer` (issue 13)."""
     opts = options or IndexOptions()
     t0 = time.monotonic()
     # The lock first: a second run started at the same time leaves before walking the archive.
@@ -150,10 +154,10 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
                  f"its unfinished commit was discarded ({report.cleaned_files} files) and this run "
                  f"continues from generation {writer.manifest.generation}")
         try:
-            work = plan_work(found, writer.scene)
-            report.unchanged += work.unchanged
-            report.failed.extend(work.problems)
-            _index_units(work, writer, encoder, opts, report)
+            if distributor is None:
+                _index_units(plan_units(found, writer, report), writer, encoder, opts, report)
+            else:
+                distributor.run(found, writer, encoder, opts, report, echo)
             # gone files are noticed even without --prune, so the report can say so
             gone = missing_paths(writer.scene_paths(), found.roots)
             if opts.prune:
@@ -273,15 +277,24 @@ def run_stages(reader: Reader, mapper: Mapper, writer: Writer, prefetcher: Prefe
     return times
 
 
-def _index_units(work: WorkPlan, writer: StoreWriter, encoder, opts: IndexOptions,
-                 report: RunReport) -> None:
-    log.info("indexing %d work units (%d files unchanged) into generation %d onwards",
+def plan_units(found, writer: StoreWriter, report: RunReport) -> list[list]:
+    """The run's work units (sources.plan_work against the index's records); unchanged files
+    and files that cannot be stat'ed are counted in `report`."""
+    work = plan_work(found, writer.scene)
+    report.unchanged += work.unchanged
+    report.failed.extend(work.problems)
+    log.info("%d work units to index (%d files unchanged), into generation %d onwards",
              len(work.units), work.unchanged, writer.manifest.generation + 1)
+    return work.units
+
+
+def _index_units(units: list[list], writer: StoreWriter, encoder, opts: IndexOptions,
+                 report: RunReport) -> None:
     bar, progress = None, None
     if opts.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(work.units), unit="unit", desc="indexing", leave=False, dynamic_ncols=True)
+        bar = tqdm(total=len(units), unit="unit", desc="indexing", leave=False, dynamic_ncols=True)
 
         def progress(done: UnitDone) -> None:
             bar.update(1)
@@ -290,7 +303,7 @@ def _index_units(work: WorkPlan, writer: StoreWriter, encoder, opts: IndexOption
     stage_writer = SceneWriter(writer, report, opts.commit_seconds, on_unit=progress)
     with _Interrupt() as interrupt:
         try:
-            times = run_stages(UnitReader(work.units, encoder, opts.tile), Embedder(encoder),
+            times = run_stages(UnitReader(units, encoder, opts.tile), Embedder(encoder),
                                stage_writer, ThreadPrefetcher(), should_stop=interrupt.flag.is_set)
         finally:
             if bar is not None:
