@@ -20,9 +20,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import (
     CheckpointError,
+    CorruptIndexError,
+    EncoderMismatchError,
     GLBError,
     IndexLockedError,
     IndexNotFoundError,
+    IndexWriteError,
     InputError,
     RasterError,
     UnknownSensorError,
@@ -46,7 +49,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'engine' has no attribute {name!r}")
 
 
-__all__ = ["CheckpointError", "Encoder", "GLBError", "Index", "IndexLockedError",
-           "IndexNotFoundError", "InputError", "MODALITIES", "PlannerConfig", "RasterError",
-           "SearchConfig", "UnknownSensorError", "VectorIndexConfig", "load_encoder", "open",
-           "open_index", "search"]
+__all__ = ["CheckpointError", "CorruptIndexError", "Encoder", "EncoderMismatchError", "GLBError",
+           "Index", "IndexLockedError", "IndexNotFoundError", "IndexWriteError", "InputError",
+           "MODALITIES", "PlannerConfig", "RasterError", "SearchConfig", "UnknownSensorError",
+           "VectorIndexConfig", "load_encoder", "open", "open_index", "search"]

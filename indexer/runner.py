@@ -35,8 +35,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.errors import GLBError
-from engine.store.files import IndexWriteError
+from engine.errors import GLBError, IndexWriteError
 from engine.store.lock import WriterLock
 from engine.store.manifest import read_current
 from engine.store.writer import StoreWriter

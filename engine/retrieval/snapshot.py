@@ -24,10 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..errors import CorruptIndexError
 from ..modalities import MODALITIES
 from ..store.files import try_atomic_write
 from ..store.layout import TILE_SCHEMA, Layout
-from ..store.manifest import CorruptIndexError, Manifest, read_current, read_scenes, read_tombstones
+from ..store.manifest import Manifest, read_current, read_scenes, read_tombstones
 from ..store.segment import read_tiles, read_vectors
 from . import vectors as vec
 from .config import DEFAULT, VectorIndexConfig

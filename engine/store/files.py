@@ -17,15 +17,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import GLBError
+from ..errors import IndexWriteError
 from .faults import crash_point
 
 log = logging.getLogger("glb.store")
 
-
-class IndexWriteError(GLBError):
-    """The index cannot be written (read-only, disk full, not a folder); what is published
-    is unchanged."""
+__all__ = ["IndexWriteError", "atomic_write", "atomic_write_bytes", "fsync_dir", "fsync_file",
+           "temp_path", "try_atomic_write"]
 
 
 def fsync_dir(path: Path) -> None:

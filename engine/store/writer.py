@@ -25,12 +25,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import GLBError
+from ..errors import CorruptIndexError, EncoderMismatchError, GLBError
 from .files import fsync_dir
 from .layout import OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout
 from .lock import WriterLock
 from .manifest import (
-    CorruptIndexError,
     Manifest,
     SegmentInfo,
     publish,
@@ -76,10 +75,6 @@ class CommitResult:
 class _State:
     scenes: dict[str, dict] = field(default_factory=dict)   # path -> scene row
     tombstones: set[tuple[str, int]] = field(default_factory=set)  # (segment, tile_id)
-
-
-class EncoderMismatchError(GLBError):
-    pass
 
 
 class StoreWriter:
