@@ -35,7 +35,8 @@ from .modalities import MODALITIES
 _LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".retrieval.index",
          "open_index": ".retrieval.index", "search": ".retrieval.index", "open": ".retrieval.index",
          "SearchConfig": ".retrieval.config", "PlannerConfig": ".retrieval.config",
-         "VectorIndexConfig": ".retrieval.config"}
+         "VectorIndexConfig": ".retrieval.config", "check_k": ".retrieval.index",
+         "parse_wavelengths": ".sensors"}
 
 
 def __getattr__(name: str):
@@ -52,4 +53,5 @@ def __getattr__(name: str):
 __all__ = ["CheckpointError", "CorruptIndexError", "Encoder", "EncoderMismatchError", "GLBError",
            "Index", "IndexLockedError", "IndexNotFoundError", "IndexWriteError", "InputError",
            "MODALITIES", "PlannerConfig", "RasterError", "SearchConfig", "UnknownSensorError",
-           "VectorIndexConfig", "load_encoder", "open", "open_index", "search"]
+           "VectorIndexConfig", "check_k", "load_encoder", "open", "open_index", "parse_wavelengths",
+           "search"]

@@ -70,18 +70,20 @@ def get_sensor(name: str) -> Sensor:
         ) from None
 
 
-def parse_wavelengths(text: str | list | tuple) -> tuple[float, ...]:
-    """'0.665,0.56,0.49' or a sequence -> validated tuple of µm values."""
+def parse_wavelengths(text: str | list | tuple, name: str = "--wavelengths") -> tuple[float, ...]:
+    """'0.665, 0.56,0.49' (commas or semicolons) or a sequence -> validated tuple of µm values.
+    `name` is how the caller's user knows the field (a CLI flag, a form label)."""
     try:
-        items = text.replace(" ", "").split(",") if isinstance(text, str) else list(text)
+        items = text.replace(" ", "").replace(";", ",").split(",") if isinstance(text, str) else list(text)
         values = tuple(float(v) for v in items if v != "")
     except (TypeError, ValueError):
-        raise InputError(f"--wavelengths {text!r}: expected comma-separated numbers in µm") from None
+        raise InputError(f"{name} {str(text)[:80]!r}: expected numbers in µm separated by commas, "
+                         f"e.g. 0.665,0.56,0.49") from None
     if not values:
-        raise InputError("--wavelengths is empty: give one value in µm per band")
+        raise InputError(f"{name} is empty: give one value in µm per band")
     for v in values:
         if not (v == v) or v <= 0 or v > 1e7:
-            raise InputError(f"--wavelengths: {v} is not a wavelength in µm (0 < λ ≤ 1e7)")
+            raise InputError(f"{name}: {v} is not a wavelength in µm (0 < λ ≤ 1e7)")
     return values
 
 

@@ -68,8 +68,8 @@ class MiniLMTextTower(torch.nn.Module):
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
                                return_tensors="pt")
         if len(texts) <= SMALL_BATCH:
-            # A query is a few dozen tokens: one thread does it in ~15 ms, while two threads
-            # spin-waiting on a loaded machine took 0.5 s (measured by ui/latency.py).
+            # A query is a few dozen tokens: one thread does it quickly, while several threads
+            # spin-waiting on a loaded machine made it many times slower (ui/latency.py measures it).
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:

@@ -233,7 +233,7 @@ class Snapshot:
             m = np.flatnonzero(seg == si)
             local = phys[m] - self.seg_offsets[si]
             # per record batch: Table.take on a chunked column concatenates every chunk first
-            # (a full copy of the segment: ~11 ms a query at 500 k tiles)
+            # (a full copy of the segment, per query)
             batches, offs = segs[si].batches()
             b = np.searchsorted(offs, local, side="right") - 1
             for bi in np.unique(b):
