@@ -246,14 +246,23 @@ def gdal_reason(e: BaseException) -> str:
 
 
 def fill_invalid(arr: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """No-data pixels take their band's median over the valid pixels (keeps statistics sane
-    for the encoder; the tile was only kept if mostly valid)."""
+    """A copy of `arr` (C,H,W) whose invalid pixels take their band's median over its valid
+    ones (0 where a band has none), keeping the dtype (integers rounded): keeps statistics sane
+    for the encoder. `valid` is True where a pixel is good, (H,W) for all bands or (C,H,W) per
+    band. The one owner of this rule: the indexer, query images and training all use it."""
+    out = np.array(arr, copy=True)
+    if valid.ndim == 2:
+        valid = np.broadcast_to(valid, arr.shape)
     if valid.all():
-        return arr
-    out = arr.copy()
+        return out
     for b in range(arr.shape[0]):
-        good = arr[b][valid]
-        out[b][~valid] = np.median(good) if good.size else 0
+        bad = ~valid[b]
+        if bad.any():
+            good = arr[b][~bad]
+            fill = np.median(good) if good.size else 0
+            if arr.dtype.kind in "ui":
+                fill = np.round(fill)
+            out[b][bad] = np.asarray(fill).astype(arr.dtype)
     return out
 
 
