@@ -55,8 +55,11 @@ def registry() -> dict[str, Sensor]:
             description=s.get("description", ""),
             value_scale=s.get("value_scale"),
         )
-        assert sensor.modality in MODALITIES, name
-        assert len(sensor.bands) == len(sensor.wavelengths), name
+        if sensor.modality not in MODALITIES:
+            raise ValueError(f"sensors.toml: {name}: modality {sensor.modality!r} is not one of {MODALITIES}")
+        if len(sensor.bands) != len(sensor.wavelengths):
+            raise ValueError(f"sensors.toml: {name}: {len(sensor.bands)} bands but "
+                             f"{len(sensor.wavelengths)} wavelengths")
         out[name] = sensor
     return out
 

@@ -25,7 +25,8 @@ class WavelengthEncoding(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        assert dim % 2 == 0
+        if dim % 2:
+            raise ValueError(f"the wavelength embedding needs an even dimension, got {dim}")
         freqs = 2 * math.pi * torch.logspace(math.log10(0.05), math.log10(300.0), dim // 2)
         self.register_buffer("freqs", freqs, persistent=False)
 

@@ -128,7 +128,9 @@ class StoreWriter:
 
     # --- changes -------------------------------------------------------------------
     def stage(self, scene: StagedScene) -> None:
-        assert len(scene.tiles) == scene.vectors.shape[0] == len(scene.thumbs)
+        if not len(scene.tiles) == scene.vectors.shape[0] == len(scene.thumbs):
+            raise GLBError(f"{scene.record['path']}: {len(scene.tiles)} tiles, {scene.vectors.shape[0]} "
+                           f"vectors and {len(scene.thumbs)} thumbnails; not indexed")
         if not np.isfinite(scene.vectors).all():  # one NaN row would poison every search
             raise GLBError(f"{scene.record['path']}: its embeddings contain NaN or Inf; not indexed")
         self.staged = [s for s in self.staged if s.record["path"] != scene.record["path"]]
@@ -322,7 +324,8 @@ class StoreWriter:
 
         if len(self.manifest.segments) <= 1 and not self.state.tombstones:
             return None
-        assert not self.staged and not self.removed, "commit staged changes before compacting"
+        if self.staged or self.removed:
+            raise RuntimeError("commit staged changes before compacting")
         n_dead = len(self.state.tombstones)
         tiles_parts, vec_parts, thumb_parts, ov_parts = [], [], [], []
         live_scene_ids = {s["scene_id"] for s in self.state.scenes.values()}
