@@ -56,10 +56,6 @@ class WavelengthPatchEmbed(nn.Module):
         nn.init.normal_(self.bias_token, std=0.02)
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def band_conditioning(self, wavelengths: torch.Tensor) -> torch.Tensor:
-        """(C,) -> (wave_dim,) summary of the band set (mean of band encodings)."""
-        return self.embed(self.encode(wavelengths)).mean(0)
-
     def generate(self, wavelengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = wavelengths.shape[0]
         tokens = self.embed(self.encode(wavelengths)).unsqueeze(0)  # (1, C, w)

@@ -9,7 +9,6 @@ cache) change only under locks.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -26,12 +25,8 @@ from .config import DEFAULT, SearchConfig
 from .filters import Filters
 from .snapshot import Snapshot
 
-log = logging.getLogger("glb.index")
-
 MAX_K = 1000
 THUMB_CACHE = 4096  # thumbnails kept in memory per Index (a few MB)
-RESULT_COLUMNS = ["rank", "tile_id", "score", "modality", "sensor", "scene", "acquired",
-                  "scene_id", "row_off", "col_off", "height", "width", "geometry"]
 
 
 _WGS84 = None
