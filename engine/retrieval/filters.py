@@ -141,10 +141,6 @@ class Filters:
             env |= (minx <= x1) & (maxx >= x0) & (miny <= y1) & (maxy >= y0)
         return env
 
-    def mask(self, snap) -> np.ndarray:
-        """O(n): envelope and attributes over every row."""
-        return self.env_mask(snap) & self.attr_mask(snap)
-
     def check_rows(self, snap, rows: np.ndarray) -> np.ndarray:
         """Envelope + attributes for a few rows (post-filtering)."""
         return self.env_mask(snap, rows) & self.attr_mask(snap, rows)
