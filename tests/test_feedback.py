@@ -66,7 +66,7 @@ def test_feedback_falls_back_to_the_query_when_marks_do_not_separate():
 
     rng = np.random.default_rng(1)
     d = 64
-    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
     q = unit(rng.standard_normal(d))
     bg = unit(rng.standard_normal((300, d)))
     noise = unit(q + 0.3 * rng.standard_normal((40, d)))

@@ -7,8 +7,8 @@ import html
 
 import streamlit as st
 
-from ui import query as q
 from ui import feedback, state
+from ui import query as q
 from ui.state import ss
 from ui.thumbs import Thumbnails
 

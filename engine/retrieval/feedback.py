@@ -31,7 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .config import FEEDBACK_METHODS as METHODS, FeedbackConfig  # noqa: F401 (re-exported)
+from .config import FEEDBACK_METHODS as METHODS  # noqa: F401 (re-exported)
+from .config import FeedbackConfig
+
 
 @dataclass
 class Refined:

@@ -27,6 +27,7 @@ read or run is reported by name and skipped; it never stops indexing.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import json
 import os
@@ -174,13 +175,13 @@ class Watches:
         shutil.rmtree(gone, ignore_errors=True)
 
     # --- reading ----------------------------------------------------------------------------
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
                       if p.is_dir() and not p.name.startswith(".") and NAME.fullmatch(p.name))
 
-    def list(self) -> list[dict]:
+    def list(self) -> builtins.list[dict]:
         """One summary per saved search; an unreadable one says why instead of failing."""
         out = []
         for n in self.names():
@@ -207,7 +208,7 @@ class Watches:
             doc["log"] = log
         return doc
 
-    def alerts(self, name: str, new_only: bool = False) -> list[dict]:
+    def alerts(self, name: str, new_only: bool = False) -> builtins.list[dict]:
         """The alert log as GeoJSON Features, oldest first (`new_only`: since last looked)."""
         d = self._dir(name)
         if not d.is_dir():
@@ -333,15 +334,15 @@ def _new_rows(snap, through: dt.datetime | None, boundary: list, cache: dict) ->
            (through is None or (s["indexed_at"] is not None and
                                 (s["indexed_at"] > through or
                                  (s["indexed_at"] == through and s["scene_id"] not in old))))]
-    ids = []
+    parts = []
     for seg in sorted({s["segment"] for s in new}):
         if seg not in snap.segments:
             continue
         t = read_tiles(snap.layout, seg).select(["tile_id", "scene_id"])
         want = [s["scene_id"] for s in new if s["segment"] == seg]
         mask = pc.is_in(t.column("scene_id"), value_set=pa.array(want, pa.string()))
-        ids.append(t.filter(mask).column("tile_id").to_numpy())
-    ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        parts.append(t.filter(mask).column("tile_id").to_numpy())
+    ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     rows = [snap.row_of(int(t)) for t in ids]
     out = np.array(sorted(r for r in rows if r is not None), np.int64)
     cache[key] = out

@@ -20,7 +20,8 @@ def main(args) -> int:
     echo = (lambda m: print(m, file=sys.stderr, flush=True))
     out: dict = {}
     if args.what == "feedback":
-        from .feedback import POOLS, run as run_feedback, to_markdown
+        from .feedback import POOLS, to_markdown
+        from .feedback import run as run_feedback
 
         res = run_feedback(pools=("eurosat_ms_test",) if args.smoke else POOLS, smoke=args.smoke, echo=echo)
         md = to_markdown(res)

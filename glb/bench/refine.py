@@ -15,8 +15,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 from . import data
 from .common import loadavg, machine, median_spread, pct
 from .search import DEFAULT_ROOT
