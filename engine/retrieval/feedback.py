@@ -53,8 +53,10 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / n).astype(np.float32) if n > 0 else v.astype(np.float32)
 
 
-def _logreg(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float) -> np.ndarray:
-    """Weighted L2-regularised logistic regression -> weight vector (bias fitted, dropped)."""
+def _logreg(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float,
+            start: np.ndarray | None = None) -> np.ndarray:
+    """Weighted L2-regularised logistic regression -> weights and bias (d + 1). `start`: a
+    solution to begin from (the cross-validation folds start from the fit on all marks)."""
     from scipy.optimize import minimize
 
     d = x.shape[1]
@@ -70,11 +72,14 @@ def _logreg(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float) -> np.ndarra
         grad = np.concatenate([xd.T @ g + l2 * wsum * v, [g.sum()]])
         return float((w * loss).sum() + 0.5 * l2 * wsum * v @ v), grad
 
-    res = minimize(f, np.zeros(d + 1), jac=True, method="L-BFGS-B", options={"maxiter": 200})
-    return res.x[:d].astype(np.float32)
+    x0 = np.zeros(d + 1) if start is None else start
+    res = minimize(f, x0, jac=True, method="L-BFGS-B", options={"maxiter": 200})
+    return res.x
 
 
-def _direction(cfg: FeedbackConfig, pos: np.ndarray, neg: np.ndarray, bg: np.ndarray) -> np.ndarray:
+def _direction(cfg: FeedbackConfig, pos: np.ndarray, neg: np.ndarray, bg: np.ndarray,
+               start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """-> (unit direction, the probe's solution to warm-start from, or None)."""
     if cfg.method == "probe":
         share = cfg.background_share if len(neg) else 1.0
         x = np.concatenate([pos, neg, bg])
@@ -82,10 +87,11 @@ def _direction(cfg: FeedbackConfig, pos: np.ndarray, neg: np.ndarray, bg: np.nda
         w = np.concatenate([np.full(len(pos), 1.0 / len(pos)),
                             np.full(len(neg), (1 - share) / max(len(neg), 1)),
                             np.full(len(bg), share / max(len(bg), 1))])
-        return _unit(_logreg(x, y, w, cfg.l2))
+        theta = _logreg(x, y, w, cfg.l2, start)
+        return _unit(theta[:-1].astype(np.float32)), theta
     away = neg if len(neg) else bg
     v = pos.mean(0) - (0.25 * away.mean(0) if len(away) else 0.0)
-    return _unit(v)
+    return _unit(v), None
 
 
 def _auc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
@@ -136,7 +142,7 @@ def refine(query: np.ndarray | None, positives: np.ndarray, negatives: np.ndarra
         away = neg.mean(0) if len(neg) else np.zeros(d, np.float32)
         v = (q if q is not None else 0.0) + 0.75 * pos.mean(0) - 0.15 * away
         return Refined(_unit(v), 1.0, cfg.method, "textbook Rocchio, no fallback")
-    direction = _direction(cfg, pos, neg, bg)
+    direction, theta = _direction(cfg, pos, neg, bg)
     if q is None:
         return Refined(direction, 1.0, cfg.method, "marks only: the feedback direction")
     k = min(cfg.folds, len(pos), len(neg))
@@ -145,7 +151,7 @@ def refine(query: np.ndarray | None, positives: np.ndarray, negatives: np.ndarra
         return Refined(blend(q, direction, bg, w), w, cfg.method,
                        f"too few {'not-' if len(neg) < 2 else ''}relevant marks to cross-validate: "
                        f"default blend")
-    aucs = _cross_validate(cfg, q, pos, neg, bg, k)
+    aucs = _cross_validate(cfg, q, pos, neg, bg, k, theta)
     margin = max(cfg.margin, cfg.margin_noise / np.sqrt(min(len(pos), len(neg))))
     best = 0.0
     for w in cfg.weights:  # ascending: a larger weight must beat the best so far by `margin`
@@ -159,20 +165,26 @@ def refine(query: np.ndarray | None, positives: np.ndarray, negatives: np.ndarra
                    {str(w): round(a, 4) for w, a in aucs.items()})
 
 
-def _cross_validate(cfg, q, pos, neg, bg, k) -> dict[float, float]:
+def _cross_validate(cfg, q, pos, neg, bg, k, start=None) -> dict[float, float]:
     rng = np.random.default_rng(cfg.seed)
     pf = np.array_split(rng.permutation(len(pos)), k)
     nf = np.array_split(rng.permutation(len(neg)), k)
     ps: dict[float, list] = {w: [] for w in cfg.weights}
     ns: dict[float, list] = {w: [] for w in cfg.weights}
+    sq = _scale(q, bg)
     for i in range(k):
         ptr = np.concatenate([pf[j] for j in range(k) if j != i])
         ntr = np.concatenate([nf[j] for j in range(k) if j != i])
-        direction = _direction(cfg, pos[ptr], neg[ntr], bg)
+        direction, _ = _direction(cfg, pos[ptr], neg[ntr], bg, start)
+        sd, qd = _scale(direction, bg), float(q @ direction)
+        held_p, held_n = pos[pf[i]], neg[nf[i]]
+        pq_, pd_, nq_, nd_ = held_p @ q, held_p @ direction, held_n @ q, held_n @ direction
         for w in cfg.weights:
-            v = blend(q, direction, bg, w)
-            ps[w].append(pos[pf[i]] @ v)
-            ns[w].append(neg[nf[i]] @ v)
+            # scores under blend(q, direction, bg, w), from the two components' scores
+            a, b = (1 - w) / sq, w / sd
+            norm = np.sqrt(a * a + b * b + 2 * a * b * qd)
+            ps[w].append((a * pq_ + b * pd_) / norm)
+            ns[w].append((a * nq_ + b * nd_) / norm)
     # Pooled over folds: every score is a cosine with a unit vector, so folds share a scale,
     # and one AUC over all held-out pairs is far less noisy than the mean of per-fold ones.
     out = {}
