@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     ix.add_argument("--checkpoint", help="encoder checkpoint (default: the released one)")
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
     ix.add_argument("--json", action="store_true", help="print the run report as JSON")
+    ix.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="run on a Ray cluster (pip install '.[ray]'): ADDRESS (HOST:PORT, auto, "
+                         "ray://HOST:PORT) or, alone, a local one; index and scenes on a shared "
+                         "filesystem")
 
     se = sub.add_parser("search", help="search an index by text, tile id or image file")
     se.add_argument("text", nargs="?", help="what to look for")
@@ -160,10 +164,17 @@ def cmd_index(args) -> int:
                         prune=args.prune, commit_every=args.commit_every,
                         progress=not args.quiet and sys.stderr.isatty())
     echo = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    distributor = None
+    if args.ray is not None:
+        from indexer.ray_distributor import RayDistributor, parse_ray_flag
+
+        distributor = RayDistributor(parse_ray_flag(args.ray))
+        distributor.preflight()
     # The encoder loads once the writer lock is held: a second run started at the same time
     # is refused at once instead of after loading a model.
     report = run_index(args.paths, args.index, rules_file=args.rules, override=override,
-                       options=opts, encoder=lambda: _encoder(args), echo=echo)
+                       options=opts, encoder=lambda: _encoder(args), echo=echo,
+                       distributor=distributor)
     for line in report.failed:
         print(f"glb index: failed: {_one_line(line)}", file=sys.stderr)
     if report.missing:

@@ -104,10 +104,13 @@ class _Interrupt:
 
 def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None,
               override: dict | None = None, options: IndexOptions | None = None,
-              encoder=None, echo=print, lock: WriterLock | None = None) -> RunReport:
+              encoder=None, echo=print, lock: WriterLock | None = None,
+              distributor=None) -> RunReport:
     """`encoder`: an Encoder, a callable returning one (called once the writer lock is held, so
     a run that cannot write fails before loading a model), or None for the released one.
-    `lock`: the index's writer lock when the caller already holds it."""
+    `lock`: the index's writer lock when the caller already holds it. `distributor`: where
+    the units run (None: this process; `indexer.ray_distributor.RayDistributor`: a Ray
+    cluster); the lock, the plan, the commits and the report stay here either way."""
     opts = options or IndexOptions()
     t0 = time.monotonic()
     # The lock first: a second run started at the same time leaves before walking the archive.
@@ -135,7 +138,10 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
                  f"its unfinished commit was discarded ({report.cleaned_files} files) and this run "
                  f"continues from generation {writer.manifest.generation}")
         try:
-            _run(found, writer, encoder, opts, report, echo)
+            if distributor is None:
+                _run(found, writer, encoder, opts, report, echo)
+            else:
+                distributor.run(found, writer, encoder, opts, report, echo)
             if opts.prune or report.missing:
                 gone = [p for p in writer.scene_paths()
                         if any(_under(p, r) for r in found.roots) and not Path(p).exists()]
@@ -189,8 +195,10 @@ def _under(path: str, root: Path) -> bool:
     return p == root or root in p.parents
 
 
-def _run(found, writer: StoreWriter, encoder, opts: IndexOptions, report: RunReport, echo) -> None:
-    # Decide what needs work: unchanged files cost one stat.
+def plan_units(found, writer: StoreWriter, report: RunReport) -> list[list]:
+    """The work units of a run: one per changed scene, chips in groups of CHIPS_PER_UNIT;
+    each item is (source, its current scene record or None). Unchanged files cost one stat
+    and are counted in `report`."""
     todo = []
     for src in found.sources:
         prev = writer.scene(str(src.path))
@@ -216,44 +224,55 @@ def _run(found, writer: StoreWriter, encoder, opts: IndexOptions, report: RunRep
     for items in chip_groups.values():
         for i in range(0, len(items), CHIPS_PER_UNIT):
             units.append(items[i:i + CHIPS_PER_UNIT])
+    return units
+
+
+def read_unit(u: int, items: list, encoder, tile: TileOptions):
+    """Yield the unit's TileBatches, then its UnitDone. A file whose content hash matches its
+    record is only re-stamped; a broken file becomes an error line, never an exception."""
+    res = [SceneResult(src) for src, _ in items]
+    shas, live = [], []
+    for (src, prev), r in zip(items, res):
+        if not _regular(src.path):  # a FIFO would block the run forever on open()
+            r.error = f"{src.path}: not a regular file (a pipe, socket or device); skipped"
+            continue
+        try:
+            sha = sha256_of(src.path)
+        except OSError as e:
+            r.error = f"{src.path}: cannot read ({e.strerror})"
+            continue
+        if prev is not None and prev["sha256"] == sha:
+            try:
+                size, mtime = file_fingerprint(src.path)
+            except OSError as e:
+                r.error = f"{src.path}: cannot stat ({e.strerror})"
+                continue
+            r.restamp = {"size": size, "mtime_ns": mtime}
+            continue
+        shas.append(sha)
+        live.append((src, r))
+    if items[0][0].kind == "chip":
+        yield from read_chips(u, [s for s, _ in live], encoder, tile, [r for _, r in live], shas)
+    elif live:
+        src, r = live[0]
+        try:
+            yield from read_scene(u, src, encoder, tile, r, shas[0])
+        except GLBError as e:
+            r.error = str(e)
+        except Exception as e:  # noqa: BLE001 - a broken file must not stop the run
+            r.error = f"{src.path}: unexpected {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    yield UnitDone(u, res)
+
+
+def _run(found, writer: StoreWriter, encoder, opts: IndexOptions, report: RunReport, echo) -> None:
+    units = plan_units(found, writer, report)
+    todo = [item for u in units for item in u]
 
     def produce(stop: threading.Event):
         for u, items in enumerate(units):
             if stop.is_set():
                 return
-            res = [SceneResult(src) for src, _ in items]
-            shas, live = [], []
-            for (src, prev), r in zip(items, res):
-                if not _regular(src.path):  # a FIFO would block the run forever on open()
-                    r.error = f"{src.path}: not a regular file (a pipe, socket or device); skipped"
-                    continue
-                try:
-                    sha = sha256_of(src.path)
-                except OSError as e:
-                    r.error = f"{src.path}: cannot read ({e.strerror})"
-                    continue
-                if prev is not None and prev["sha256"] == sha:
-                    try:
-                        size, mtime = file_fingerprint(src.path)
-                    except OSError as e:
-                        r.error = f"{src.path}: cannot stat ({e.strerror})"
-                        continue
-                    r.restamp = {"size": size, "mtime_ns": mtime}
-                    continue
-                shas.append(sha)
-                live.append((src, r))
-            if items[0][0].kind == "chip":
-                yield from read_chips(u, [s for s, _ in live], encoder, opts.tile,
-                                      [r for _, r in live], shas)
-            elif live:
-                src, r = live[0]
-                try:
-                    yield from read_scene(u, src, encoder, opts.tile, r, shas[0])
-                except GLBError as e:
-                    r.error = str(e)
-                except Exception as e:  # noqa: BLE001 - a broken file must not stop the run
-                    r.error = f"{src.path}: unexpected {type(e).__name__}: {str(e).splitlines()[0][:160]}"
-            yield UnitDone(u, res)
+            yield from read_unit(u, items, encoder, opts.tile)
 
     log.info("indexing %d files (%d unchanged) into generation %d onwards", len(todo),
              report.unchanged, writer.manifest.generation + 1)
@@ -288,7 +307,17 @@ def _run(found, writer: StoreWriter, encoder, opts: IndexOptions, report: RunRep
                 bar.close()
 
 
-def _stage(done: UnitDone, batches, writer: StoreWriter, report: RunReport) -> None:
+@dataclass
+class UnitOutcome:
+    """What one finished unit asks of the store: scenes to add, files to re-stamp, failures."""
+    staged: list[StagedScene] = field(default_factory=list)
+    restamps: list[tuple[str, dict]] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def unit_outcome(done: UnitDone, batches, dim: int) -> UnitOutcome:
+    """Group a unit's embedded batches by scene; refuse scenes whose vectors are not finite."""
+    out = UnitOutcome()
     by_scene: dict[str, tuple[list, list, list]] = {}
     for batch, vecs in batches:
         for tile, thumb, key, v in zip(batch.tiles, batch.thumbs, batch.scene_keys, vecs):
@@ -296,21 +325,34 @@ def _stage(done: UnitDone, batches, writer: StoreWriter, report: RunReport) -> N
             t.append(tile), th.append(thumb), vs.append(v)
     for r in done.scenes:
         if r.restamp is not None:
-            writer.touch(str(r.source.path), **r.restamp)
-            report.restamped += 1
-            report.unchanged += 1
+            out.restamps.append((str(r.source.path), r.restamp))
             continue
         if r.error or r.record is None:
-            report.failed.append(r.error or f"{r.source.path}: not read")
+            out.failed.append(r.error or f"{r.source.path}: not read")
             continue
         tiles, thumbs, vecs = by_scene.get(str(r.source.path), ([], [], []))
-        dim = writer.encoder.get("dim", 384)
         vectors = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)
         if not np.isfinite(vectors).all():
-            report.failed.append(f"{r.source.path}: the encoder gave NaN or Inf for "
-                                 f"{int((~np.isfinite(vectors).all(axis=1)).sum())} of its tiles "
-                                 f"(pixel values out of range?); not indexed")
+            out.failed.append(f"{r.source.path}: the encoder gave NaN or Inf for "
+                              f"{int((~np.isfinite(vectors).all(axis=1)).sum())} of its tiles "
+                              f"(pixel values out of range?); not indexed")
             continue
-        writer.stage(StagedScene(r.record, tiles, vectors, thumbs, r.overview))
-        report.indexed += 1
-        report.tiles_added += len(tiles)
+        out.staged.append(StagedScene(r.record, tiles, vectors, thumbs, r.overview))
+    return out
+
+
+def count_outcome(out: UnitOutcome, report: RunReport, n_tiles: int | None = None) -> None:
+    report.restamped += len(out.restamps)
+    report.unchanged += len(out.restamps)
+    report.failed.extend(out.failed)
+    report.indexed += len(out.staged)
+    report.tiles_added += sum(len(s.tiles) for s in out.staged) if n_tiles is None else n_tiles
+
+
+def _stage(done: UnitDone, batches, writer: StoreWriter, report: RunReport) -> None:
+    out = unit_outcome(done, batches, writer.encoder.get("dim", 384))
+    for path, fields in out.restamps:
+        writer.touch(path, **fields)
+    for scene in out.staged:
+        writer.stage(scene)
+    count_outcome(out, report)
