@@ -214,9 +214,13 @@ class IVFPQIndex:
         self.list_sizes = np.bincount(assign, minlength=index.nlist)
         self._local = threading.local()
 
+    on_disk = False   # inverted lists memory-mapped from vindex/ivf-*.ivfdata (engine/ivf_ondisk.py)
+
     def memory_bytes(self) -> int:
         import faiss
 
+        if self.on_disk:
+            return int(self.assign.nbytes + self.centroids.nbytes * 2)
         inv = faiss.extract_index_ivf(self.index).invlists
         codes = sum(inv.list_size(i) for i in range(self.nlist)) * (inv.code_size + 8)
         return int(codes + self.assign.nbytes + self.centroids.nbytes * 2)
@@ -278,7 +282,7 @@ class IVFPQIndex:
         return self.rerank(q, r[0])
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "nlist": self.nlist, "pq_m": self.index.pq.M,
+        return {"kind": self.kind, "nlist": self.nlist, "pq_m": self.index.pq.M, "lists_on_disk": self.on_disk,
                 "nprobe": self.nprobe, "rerank": RERANK, "scan_target": SCAN_TARGET,
                 "quantizer": self.digest}
 
@@ -374,8 +378,28 @@ def build_ivfpq(root: Path, segments: list[tuple[str, np.ndarray, np.ndarray | N
     """segments: (name, memory-mapped float32 vectors, live mask or None) in row order."""
     import faiss
 
+    from . import ivf_ondisk
+
     t0 = time.perf_counter()
     trained, digest = load_quantizer(root, vectors, dim)
+    if ivf_ondisk.OnDiskPolicy.from_env().on_disk(len(vectors), trained.code_size):
+        def parts():
+            for name, part, live in segments:
+                codes = segment_codes(root, name, part, trained, digest)
+                yield codes if live is None else codes[live]
+
+        rows = [(name, int(part.shape[0] if live is None else live.sum())) for name, part, live in segments]
+        try:
+            index, assign = ivf_ondisk.build_or_load(root, trained, digest, parts, rows)
+        except (OSError, RuntimeError) as e:  # e.g. a read-only index folder: lists in RAM
+            log.warning("on-disk inverted lists unavailable (%s); keeping them in memory",
+                        str(e).splitlines()[0][:160])
+        else:
+            _gc(root, {name for name, _, _ in segments}, digest)
+            ivf_ondisk.gc(root, ivf_ondisk.lists_key(digest, rows))
+            out = IVFPQIndex(index, vectors, assign, digest, time.perf_counter() - t0)
+            out.on_disk = True
+            return out
     index = faiss.clone_index(trained)
     coarse = trained.coarse_code_size()
     parts = []
@@ -413,8 +437,8 @@ def _gc(root: Path, live_segments: set[str], digest: str, grace_s: float = 600) 
         return
     now = time.time()
     for p in folder.iterdir():
-        if p.name.startswith("quantizer-"):
-            continue
+        if p.name.startswith("quantizer-") or p.name.lstrip(".").startswith("ivf-"):
+            continue  # on-disk lists: engine/ivf_ondisk.gc
         seg = p.name.lstrip(".").split(".")[0]
         if seg in live_segments or (root / "segments" / seg).is_dir():
             continue

@@ -38,6 +38,11 @@ RAY_VERSION = "2.60.0"
 CRASH_VARS = ("GLB_CRASH_AT", "GLB_CRASH_ONCE")   # forwarded to the workers (engine/store/faults.py)
 
 
+# Embed actors of this driver's last run: a loaded encoder costs a worker start and a model
+# load, so a second run with the same encoder on the same connection reuses them.
+_ACTORS: dict[tuple, list] = {}
+
+
 class RayUnavailableError(GLBError):
     pass
 
@@ -214,6 +219,7 @@ class RayDistributor:
             self._run(ray, found, writer, encoder, opts, report, echo, plan_units, _Interrupt)
         finally:
             if started:
+                _ACTORS.clear()
                 ray.shutdown()
 
     def _run(self, ray, found, writer, encoder, opts, report, echo, plan_units, interrupt_cls) -> None:
@@ -229,14 +235,19 @@ class RayDistributor:
         if str(getattr(encoder, "device", "cpu")).startswith("cuda"):
             encoder.image.to("cpu")  # shipped to the workers through the object store
             encoder.device = "cpu"
-        enc_ref = ray.put(encoder)
         faults = {k: os.environ.get(k) for k in CRASH_VARS if os.environ.get(k)}
         read = ray.remote(num_returns=2, max_retries=o.max_retries)(_read)
         write = ray.remote(max_retries=o.max_retries)(_write)
         # an embed actor holds a CPU only where it embeds on the CPU
         actor_cls = ray.remote(num_gpus=gpu_each, num_cpus=0 if gpu_each else 1, max_restarts=o.max_retries,
                                max_task_retries=o.max_retries)(_EmbedActor)
-        actors = [actor_cls.remote(enc_ref, bool(gpu_each)) for _ in range(n_actors)]
+        key = (ray.get_runtime_context().get_job_id(), encoder.describe().get("identity"),
+               id(encoder), n_actors, gpu_each)
+        if key not in _ACTORS:  # kept for the next run of this driver (a notebook, a test session)
+            _ACTORS.clear()     # with the encoder's ref: a restarted actor reads it again
+            enc_ref = ray.put(encoder)
+            _ACTORS[key] = ([actor_cls.remote(enc_ref, bool(gpu_each)) for _ in range(n_actors)], enc_ref)
+        actors, enc_ref = _ACTORS[key]
         run_id = secrets.token_hex(4)
         dim = int(writer.encoder.get("dim", 384))
         root = str(writer.layout.root.resolve())
@@ -289,8 +300,6 @@ class RayDistributor:
             finally:
                 if bar is not None:
                     bar.close()
-                for a in actors:
-                    ray.kill(a)
 
 
 def parse_ray_flag(value: str | None) -> RayOptions:
