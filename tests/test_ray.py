@@ -60,7 +60,7 @@ def ray_index(paths, root, encoder, **kw):
 
 def test_ray_build_equals_the_sequential_build_and_reruns_incrementally(ray_cluster, small_index,
                                                                         tmp_path, encoder):
-    from engine.store.check import check_index
+    from engine.check import check_index
 
     root = tmp_path / "ray-index"
     report = ray_index(SMALL_SCENES, root, encoder)

@@ -1,6 +1,6 @@
 """IVF-PQ inverted lists on disk: an index larger than RAM opens and searches with bounded memory.
 
-In RAM, `engine/vectors.py` keeps every vector's PQ code and row id (~104 B a vector at 96-byte
+In RAM, `engine/retrieval/vectors.py` keeps every vector's PQ code and row id (~104 B a vector at 96-byte
 codes: 1 GB at 10 M, 10 GB at 100 M). On disk, the same lists live in one file per generation,
 `<index>/vindex/ivf-<key>.ivfdata`, laid out list after list (FAISS `OnDiskInvertedLists`,
 memory-mapped): a query touches only the lists it probes, the OS pages them in and may evict
@@ -15,8 +15,8 @@ names the quantiser, the segments and the tombstones, so a generation with the s
 reuses the file and a new one builds its own; files of older generations are deleted after a
 grace period like the per-segment codes.
 
-Chosen by `OnDiskPolicy` (a frozen config): always, never, or when the codes would exceed a
-memory budget; `GLB_IVF_ON_DISK=1|0|auto` and `GLB_IVF_RAM_BUDGET` (bytes) set it for a process.
+Used when the codes and ids would take more than `VectorIndexConfig.lists_ram_budget` bytes
+(default 2 GiB, ~20 M vectors at 96-byte codes; `GLB_IVF_RAM_BUDGET`; 1 = always on disk).
 """
 
 from __future__ import annotations
@@ -28,29 +28,11 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 log = logging.getLogger("glb.vectors")
-
-
-@dataclass(frozen=True)
-class OnDiskPolicy:
-    mode: str = "auto"                 # "auto" | "on" | "off"
-    ram_budget: int = 2 * 2**30        # auto: codes + ids above this many bytes go to disk
-
-    @classmethod
-    def from_env(cls) -> "OnDiskPolicy":
-        raw = os.environ.get("GLB_IVF_ON_DISK", "auto").strip().lower()
-        mode = {"1": "on", "true": "on", "on": "on", "0": "off", "false": "off", "off": "off"}.get(raw, "auto")
-        return cls(mode, int(os.environ.get("GLB_IVF_RAM_BUDGET", str(2 * 2**30))))
-
-    def on_disk(self, n_rows: int, code_size: int) -> bool:
-        if self.mode != "auto":
-            return self.mode == "on"
-        return n_rows * (code_size + 8) > self.ram_budget
 
 
 @contextlib.contextmanager
