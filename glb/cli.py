@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true")
     be.add_argument("--smoke", action="store_true", help="seconds-long version for CI")
     be.add_argument("--write", help="write the markdown report here")
-    be.add_argument("--methods", help="search: comma-separated subset of ours,numpy,duckdb_vss "
+    be.add_argument("--methods", help="search: comma-separated subset of ours,ours_disk,ours_gpu,numpy,duckdb_vss "
                                       "(results merge into an existing report)")
     return p
 
@@ -292,7 +292,7 @@ def cmd_bench(args) -> int:
 
     if args.vectors < 1024:
         raise InputError(f"--vectors {args.vectors} is below the minimum of 1024")
-    known = {"ours", "numpy", "duckdb_vss"}
+    known = {"ours", "ours_disk", "ours_gpu", "numpy", "duckdb_vss"}
     if args.methods and not set(args.methods.split(",")) <= known:
         raise InputError(f"--methods {args.methods!r}: choose from {', '.join(sorted(known))}")
     return bench_main(args)

@@ -25,88 +25,19 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from engine.errors import GLBError
+from engine.cluster import RAY_VERSION, RayOptions, RayUnavailableError, check_reachable, connect
 
-RAY_VERSION = "2.60.0"
+__all__ = ["RayDistributor", "RayOptions", "RayUnavailableError", "connect", "parse_ray_flag"]
+
 CRASH_VARS = ("GLB_CRASH_AT", "GLB_CRASH_ONCE")   # forwarded to the workers (engine/store/faults.py)
-
 
 # Embed actors of this driver's last run: a loaded encoder costs a worker start and a model
 # load, so a second run with the same encoder on the same connection reuses them.
 _ACTORS: dict[tuple, list] = {}
-
-
-class RayUnavailableError(GLBError):
-    pass
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    address: str | None = None      # None: start a local cluster; "auto", "HOST:PORT", "ray://…"
-    embed_actors: int | None = None  # default: one per GPU of the cluster, else one (CPU)
-    in_flight: int | None = None     # units read/embedded/written at once; default 2 x CPUs
-    max_retries: int = 3             # re-runs of a task whose worker died
-    local_cpus: int | None = None    # local cluster only: CPUs it may use (default: all)
-    local_gpus: int | None = None    # local cluster only: GPUs it may use (default: all)
-
-
-def _code_root() -> str:
-    """The folder that holds the `indexer` and `engine` packages this driver runs, so a local
-    cluster's workers import the same code (a checkout, not whatever is installed)."""
-    return str(Path(__file__).resolve().parents[1])
-
-
-def _check_reachable(address: str) -> None:
-    """A clear error for a cluster that is not there, before ray.init waits for it."""
-    if address == "auto":
-        return  # ray.init finds the local cluster's address itself, or raises ConnectionError
-    hostport = address[len("ray://"):] if address.startswith("ray://") else address
-    host, sep, port = hostport.rpartition(":")
-    if not sep:
-        host, port = hostport, "10001" if address.startswith("ray://") else "6379"
-    try:
-        port_n = int(port)
-    except ValueError:
-        raise RayUnavailableError(f"--ray {address}: not HOST:PORT") from None
-    try:
-        with socket.create_connection((host, port_n), timeout=3):
-            pass
-    except OSError as e:
-        raise RayUnavailableError(f"no Ray cluster at {address} ({e.strerror or e}); start one with "
-                                  f"`ray start --head` or give --ray without an address for a "
-                                  f"local cluster") from None
-
-
-def connect(opts: RayOptions):
-    """ray, initialised: the session already connected (tests, notebooks), the cluster at
-    `opts.address`, or a new local cluster. Returns (ray, whether we started the connection)."""
-    try:
-        import ray
-    except ImportError:
-        raise RayUnavailableError(f"Ray is not installed: pip install '.[ray]' (ray=={RAY_VERSION})") from None
-    if ray.is_initialized():  # this process is already connected: use that cluster
-        return ray, False
-    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-        [_code_root()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
-    kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    if opts.address:
-        _check_reachable(opts.address)
-        try:
-            ray.init(address=opts.address, runtime_env=env, **kw)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise RayUnavailableError(f"no Ray cluster at {opts.address}: "
-                                      f"{str(e).splitlines()[0][:200]}") from None
-    else:
-        ray.init(num_cpus=opts.local_cpus, num_gpus=opts.local_gpus, runtime_env=env, **kw)
-    return ray, True
 
 
 def _folder_for(run: str, unit: int) -> str:
@@ -209,7 +140,7 @@ class RayDistributor:
         except ImportError:
             raise RayUnavailableError(f"Ray is not installed: pip install '.[ray]' (ray=={RAY_VERSION})") from None
         if self.options.address:
-            _check_reachable(self.options.address)
+            check_reachable(self.options.address)
 
     def run(self, found, writer, encoder, opts, report, echo) -> None:
         from .runner import _Interrupt, plan_units

@@ -56,7 +56,7 @@ def ray_cluster():
     no GPU; its workers import this checkout (indexer/ray_distributor.py sets PYTHONPATH)."""
     import ray
 
-    from indexer.ray_distributor import RayOptions, connect
+    from engine.cluster import RayOptions, connect
 
     if ray.is_initialized():
         yield ray
