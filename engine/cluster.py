@@ -78,14 +78,14 @@ def connect(opts: RayOptions):
             raise RayUnavailableError(f"no Ray cluster at {opts.address}: "
                                       f"{str(e).splitlines()[0][:200]}") from None
     else:
-        # A loaded machine can miss Ray's fixed 30 s wait for its own raylet: try once more.
-        for attempt in (1, 2):
+        # A loaded machine can miss Ray's fixed 30 s wait for its own raylet: try again.
+        for attempt in (1, 2, 3):
             try:
                 ray.init(num_cpus=opts.local_cpus, num_gpus=opts.local_gpus, runtime_env=env, **kw)
                 break
             except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for this
                 ray.shutdown()
-                if attempt == 2 or "timed out during startup" not in str(e):
+                if attempt == 3 or "timed out during startup" not in str(e):
                     raise RayUnavailableError(f"could not start a local Ray cluster: "
                                               f"{str(e).splitlines()[0][:200]}") from None
     return ray, True
