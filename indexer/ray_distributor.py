@@ -145,19 +145,19 @@ class RayDistributor:
     def run(self, found, writer, encoder, opts, report, echo) -> None:
         from .runner import _Interrupt, plan_units
 
+        units = plan_units(found, writer, report)
+        if not units:  # nothing changed (the hourly cron run): no cluster to start
+            return
         ray, started = connect(self.options)
         try:
-            self._run(ray, found, writer, encoder, opts, report, echo, plan_units, _Interrupt)
+            self._run(ray, units, writer, encoder, opts, report, echo, _Interrupt)
         finally:
             if started:
                 _ACTORS.clear()
                 ray.shutdown()
 
-    def _run(self, ray, found, writer, encoder, opts, report, echo, plan_units, interrupt_cls) -> None:
+    def _run(self, ray, units, writer, encoder, opts, report, echo, interrupt_cls) -> None:
         o = self.options
-        units = plan_units(found, writer, report)
-        if not units:
-            return
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         cpus = max(1, int(resources.get("CPU", 1)))
