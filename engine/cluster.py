@@ -10,6 +10,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import GLBError
 
@@ -69,7 +70,7 @@ def connect(opts: RayOptions):
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         [_code_root()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
-    kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if opts.address:
         check_reachable(opts.address)
         try:

@@ -6,7 +6,6 @@ is a one-line error."""
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.compute as pc
 import pytest
 
 from conftest import SMALL_SCENES
