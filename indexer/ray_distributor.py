@@ -45,6 +45,16 @@ def _folder_for(run: str, unit: int) -> str:
     return f".ray-{run}-{unit:06d}.tmp"
 
 
+def _move(encoder, device: str) -> None:
+    """The encoder's weights to `device` (an encoder with its own `to`, else its image tower)."""
+    mover = getattr(encoder, "to", None)
+    if callable(mover):
+        mover(device)
+    else:
+        encoder.image.to(device)
+    encoder.device = device
+
+
 def _set_faults(faults: dict) -> None:
     for k in CRASH_VARS:
         if faults.get(k):
@@ -58,8 +68,7 @@ def _read(u: int, items: list, encoder, tile, faults: dict):
     """-> (tensors: [(x, wavelengths, layout)], records: ([(tiles, thumbs, scene_keys)], UnitDone))"""
     from engine.store.faults import crash_point
 
-    from .reader import TileBatch
-    from .runner import read_unit
+    from .reader import TileBatch, read_unit
 
     _set_faults(faults)
     crash_point("ray.read")
@@ -82,8 +91,7 @@ class _EmbedActor:
         from .mapper import Embedder
 
         if gpu and torch.cuda.is_available():
-            encoder.image.to("cuda")
-            encoder.device = "cuda"
+            _move(encoder, "cuda")
         self.embedder = Embedder(encoder)
 
     def embed(self, xs: list) -> list[np.ndarray]:
@@ -102,7 +110,7 @@ def _write(root: str, folder: str, records, vectors: list[np.ndarray], dim: int,
     from engine.store.writer import WrittenSegment
 
     from .reader import TileBatch
-    from .runner import unit_outcome
+    from .writer import unit_outcome
 
     _set_faults(faults)
     meta, done = records
@@ -164,8 +172,7 @@ class RayDistributor:
         n_actors = o.embed_actors or (gpus if gpus else 1)
         gpu_each = 1 if gpus else 0
         if str(getattr(encoder, "device", "cpu")).startswith("cuda"):
-            encoder.image.to("cpu")  # shipped to the workers through the object store
-            encoder.device = "cpu"
+            _move(encoder, "cpu")  # shipped to the workers through the object store
         faults = {k: os.environ.get(k) for k in CRASH_VARS if os.environ.get(k)}
         read = ray.remote(num_returns=2, max_retries=o.max_retries)(_read)
         write = ray.remote(max_retries=o.max_retries)(_write)

@@ -141,7 +141,6 @@ class GpuIVFPQIndex:
         opts = faiss.GpuClonerOptions()
         opts.useFloat16 = True        # float16 lookup tables: 96-byte codes need them
         self.index = faiss.index_cpu_to_gpu(_resources(), device, cpu_ivf.index, opts)
-        self.index.nprobe = self.nprobe
 
     def memory_bytes(self) -> int:
         return self.cpu.memory_bytes()
@@ -161,8 +160,10 @@ class GpuIVFPQIndex:
             return np.zeros(0, np.int64)
         if want > GPU_MAX_K:
             return self.cpu.candidates(q, want, nprobe)
-        self.index.nprobe = min(self.nlist, nprobe or self.nprobe)
-        _, r = self.index.search(q[None], want)
+        import faiss
+
+        p = faiss.SearchParametersIVF(nprobe=min(self.nlist, nprobe or self.nprobe))
+        _, r = self.index.search(q[None], want, params=p)
         r = r[0]
         return r[r >= 0].astype(np.int64)
 

@@ -85,7 +85,7 @@ class RowVectors:
             return np.zeros(0, np.float32)
         rows = np.asarray(rows, dtype=np.int64)
         ordered = bool(np.all(rows[1:] >= rows[:-1]))
-        order = None if ordered else np.argsort(rows, kind="stable")
+        order = np.arange(len(rows)) if ordered else np.argsort(rows, kind="stable")
         s = np.empty(len(rows), np.float32)
         step = 32_768
         for i in range(0, len(rows), step):
@@ -106,8 +106,7 @@ class RowVectors:
 
 def inner_products(x: np.ndarray, q: np.ndarray) -> np.ndarray:
     """x @ q with FAISS's single-threaded SIMD kernel: for one query, BLAS's threads cost more
-    than they give (6 k x 384: 0.5 ms here against 12 ms for numpy's matmul on a busy 2-core
-    machine, where OpenBLAS's threads wait for cores)."""
+    than they give on a busy machine, where OpenBLAS's threads wait for cores."""
     import faiss
 
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -339,14 +338,14 @@ def build_ivfpq(root: Path, segments: list[tuple[str, np.ndarray, np.ndarray | N
     t0 = time.perf_counter()
     trained, digest = load_quantizer(root, vectors, dim, config)
     if len(vectors) * (trained.code_size + 8) > config.lists_ram_budget:
-        def parts():
+        def live_codes():
             for name, part, live in segments:
                 codes = segment_codes(root, name, part, trained, digest, config.encode_chunk)
                 yield codes if live is None else codes[live]
 
         rows = [(name, int(part.shape[0] if live is None else live.sum())) for name, part, live in segments]
         try:
-            index, assign = ondisk.build_or_load(root, trained, digest, parts, rows)
+            index, assign = ondisk.build_or_load(root, trained, digest, live_codes, rows)
         except (OSError, RuntimeError) as e:  # e.g. a read-only index folder: lists in RAM
             log.warning("on-disk inverted lists unavailable (%s); keeping them in memory",
                         str(e).splitlines()[0][:160])

@@ -32,8 +32,11 @@ def write_segment_files(layout: Layout, tmp_name: str, tiles: pa.Table, vectors:
     """Write a segment's files into the hidden folder `segments/<tmp_name>` and fsync them;
     nothing reads it until `install_segment` renames it. A folder of that name left by an
     earlier attempt is replaced, so a retried write leaves one copy."""
-    assert tiles.num_rows == vectors.shape[0] == thumbs.num_rows
-    assert tmp_name.startswith("."), "unpublished segment folders are hidden"
+    if not tiles.num_rows == vectors.shape[0] == thumbs.num_rows:
+        raise ValueError(f"segment {tmp_name}: {tiles.num_rows} tiles, {vectors.shape[0]} vectors, "
+                         f"{thumbs.num_rows} thumbnails")
+    if not tmp_name.startswith(".") or "/" in tmp_name:
+        raise ValueError(f"{tmp_name!r}: an unpublished segment folder is a hidden name in segments/")
     layout.segments.mkdir(parents=True, exist_ok=True)
     tmp = layout.segments / tmp_name
     if tmp.exists():
