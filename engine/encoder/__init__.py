@@ -1,8 +1,12 @@
 from .config import DEFAULT_MODEL, ModelConfig, get_model_config, list_models
-from .factory import Encoder, create_image_tower, load_encoder, load_state, read_checkpoint
+from .factory import (BaseEncoder, Encoder, create_image_tower, load_encoder, load_state,
+                      read_checkpoint)
+from .registry import (DEFAULT_ENCODER, EncoderSpec, get_spec, list_encoders, register,
+                       weights_from_env)
 from .text import MiniLMTextTower, validate_texts
 from .vit import ImageTower
 
-__all__ = ["DEFAULT_MODEL", "Encoder", "ImageTower", "MiniLMTextTower", "ModelConfig",
-           "create_image_tower", "get_model_config", "list_models", "load_encoder", "load_state",
-           "read_checkpoint", "validate_texts"]
+__all__ = ["DEFAULT_ENCODER", "DEFAULT_MODEL", "BaseEncoder", "Encoder", "EncoderSpec",
+           "ImageTower", "MiniLMTextTower", "ModelConfig", "create_image_tower", "get_model_config",
+           "get_spec", "list_encoders", "list_models", "load_encoder", "load_state",
+           "read_checkpoint", "register", "validate_texts", "weights_from_env"]
