@@ -87,9 +87,11 @@ def as_tile_id(tile_id) -> int:
 
 
 class Index:
-    def __init__(self, path: str | Path, encoder=None, checkpoint: str | Path | None = None):
+    def __init__(self, path: str | Path, encoder=None, checkpoint: str | Path | None = None,
+                 weights: str | Path | None = None):
         self.path = Path(path)
         self._checkpoint = checkpoint
+        self._weights = weights
         self.layout = Layout(self.path)
         self._snap = Snapshot.load(self.path)
         self._encoder = encoder
@@ -113,10 +115,11 @@ class Index:
 
     @property
     def encoder(self):
-        if self._encoder is None:
-            from .encoder import load_encoder
+        if self._encoder is None:  # the encoder the index was built with (its manifest says which)
+            from .encoder.factory import load_encoder_for_index
 
-            self._encoder = load_encoder(self._checkpoint)
+            self._encoder = load_encoder_for_index(self._snap.manifest.encoder, index=str(self.path),
+                                                   weights=self._weights, checkpoint=self._checkpoint)
         self._check_encoder(self._encoder)
         return self._encoder
 
@@ -125,7 +128,7 @@ class Index:
         if built_with and built_with != enc.identity:
             raise InputError(
                 f"{self.path}: index was built with encoder {built_with} but the loaded encoder "
-                f"is {enc.identity}; open it with the matching checkpoint")
+                f"is {enc.identity}; open it with the matching checkpoint or weights folder")
 
     # --- queries -------------------------------------------------------------------------
     def search(self, text: str | None = None, bbox=None, k: int = 20, modality=None,
@@ -402,7 +405,9 @@ class Index:
             "modalities": {MODALITIES[i]: int(c) for i, c in enumerate(snap.modality_counts[:len(MODALITIES)]) if c},
             "sensors": {name: int(c) for name, c in sorted(zip(snap.sensor_names, snap.sensor_counts)) if c},
             "encoder": {"name": enc.get("name"), "identity": enc.get("identity"),
-                        "embedding_dim": enc.get("dim"), "trained": enc.get("trained")},
+                        "embedding_dim": enc.get("dim"), "trained": enc.get("trained"),
+                        "registry_name": enc.get("encoder") or "glb-vit-s8",
+                        **({"weights": enc["weights"]} if enc.get("weights") else {})},
             "bbox": bbox,
             "segments": len(snap.manifest.segments),
         }
@@ -411,12 +416,16 @@ class Index:
 _OPEN: dict[str, Index] = {}
 
 
-def open_index(path: str | Path, encoder=None, checkpoint: str | Path | None = None) -> Index:
-    """Opened indexes are cached per path (and per encoder or checkpoint, when given); the
-    encoder is loaded on the first query that needs it."""
-    key = f"{Path(path).resolve()}|{id(encoder) if encoder is not None else ''}|{checkpoint or ''}"
+def open_index(path: str | Path, encoder=None, checkpoint: str | Path | None = None,
+               weights: str | Path | None = None) -> Index:
+    """Opened indexes are cached per path (and per encoder, checkpoint or weights folder, when
+    given); the encoder the index was built with is loaded on the first query that needs it
+    (a weights folder, where it needs one: `weights`, its environment variable, or the folder
+    recorded at indexing)."""
+    key = (f"{Path(path).resolve()}|{id(encoder) if encoder is not None else ''}|{checkpoint or ''}"
+           f"|{weights or ''}")
     if key not in _OPEN:
-        _OPEN[key] = Index(path, encoder=encoder, checkpoint=checkpoint)
+        _OPEN[key] = Index(path, encoder=encoder, checkpoint=checkpoint, weights=weights)
     return _OPEN[key]
 
 

@@ -250,3 +250,30 @@ def load_encoder(name: str | Path | None = None, *, weights: str | Path | None =
     if spec.weights == "folder":
         weights = registry.require_weights(spec, weights)
     return spec.build_function()(spec, weights, device)
+
+
+def load_encoder_for_index(recorded: dict, *, index: str, weights: str | Path | None = None,
+                           checkpoint: str | Path | None = None, device: str | None = None):
+    """The encoder an index was built with (its manifest's encoder record), so every reader
+    (search, CLI, UI, API) embeds queries in the index's space. A 'folder' encoder's weights
+    come from `weights`, else its environment variable, else the folder recorded at indexing."""
+    from . import registry
+
+    name = recorded.get("encoder") or registry.DEFAULT_ENCODER
+    built = recorded.get("identity") or name
+    if not registry.is_encoder_name(name):
+        raise CheckpointError(f"{index}: built with encoder {name!r}, which this version does not "
+                              f"know (known: {', '.join(registry.list_encoders())})")
+    spec = registry.get_spec(name)
+    if spec.weights != "folder":
+        return load_encoder(name, weights=weights or checkpoint, device=device)
+    chosen = weights or registry.weights_from_env(spec)
+    recorded_dir = recorded.get("weights")
+    how = f"open it with weights=DIR (CLI: --weights DIR) or set {spec.weights_env}=DIR"
+    if chosen is None and recorded_dir and not Path(recorded_dir).exists():
+        raise CheckpointError(f"{index}: built with {built}, whose weights folder {recorded_dir} "
+                              f"(recorded at indexing) no longer exists; {how}")
+    chosen = chosen or recorded_dir
+    if chosen is None:
+        raise CheckpointError(f"{index}: built with {built}, which needs its weights folder; {how}")
+    return load_encoder(name, weights=chosen, device=device)
