@@ -347,8 +347,12 @@ def test_reader_without_the_weights_folder_fails_with_one_line(saved, dofa_index
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "GLB_WEIGHTS_TEST_DOFA" in err and "--weights DIR" in err
     # the environment variable (config layer) or --weights points at the folder: it works
-    monkeypatch.setenv("GLB_WEIGHTS_TEST_DOFA", str(saved["root"] / "bin"))
+    monkeypatch.setenv("GLB_WEIGHTS_TEST_DOFA", str(saved["root"] / "safetensors"))
     assert len(Index(moved).search("flooded farmland", k=1)) == 1
+    # the same weights in another file are another identity (the identity is the file's hash)
+    monkeypatch.setenv("GLB_WEIGHTS_TEST_DOFA", str(saved["root"] / "bin"))
+    with pytest.raises(InputError, match="built with encoder .* but the loaded encoder is"):
+        Index(moved).search("flooded farmland", k=1)
 
 
 def test_wrong_weights_for_an_index_is_refused(saved, dofa_index):
@@ -356,6 +360,11 @@ def test_wrong_weights_for_an_index_is_refused(saved, dofa_index):
 
     with pytest.raises(InputError, match="built with encoder .* but the loaded encoder is"):
         Index(dofa_index, weights=saved["root"] / "fp16").search("flooded farmland", k=1)
+    # and a writer refuses to add another encoder's vectors to it
+    from engine.store.writer import StoreWriter
+
+    with pytest.raises(Exception, match="index was built with encoder"):
+        StoreWriter(dofa_index, {"identity": "glb-vit-s8@x", "dim": 384})
 
 
 def test_cli_index_without_weights_names_what_is_expected(tmp_path, capsys, monkeypatch):
@@ -397,3 +406,14 @@ def test_paper_zero_shot_reads_the_documented_layout(dofa, tmp_path):
     rows = paper_zero_shot(dofa, tmp_path, log=lambda m: None)
     assert len(rows) == 1 and rows[0]["n"] == 4 and rows[0]["chance"] == 0.5
     assert 0.0 <= rows[0]["value"] <= 1.0
+
+
+def test_throughput_script_smoke(tmp_path):
+    """The GPU throughput script (docs/BENCHMARKS.md, prepared) runs end to end on the CPU."""
+    from glb.bench.dofa_throughput import main
+
+    out = tmp_path / "t.json"
+    assert main(["--smoke", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["encoder"] == "dofa-clip-l14-384" and r["image_size"] == 384 and r["depth"] == 1
+    assert len(r["runs"]) == 1 and r["runs"][0]["images_per_s"] > 0
