@@ -45,10 +45,16 @@ def create_model(spec, device: str | torch.device = "cpu", *, init_seed: int | N
     import open_clip
 
     o = spec.options
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # open_clip warns "initialized randomly": intended here
+    try:
+        with torch.device("meta"):
+            model = open_clip.create_model(o["open_clip_model"], pretrained=None, device="meta",
+                                           pretrained_text=False)
+    finally:
+        logging.disable(previous)
+    trunk = model.visual.trunk
     with torch.device("meta"):
-        model = open_clip.create_model(o["open_clip_model"], pretrained=None, device="meta",
-                                       pretrained_text=False)
-        trunk = model.visual.trunk
         trunk.patch_embed = DofaPatchEmbed(
             embed_dim=o["embed_dim"], patch_size=o["patch_size"], img_size=spec.image_size,
             wave_dim=o.get("wave_dim", 128), weight_tokens=o.get("weight_tokens", 128),
@@ -65,6 +71,11 @@ def create_model(spec, device: str | torch.device = "cpu", *, init_seed: int | N
         model.text.transformer.layers = d
     if str(device) == "meta":
         return model
+    saved = set(model.state_dict())
+    unsaved = [n for n, _ in model.named_buffers() if n not in saved]
+    if unsaved:  # to_empty would leave them uninitialised and no checkpoint fills them
+        raise CheckpointError(f"{spec.name}: buffers {unsaved[:3]} are not in a state dict; "
+                              f"this open_clip/timm version needs another loading path")
     model = model.to_empty(device=device)
     if init_seed is not None:
         random_init(model, init_seed)
