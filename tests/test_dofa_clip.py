@@ -406,6 +406,14 @@ def test_paper_zero_shot_reads_the_documented_layout(dofa, tmp_path):
     rows = paper_zero_shot(dofa, tmp_path, log=lambda m: None)
     assert len(rows) == 1 and rows[0]["n"] == 4 and rows[0]["chance"] == 0.5
     assert 0.0 <= rows[0]["value"] <= 1.0
+    # `glb eval --encoder NAME --weights DIR --paper DIR --paper-only` writes the table
+    from training.evaluate import main
+
+    assert main(None, out=str(tmp_path / "out"), encoder=dofa, paper=str(tmp_path), paper_only=True) == 0
+    report = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert report["identity"] == dofa.identity and report["encoder"]["encoder"] == TINY
+    assert [r["task"] for r in report["rows"]] == ["paper zero-shot eurosat (2 classes)"]
+    assert report["speed"] is None  # 224 px on a CPU: not measured
 
 
 def test_throughput_script_smoke(tmp_path):
