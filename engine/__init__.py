@@ -3,7 +3,8 @@
     import engine
     enc = engine.load_encoder()            # ours; or by registry name (engine/encoder/encoders.toml):
     enc = engine.load_encoder("dofa-clip-b16-224", weights="DIR")   # the paper's weights, user-supplied
-    idx = engine.open("path/to/index")     # queries use the encoder the index was built with
+    idx = engine.open("path/to/index")     # queries use the encoder the index was built with;
+                                           # or engine.open(path, config=engine.SearchConfig(...))
     idx.search("flooded farmland", bbox=(min_lon, min_lat, max_lon, max_lat), k=20)
     engine.search("flooded farmland", bbox=(...), index="path/to/index")
 
@@ -22,8 +23,10 @@ from .errors import (CheckpointError, GLBError, IndexLockedError, IndexNotFoundE
                      InputError, RasterError, UnknownSensorError)
 from .modalities import MODALITIES  # noqa: E402
 
-_LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".index",
-         "open_index": ".index", "search": ".index", "open": ".index"}
+_LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".retrieval.index",
+         "open_index": ".retrieval.index", "search": ".retrieval.index", "open": ".retrieval.index",
+         "SearchConfig": ".retrieval.config", "PlannerConfig": ".retrieval.config",
+         "VectorIndexConfig": ".retrieval.config"}
 
 
 def __getattr__(name: str):
@@ -38,5 +41,6 @@ def __getattr__(name: str):
 
 
 __all__ = ["CheckpointError", "Encoder", "GLBError", "Index", "IndexLockedError",
-           "IndexNotFoundError", "InputError", "MODALITIES", "RasterError", "UnknownSensorError",
-           "load_encoder", "open", "open_index", "search"]
+           "IndexNotFoundError", "InputError", "MODALITIES", "PlannerConfig", "RasterError",
+           "SearchConfig", "UnknownSensorError", "VectorIndexConfig", "load_encoder", "open",
+           "open_index", "search"]
