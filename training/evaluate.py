@@ -216,7 +216,7 @@ def _score(encoder, key, items, class_emb) -> int:
     wl, modality, _ = key
     e = encoder.encode_image(np.stack([a for a, _ in items]), list(wl), modality)
     pred = (e @ class_emb.T).argmax(1)
-    return int(sum(int(p == ci) for p, (_, ci) in zip(pred, items)))
+    return int(sum(int(p == ci) for p, (_, ci) in zip(pred, items, strict=True)))
 
 
 def main(checkpoint: str | None, out: str | None = None, tasks: list[str] | None = None,
