@@ -301,7 +301,6 @@ def test_fixture_differs_from_full_b16_only_by_depth(saved):
 @pytest.fixture(scope="session")
 def dofa_index(tmp_path_factory, dofa):
     from conftest import write_tif
-
     from indexer.runner import IndexOptions, run_index
 
     d = tmp_path_factory.mktemp("dofa_index")
