@@ -32,6 +32,8 @@ import pandas as pd
 from .errors import InputError
 from .modalities import MODALITIES
 from .filters import Filters
+from .ranking import Ranking, Reference, footprint_keys, relevance_band
+from . import ranking as _ranking
 from .store.layout import Layout
 from .store.segment import read_overviews, read_thumbs
 from . import vectors
@@ -46,8 +48,10 @@ EXACT_ROW_COST = 125                 # PREFILTER_MAX_ROWS when cheaper than the 
 PREFILTER_MAX_FRACTION = 0.05      # (flat index) or this fraction of the index
 MATERIALISE_MIN_ROWS = 262_144     # candidate sets up to this size (or fraction) are listed
 MATERIALISE_MAX_FRACTION = 0.2     # and searched with a selector; broader ones post-filtered
-RESULT_COLUMNS = ["rank", "tile_id", "score", "modality", "sensor", "scene", "acquired",
-                  "scene_id", "row_off", "col_off", "height", "width", "geometry"]
+RESULT_COLUMNS = ["rank", "tile_id", "score", "score_raw", "relevance", "match", "modality",
+                  "sensor", "scene", "acquired", "scene_id", "row_off", "col_off", "height",
+                  "width", "geometry"]
+RANKED_MAX_DEPTH = 16_384  # diversified / floored lists stop widening their candidates here
 
 
 _WGS84 = None
@@ -96,6 +100,7 @@ class Index:
         self._lock = threading.Lock()
         self._thumbs: OrderedDict[int, bytes] = OrderedDict()
         self.last_plan: dict = {}
+        self._reference: tuple | None = None  # (snapshot, ranking.Reference)
 
     # --- snapshot management -----------------------------------------------------------
     @property
@@ -131,14 +136,24 @@ class Index:
     def search(self, text: str | None = None, bbox=None, k: int = 20, modality=None,
                start=None, end=None, *, sensor=None, region=None, image=None,
                wavelengths=None, image_modality: str | None = None, tile_id: int | None = None,
-               vector: np.ndarray | None = None):
-        """Top-k tiles for one query (text, image array, tile id or vector) within filters."""
+               vector: np.ndarray | None = None, undated: bool = False, calibrated: bool = False,
+               diversify: int | None = None, min_relevance: float | None = None):
+        """Top-k tiles for one query (text, image array, tile id or vector) within filters.
+
+        `score` is what the list is ordered by: the cosine similarity (`score_raw`, always
+        there too) or, with calibrated=True, the per-modality calibrated score (engine/ranking.py).
+        `relevance` is the percentile of the tile's score among its modality's tiles in this
+        index for this query, `match` a high/medium/low band. `undated` keeps tiles without a
+        date when a date range is given; `diversify=N` allows at most N results per scene and
+        one per footprint; `min_relevance` drops results below that percentile. What the
+        ranking hid is in `result.attrs["ranking"]`."""
         k = check_k(k)
         given = [x is not None for x in (text, image, tile_id, vector)]
         if sum(given) != 1:
             raise InputError("give exactly one query: text, image, tile_id or vector")
         filters = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor,
-                                start=start, end=end)
+                                start=start, end=end, undated=undated)
+        ranking = Ranking.build(calibrated, diversify, min_relevance)
         snap = self.snapshot
         exclude = None
         if text is not None:
@@ -156,11 +171,129 @@ class Index:
                 raise InputError(f"query vector must be {snap.dim} finite numbers") from None
             if q.shape[0] != snap.dim or not np.all(np.isfinite(q)):
                 raise InputError(f"query vector must be {snap.dim} finite numbers")
+        if not ranking.plain:
+            return self._ranked(snap, q, k, filters, ranking, exclude)
         rows, scores = self._top_k(snap, q, k + (exclude is not None), filters)
         if exclude is not None:
             keep = snap.tile_ids[rows] != exclude
             rows, scores = rows[keep][:k], scores[keep][:k]
-        return self._results(snap, rows, scores)
+        out = self._results(snap, rows, scores, stats=self._stats(snap, q))
+        out.attrs["ranking"] = {"calibrated": False, "diversify": None, "min_relevance": None,
+                                "hidden_by_diversify": 0, "below_floor": 0}
+        return out
+
+    # --- ranking across modalities and scenes (engine/ranking.py) -----------------------------
+    def _stats(self, snap: Snapshot, q: np.ndarray):
+        """This query's score distribution per modality over the snapshot's reference tiles."""
+        ref = self._reference
+        if ref is None or ref[0] is not snap:
+            ref = (snap, Reference(snap.modality_code, snap.vectors.take))
+            self._reference = ref
+        return ref[1].stats(q)
+
+    def _ranked(self, snap: Snapshot, q, k: int, filters: Filters, ranking: Ranking, exclude):
+        """Calibrated, diversified and/or floored top-k. Calibrated: each modality's raw top
+        `depth` (calibration is monotone within a modality, so the merged lists hold the
+        calibrated top `depth`). Diversified or floored: the candidates widen (x4) until k
+        survive, the filters run out of tiles, or RANKED_MAX_DEPTH."""
+        from dataclasses import replace
+
+        from .modalities import MODALITIES
+
+        stats = self._stats(snap, q)
+        depth = k + (exclude is not None)
+        if ranking.diversify is not None or ranking.min_relevance is not None:
+            depth = max(4 * depth, depth + 32)
+        if ranking.calibrated:
+            present = [MODALITIES[c] for c in np.flatnonzero(snap.modality_counts[:len(MODALITIES)])]
+            scope = [m for m in present if not filters.modalities or m in filters.modalities]
+        passed_before = -1
+        while True:
+            plans = {}
+            if ranking.calibrated:
+                parts = []
+                for m in scope:
+                    r, sc = self._top_k(snap, q, depth, replace(filters, modalities=(m,)))
+                    plans[m] = self.last_plan
+                    parts.append((r, sc))
+                rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+                raw = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
+                exhausted = all(len(p[0]) < depth for p in parts)
+            else:
+                rows, raw = self._top_k(snap, q, depth, filters)
+                plans["all"] = self.last_plan
+                exhausted = len(rows) < depth
+            codes = snap.modality_code[rows]
+            cal = stats.calibrate(raw, codes)
+            rel = stats.relevance(raw, codes)
+            key = cal if ranking.calibrated else raw.astype(np.float32)
+            order = np.lexsort((snap.tile_ids[rows], -key))
+            rows, raw, cal, rel, key = rows[order], raw[order], cal[order], rel[order], key[order]
+            if exclude is not None:
+                keep = snap.tile_ids[rows] != exclude
+                rows, raw, cal, rel, key = rows[keep], raw[keep], cal[keep], rel[keep], key[keep]
+            n_cand = len(rows)
+            below = 0
+            if ranking.min_relevance is not None:
+                keep = rel >= ranking.min_relevance
+                rows, raw, cal, rel, key = rows[keep], raw[keep], cal[keep], rel[keep], key[keep]
+                below = n_cand - len(rows)
+            if ranking.diversify is not None:
+                fp = footprint_keys(snap.minx[rows], snap.miny[rows], snap.maxx[rows], snap.maxy[rows])
+                scenes = snap.take(rows, ["scene_id"]).column("scene_id").to_pylist()
+                pos = _ranking.diversify(scenes, fp, ranking.diversify, k)
+            else:
+                pos = np.arange(min(k, len(rows)))
+            stalled = ranking.diversify is None and len(rows) == passed_before  # floor reached
+            passed_before = len(rows)
+            if len(pos) >= k or exhausted or stalled or depth >= min(RANKED_MAX_DEPTH, snap.n_tiles):
+                break
+            depth = min(depth * 4, RANKED_MAX_DEPTH, snap.n_tiles)
+        hidden = int(pos[-1] + 1 - len(pos)) if len(pos) else 0
+        self.last_plan = {"strategy": "ranked", "depth": depth, "per_modality": plans}
+        out = self._results(snap, rows[pos], key[pos], raw=raw[pos], relevance=rel[pos],
+                            calibrated=cal[pos])
+        out.attrs["ranking"] = {"calibrated": ranking.calibrated, "diversify": ranking.diversify,
+                                "min_relevance": ranking.min_relevance,
+                                "hidden_by_diversify": hidden,
+                                "below_floor": int(below) if len(pos) < k else 0}
+        return out
+
+    def filter_counts(self, bbox=None, modality=None, start=None, end=None, *, sensor=None,
+                      region=None, undated: bool = False) -> list[dict]:
+        """What each filter does to this index, applied in the order region, modality, sensor,
+        dates: [{"filter", "removed", "left"}], plus "undated_kept" (tiles without a date that
+        the date filter let through) on the dates row. Only filters that are set are listed.
+        Exact (footprints tested); O(index) numpy: for a page, not for a hot loop."""
+        from dataclasses import replace
+
+        f = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor, start=start,
+                          end=end, undated=undated)
+        snap = self.snapshot
+        alive = np.ones(snap.n_tiles, dtype=bool)
+        out = []
+
+        def step(name, mask, **extra):
+            before = int(alive.sum())
+            alive[:] &= mask
+            out.append({"filter": name, "removed": before - int(alive.sum()),
+                        "left": int(alive.sum()), **extra})
+
+        none = Filters()
+        if f.region is not None:
+            env = replace(none, region=f.region).env_mask(snap)
+            rows = np.flatnonzero(env)
+            env[rows] = replace(none, region=f.region).exact_geometry(snap, rows)
+            step("region", env)
+        if f.modalities:
+            step("modality", replace(none, modalities=f.modalities).attr_mask(snap))
+        if f.sensors:
+            step("sensor", replace(none, sensors=f.sensors).attr_mask(snap))
+        if f.start is not None or f.end is not None:
+            m = replace(none, start=f.start, end=f.end, undated=f.undated).attr_mask(snap)
+            undated_kept = int((m & alive & (snap.acquired_days <= -10**9)).sum())
+            step("dates", m, undated_kept=undated_kept)
+        return out
 
     def tile_vector(self, tile_id, snap: Snapshot | None = None) -> np.ndarray:
         snap = snap or self.snapshot
@@ -294,9 +427,11 @@ class Index:
             return rows[:0], scores[:0]
         return np.concatenate(out_r)[:k], np.concatenate(out_s)[:k]
 
-    def _results(self, snap: Snapshot, rows: np.ndarray, scores: np.ndarray):
+    def _results(self, snap: Snapshot, rows: np.ndarray, scores: np.ndarray, *, raw=None,
+                 relevance=None, calibrated=None, stats=None):
         """GeoDataFrame of the rows, built column by column (about 3x faster than going
-        through pyarrow's to_pandas for a page of results)."""
+        through pyarrow's to_pandas for a page of results). `stats` (a query's distribution)
+        fills relevance and match for a plain ranking."""
         import geopandas as gpd
         import shapely
         from geopandas.array import from_shapely
@@ -305,6 +440,15 @@ class Index:
                              "row_off", "col_off", "height", "width", "geometry"])
         d = {"rank": np.arange(1, len(rows) + 1), "tile_id": t.column("tile_id").to_numpy(),
              "score": np.asarray(scores, dtype=np.float32)}
+        d["score_raw"] = d["score"] if raw is None else np.asarray(raw, dtype=np.float32)
+        if stats is not None and relevance is None:
+            codes = snap.modality_code[rows]
+            relevance = stats.relevance(d["score_raw"], codes)
+            calibrated = stats.calibrate(d["score_raw"], codes)
+        d["relevance"] = (np.full(len(rows), np.nan, np.float32) if relevance is None
+                          else np.round(np.asarray(relevance, np.float32), 2))
+        d["match"] = (np.full(len(rows), None, object) if relevance is None
+                      else relevance_band(d["relevance"]))
         for c in ("modality", "sensor", "scene"):
             d[c] = np.asarray(t.column(c).to_pylist(), dtype=object)
         d["acquired"] = pd.to_datetime(t.column("acquired").to_numpy(zero_copy_only=False))
