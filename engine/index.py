@@ -32,7 +32,7 @@ import pandas as pd
 from .errors import InputError
 from .modalities import MODALITIES
 from .filters import Filters
-from .ranking import Ranking, Reference, footprint_keys, relevance_band
+from .ranking import Ranking, Reference, relevance_band
 from . import ranking as _ranking
 from .store.layout import Layout
 from .store.segment import read_overviews, read_thumbs
@@ -239,9 +239,9 @@ class Index:
                 rows, raw, cal, rel, key = rows[keep], raw[keep], cal[keep], rel[keep], key[keep]
                 below = n_cand - len(rows)
             if ranking.diversify is not None:
-                fp = footprint_keys(snap.minx[rows], snap.miny[rows], snap.maxx[rows], snap.maxy[rows])
+                boxes = np.stack([snap.minx[rows], snap.miny[rows], snap.maxx[rows], snap.maxy[rows]], 1)
                 scenes = snap.take(rows, ["scene_id"]).column("scene_id").to_pylist()
-                pos = _ranking.diversify(scenes, fp, ranking.diversify, k)
+                pos = _ranking.diversify(scenes, boxes, ranking.diversify, k)
             else:
                 pos = np.arange(min(k, len(rows)))
             stalled = ranking.diversify is None and len(rows) == passed_before  # floor reached

@@ -16,8 +16,9 @@ the index:
   tile for a nonsense query still scores near 100 (nothing measured here told nonsense from
   real queries; docs/RANKING.md). `relevance_band` says it in words: high / medium / low.
 
-Diversification (`diversify=N`): at most N results per scene and one per footprint (revisits of
-the same place keep their best date), taken greedily in ranking order.
+Diversification (`diversify=N`): at most N results per scene and one per place (footprints
+overlapping by half or more: revisits of the same place keep their best date), taken greedily
+in ranking order.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .errors import InputError
 
 REFERENCE_ROWS = 2048
 MIN_REFERENCE = 16
-FOOTPRINT_DECIMALS = 4  # degrees (~10 m): the same window of another revisit rounds the same
+SAME_PLACE_IOU = 0.5  # two footprints this much overlapping are one place (revisits)
 # The match band restates the relevance percentile in words: "high" is the index's top 1 % of
 # that modality for this query, "medium" the next 4 %. (How far a tile stands out of its
 # modality, in standard deviations, did not tell real queries from nonsense ones in
@@ -148,26 +149,33 @@ def relevance_band(relevance: np.ndarray) -> np.ndarray:
     return np.where(r >= BAND_HIGH, "high", np.where(r >= BAND_MEDIUM, "medium", "low")).astype(object)
 
 
-def diversify(scene_ids: list, footprints: list, per_scene: int, k: int) -> np.ndarray:
-    """Positions (into the ranked candidates) kept: at most per_scene per scene, one per
-    footprint key; greedy in the given (ranked) order, at most k."""
-    keep, per, places = [], {}, set()
+def same_place(a: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Whether envelope a (minx, miny, maxx, maxy) and each of boxes cover the same place:
+    intersection over union at least SAME_PLACE_IOU (revisits of one window differ by a
+    pixel or two of georeferencing, neighbouring tiles barely overlap)."""
+    if not len(boxes):
+        return np.zeros(0, dtype=bool)
+    w = np.clip(np.minimum(a[2], boxes[:, 2]) - np.maximum(a[0], boxes[:, 0]), 0, None)
+    h = np.clip(np.minimum(a[3], boxes[:, 3]) - np.maximum(a[1], boxes[:, 1]), 0, None)
+    inter = w * h
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    union = area(a) + area(boxes) - inter
+    return inter >= SAME_PLACE_IOU * np.maximum(union, 1e-18)
+
+
+def diversify(scene_ids: list, boxes: np.ndarray, per_scene: int, k: int) -> np.ndarray:
+    """Positions (into the ranked candidates) kept: at most per_scene per scene and one per
+    place (`same_place`); greedy in the given (ranked) order, at most k."""
+    boxes = np.asarray(boxes, np.float64)
+    keep, per = [], {}
     for i in range(len(scene_ids)):
         s = scene_ids[i]
         if per.get(s, 0) >= per_scene:
             continue
-        f = footprints[i]
-        if f in places:
+        if keep and same_place(boxes[i], boxes[keep]).any():
             continue
-        places.add(f)
         per[s] = per.get(s, 0) + 1
         keep.append(i)
         if len(keep) >= k:
             break
     return np.asarray(keep, np.int64)
-
-
-def footprint_keys(minx, miny, maxx, maxy) -> list[tuple]:
-    """One hashable key per footprint: envelopes rounded to FOOTPRINT_DECIMALS degrees."""
-    b = np.round(np.stack([minx, miny, maxx, maxy], 1).astype(np.float64), FOOTPRINT_DECIMALS)
-    return [tuple(r) for r in b.tolist()]

@@ -128,7 +128,7 @@ def ranking_note(req: q.Request, res) -> None:
                     + (f" ({hidden} similar tiles skipped)." if hidden else "."))
     if req.min_relevance:
         bits.append(f"Floor: relevance ≥ {req.min_relevance:g}.")
-    cols = st.columns([4, 1], vertical_alignment="center")
+    cols = st.columns([3, 2], vertical_alignment="center")
     cols[0].caption(" ".join(bits))
     if req.calibrated or req.diversify:
         cols[1].button("Plain ranking", key="plain_ranking", on_click=state.plain_ranking,

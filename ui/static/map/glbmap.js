@@ -94,7 +94,8 @@
   var locator = L.map(locDiv, { attributionControl: false, zoomControl: false, dragging: false,
                                 scrollWheelZoom: false, doubleClickZoom: false, boxZoom: false,
                                 keyboard: false, touchZoom: false }).setView([20, 0], 0);
-  var locMark = L.circleMarker([0, 0], { radius: 4, color: "#c92a2a", weight: 2, fillOpacity: 1 });
+  var locMark = L.circleMarker([0, 0], { radius: 5, color: "#fff", weight: 2, fillColor: "#c92a2a",
+                                         fillOpacity: 1, className: "glb-locator-mark" });
   function updateLocator() {
     var z = map.getZoom(), show = z >= 8;
     locDiv.style.display = show ? "block" : "none";
@@ -102,7 +103,7 @@
     if (!show) { return; }
     locator.invalidateSize();
     var c = map.getCenter();
-    locator.setView(c, Math.max(0, Math.min(z - 7, 5)), { animate: false });
+    locator.setView(c, 3, { animate: false });
     locMark.setLatLng(c).addTo(locator);
   }
   map.on("moveend zoomend", updateLocator);
@@ -210,14 +211,24 @@
     // One label per place: results with the same footprint (one place, several dates or
     // sensors) share it, "3 · 14 · 20 +2"; the selected one's rank comes first. Clicking it
     // selects the best of them, and the next one on each further click.
-    var groups = {};
+    // "One place" as the engine's diversification has it: footprints overlapping by half or
+    // more (revisits differ by a pixel or two of georeferencing).
+    function samePlace(a, b) {
+      var w = Math.min(a.getEast(), b.getEast()) - Math.max(a.getWest(), b.getWest());
+      var h = Math.min(a.getNorth(), b.getNorth()) - Math.max(a.getSouth(), b.getSouth());
+      if (w <= 0 || h <= 0) { return false; }
+      var area = function (x) { return (x.getEast() - x.getWest()) * (x.getNorth() - x.getSouth()); };
+      return w * h >= 0.5 * (area(a) + area(b) - w * h);
+    }
+    var groups = [];
     layer.eachLayer(function (lyr) {
-      var c = lyr.getBounds().getCenter();
-      var key = c.lat.toFixed(5) + "," + c.lng.toFixed(5);
-      (groups[key] = groups[key] || { center: c, items: [] }).items.push(lyr.feature.properties);
+      var bb = lyr.getBounds();
+      var g = groups.filter(function (x) { return samePlace(x.bounds, bb); })[0];
+      if (!g) { g = { bounds: bb, center: bb.getCenter(), items: [] }; groups.push(g); }
+      g.items.push(lyr.feature.properties);
     });
-    Object.keys(groups).forEach(function (key) {
-      var g = groups[key], items = g.items.sort(function (a, b) { return a.rank - b.rank; });
+    groups.forEach(function (g) {
+      var items = g.items.sort(function (a, b) { return a.rank - b.rank; });
       var si = -1;
       items.forEach(function (p, i) { if (p.selected) { si = i; } });
       var shown = si < 0 ? items : [items[si]].concat(items.filter(function (p, i) { return i !== si; }));
