@@ -236,3 +236,174 @@ def test_search_page_in_chromium(watched, browser_index, encoder, tmp_path):
     assert frame.locator("path.glb-result").count() == 20
     page.screenshot(path=str(tmp_path / "ui.png"))
     assert (tmp_path / "ui.png").stat().st_size > 10_000
+
+
+CONTROLS = [".leaflet-draw", ".leaflet-control-layers", "#glb-info", ".leaflet-control-zoom",
+            "#glb-locator"]
+
+
+def overlap(a, b) -> bool:
+    return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+                or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
+def test_map_keeps_results_clear_of_controls_groups_revisits_and_shows_the_selected_scene(
+        watched, browser_index, encoder):
+    """100 results over two revisits of one place: all labels inside the map and off the
+    controls, each place's results share one label ("3 · 14"); 'Show on map' on the later of
+    two results at one place draws that result's own scene on top, labels it first, outlines it."""
+    page, frame = watched.page, watched.page.frame_locator(MAP)
+    idx = engine.open(browser_index, encoder=encoder)
+    res = idx.search("farmland", k=100, sensor="naip", calibrated=True)
+    page.goto(f"{watched.server}/?q=farmland&k=100&div=0&sensor=naip")
+    cards(page, 100)
+    frame.locator("path.glb-result").nth(99).wait_for(state="attached")
+    page.wait_for_timeout(800)  # the fit's animation
+    box = page.locator(MAP).bounding_box()
+    labels = frame.locator("span.glb-rank")
+    rects = [labels.nth(i).bounding_box() for i in range(labels.count())]
+    controls = [r for r in (frame.locator(c).first.bounding_box() for c in CONTROLS) if r]
+    assert len(controls) >= 4
+    for r in rects:
+        assert box["x"] <= r["x"] and r["x"] + r["width"] <= box["x"] + box["width"], r
+        assert box["y"] <= r["y"] and r["y"] + r["height"] <= box["y"] + box["height"], r
+        assert not any(overlap(r, c) for c in controls), (r, controls)
+    texts = labels.all_inner_texts()
+    stacked = [t for t in texts if "·" in t]
+    assert stacked, texts  # revisits share a label
+    ranks = sorted(int(x) for t in texts for x in t.replace("+", " ").split("·") if x.strip().isdigit()
+                   and "+" not in x)
+    assert len(ranks) <= 100 and ranks[0] == 1
+
+    # a result whose place holds a better-ranked result too (the other date)
+    boxes = [g.bounds for g in res.geometry]
+    from engine.ranking import same_place
+    import numpy as np
+
+    later = next(i for i in range(1, len(res))
+                 if same_place(np.array(boxes[i]), np.array(boxes[:i])).any())
+    row = res.iloc[later]
+    tid, rank = str(row["tile_id"]), int(row["rank"])
+    page.locator(f".st-key-map_{tid} button").click()
+    page.locator(".st-key-selected_panel").get_by_text(f"Selected: #{rank}").wait_for()
+    sel = frame.locator("span.glb-rank-selected")
+    sel.wait_for()
+    assert sel.inner_text().split("·")[0].strip() == str(rank)
+    outline = frame.locator("path.glb-selected")
+    outline.wait_for(state="attached")
+    assert outline.get_attribute("fill") == "none"  # an outline: the imagery shows through
+    page.wait_for_function(
+        "([s, scene]) => { const d = document.querySelector(s).contentDocument;"
+        " const im = d.querySelector('.leaflet-glb-selimg-pane img');"
+        " return d.body.dataset.selectedScene === scene && im && im.complete && im.naturalWidth > 0; }",
+        arg=[MAP, str(row["scene_id"])])
+
+
+def test_bad_region_keeps_results_and_says_what_to_fix(watched, browser_index, encoder):
+    page = watched.page
+    scenes = engine.open(browser_index, encoder=encoder).scenes()
+    one = scenes[scenes["modality"] == "elevation"].iloc[0]
+    good = f"{one.minx:.5f},{one.miny:.5f},{one.maxx:.5f},{one.maxy:.5f}"
+    page.goto(f"{watched.server}/?q=hills&k=5&region={good}")
+    cards(page, 5)
+    before = card_ids(page)
+    frame = page.frame_locator(MAP)
+    frame.locator("path.glb-region").wait_for(state="attached")
+    region = page.get_by_role("textbox", name="Region")
+    swapped = f"{one.maxx:.5f},{one.maxy:.5f},{one.minx:.5f},{one.miny:.5f}"
+    region.fill(swapped)
+    region.press("Enter")
+    alert = page.locator('[data-testid="stAlert"]').filter(has_text="did you mean")
+    alert.wait_for()
+    assert f"did you mean {good.replace('.00000', '')}" in alert.inner_text().replace("\\", "") or \
+        "corners look swapped" in alert.inner_text()
+    assert "--" not in alert.inner_text()
+    page.wait_for_timeout(1000)
+    assert card_ids(page) == before  # the previous results, in place
+    assert frame.locator("path.glb-result").count() == 5
+    assert frame.locator("path.glb-region").count() == 1  # and the region they were searched in
+
+
+def test_link_reproduces_the_search_and_query_text_is_never_markup(watched):
+    page, server = watched.page, watched.server
+    text = "[click](http://example.com/x) **bold** <b>"
+    from urllib.parse import urlencode
+
+    page.goto(f"{server}/?" + urlencode({"q": text, "k": 5, "mod": "elevation", "fair": 0}))
+    cards(page, 5)
+    assert page.get_by_role("textbox", name="Describe what you are looking for").input_value() == text
+    assert page.locator('a[href^="http://example.com"]').count() == 0
+    assert page.locator("main b").filter(has_text="bold").count() == 0 or \
+        text in page.locator(".st-key-query_box").inner_text()
+    assert text in page.locator(".st-key-query_box").inner_text()  # shown as typed
+    assert page.get_by_role("checkbox", name="Rank fairly across sensors").is_checked() is False
+    # a new search goes into the address: reloading it gives the same list
+    box = page.get_by_role("textbox", name="Describe what you are looking for")
+    box.fill("mountains")
+    box.press("Enter")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('q') === 'mountains'")
+    page.get_by_text("5 results for “mountains”").wait_for()
+    cards(page, 5)
+    shown = card_ids(page)
+    page.reload()
+    cards(page, 5)
+    assert card_ids(page) == shown
+
+
+def test_table_row_selects_the_result_on_the_map(watched):
+    page, frame = watched.page, watched.page.frame_locator(MAP)
+    page.goto(f"{watched.server}/?q=forest&k=10")
+    cards(page, 10)
+    ids = card_ids(page)
+    page.locator(".st-key-view").click()
+    page.get_by_role("option", name="Table").click()
+    grid = page.locator('[data-testid="stDataFrame"]')
+    grid.wait_for()
+    page.wait_for_timeout(1000)
+    b = grid.bounding_box()
+    # the grid is a canvas: the third row's selection cell (header and rows ~35 px)
+    page.mouse.click(b["x"] + 12, b["y"] + 35 + 2 * 35 + 17)
+    panel = page.locator(".st-key-selected_panel")
+    panel.get_by_text("Selected: #3").wait_for()
+    frame.locator("path.glb-selected").wait_for(state="attached")
+    assert ids[2] in panel.inner_text()
+
+
+def test_query_image_is_shown_with_its_footprint(watched, tmp_path):
+    import rasterio
+    from rasterio.windows import Window
+
+    src = SCENES / "rmnp" / "rmnp-rgb.tif"
+    with rasterio.open(src) as ds:
+        w = Window(40, 40, 64, 64)
+        prof = ds.profile | {"width": 64, "height": 64, "transform": ds.window_transform(w)}
+        data = ds.read(window=w)
+    up = tmp_path / "crop.tif"
+    with rasterio.open(up, "w", **prof) as out:
+        out.write(data)
+    page = watched.page
+    page.goto(watched.server)
+    page.get_by_text("Image", exact=True).click()
+    page.locator('input[type="file"]').set_input_files(str(up))
+    page.locator("img.glb-query-thumb").wait_for(timeout=60_000)
+    page.get_by_text("its footprint is outlined on the map").wait_for()
+    page.frame_locator(MAP).locator("path.glb-query-footprint").wait_for(state="attached")
+    cards(page, 20)
+
+
+def test_chip_without_a_scene_shows_in_context(watched, browser_index, encoder):
+    page, frame = watched.page, watched.page.frame_locator(MAP)
+    page.goto(f"{watched.server}/?q=flooded+houses&k=2&sensor=geoeye1-rgb")
+    cards(page, 2)
+    tid = card_ids(page)[0]
+    row = engine.open(browser_index, encoder=encoder).tile(int(tid))
+    page.locator(f".st-key-map_{tid} button").click()
+    page.locator(".st-key-selected_panel").wait_for()
+    page.wait_for_function(
+        "([s, scene]) => { const d = document.querySelector(s).contentDocument;"
+        " const im = d.querySelector('.leaflet-glb-selimg-pane img');"
+        " return d.body.dataset.selectedScene === scene && im && im.complete && im.naturalWidth > 0"
+        " && d.body.dataset.locator === '1'; }", arg=[MAP, str(row["scene_id"])])
+    # the locator inset shows where on Earth this is: land drawn, the place marked
+    assert frame.locator("#glb-locator path").count() > 1
+    assert frame.locator("#glb-locator path.glb-locator-mark").count() == 1

@@ -94,6 +94,7 @@
   var locator = L.map(locDiv, { attributionControl: false, zoomControl: false, dragging: false,
                                 scrollWheelZoom: false, doubleClickZoom: false, boxZoom: false,
                                 keyboard: false, touchZoom: false }).setView([20, 0], 0);
+  locator.createPane("loc-land").style.zIndex = 150;  // beneath the mark
   var locMark = L.circleMarker([0, 0], { radius: 5, color: "#fff", weight: 2, fillColor: "#c92a2a",
                                          fillOpacity: 1, className: "glb-locator-mark" });
   function updateLocator() {
@@ -116,7 +117,7 @@
         pane: "glb-land", interactive: false, renderer: L.canvas({ pane: "glb-land" }),
         style: { color: "#8d99a6", weight: 0.7, fillColor: "#efece4", fillOpacity: 1 }
       }).addTo(land);
-      L.geoJSON(countries, { interactive: false,
+      L.geoJSON(countries, { interactive: false, pane: "loc-land",
         style: { color: "#8d99a6", weight: 0.5, fillColor: "#efece4", fillOpacity: 1 }
       }).addTo(locator);
     }).catch(function () { /* orientation only; the imagery basemap does not need it */ });
