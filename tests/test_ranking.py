@@ -1,4 +1,4 @@
-"""Ranking across modalities and scenes (engine/ranking.py through Index.search) and the
+"""Ranking across modalities and scenes (engine/retrieval/ranking.py through Index.search) and the
 filters' report, checked against brute force over the small index's own vectors. Queries are
 random vectors and tile ids, so nothing here depends on one encoder's particular ranking."""
 
@@ -12,7 +12,7 @@ import shapely
 
 import engine
 from engine.modalities import MODALITIES
-from engine.ranking import REFERENCE_ROWS, Ranking, Reference, same_place
+from engine.retrieval.ranking import REFERENCE_ROWS, Ranking, Reference, same_place
 
 
 @pytest.fixture(scope="module")

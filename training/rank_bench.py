@@ -1,12 +1,12 @@
 """Ranking across modalities, measured: raw cosine vs the engine's per-modality calibration
-(engine/ranking.py) on mixed pools of labelled tiles in several modalities.
+(engine/retrieval/ranking.py) on mixed pools of labelled tiles in several modalities.
 
     python -m training.rank_bench [--checkpoint F] [--rgb-every 4]
 
 For each pool and text query: average precision (AP) over the whole mixed pool and each
 modality's share of the top 20, with the plain ranking (raw cosine) and the calibrated one.
 The calibration is the engine's own code, with the pool as the "index" (every tile of each
-modality is its reference, as in an index of up to engine.ranking.REFERENCE_ROWS tiles a
+modality is its reference, as in an index of up to engine.retrieval.ranking.REFERENCE_ROWS tiles a
 modality). Also: how the high/medium/low band treats real and nonsense queries.
 
 Pools (labels from the datasets, the sensors differ):
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.modalities import MODALITIES
-from engine.ranking import Reference
+from engine.retrieval.ranking import Reference
 
 TOP = 20
 UCM_MATCH = {  # query -> (UCM classes, EuroSAT classes)

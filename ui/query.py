@@ -148,7 +148,7 @@ class Request:
     region: str = ""
     k: int = 20
     undated: bool = True           # with a date range: keep tiles that have no date
-    calibrated: bool = True        # rank fairly across sensors (engine/ranking.py)
+    calibrated: bool = True        # rank fairly across sensors (engine/retrieval/ranking.py)
     diversify: int | None = 5      # at most N per scene, one per place; None: plain ranking
     min_relevance: float = 0.0     # relevance floor (percentile)
 

@@ -1,22 +1,10 @@
-"""`engine.open(path)` -> Index: query encoding, filtered vector search, results as GeoDataFrame.
+"""`engine.open(path)` -> Index: query encoding, filtered search (planner.py), results as a
+GeoDataFrame whose `attrs["plan"]` says how the query was answered.
 
-Filtered search must return the true top-k inside the filter at any selectivity. The planner
-first asks the snapshot's lon/lat grid how many tiles the region can hold (an upper bound that
-costs O(grid rows), see engine/filters.py) and the attribute counts how many pass those
-filters, then:
-- broad (more than MATERIALISE_MIN_ROWS and MATERIALISE_MAX_FRACTION of the index): the index
-  is searched unfiltered for ~(rerank depth / selectivity) rows with more lists probed, the
-  filters are checked on those rows only, and the search widens until enough pass
-  ("index+postfilter"). Cost ~ the index search, never O(index) in numpy.
-- otherwise the candidates are listed (grid cells -> envelope test -> attribute mask):
-  - few (<= PREFILTER_MAX_ROWS, or <= PREFILTER_MAX_FRACTION of a flat index): "prefilter":
-    their vectors are scored exactly. Cost ~ candidates.
-  - many: "index+selector": index search restricted to them by a FAISS id bitmap (for IVF-PQ
-    with a filter-aware probe count), asking for more than k, widening until k survive.
-Every path scores its final candidates exactly and refines footprints exactly (shapely, only
-where the envelope does not settle it). With the flat index (small indexes) all of it is exact;
-with IVF-PQ (large ones, engine/vectors.py) recall@10 is measured by `glb bench search` and
-tests/test_search_scale.py.
+One Index may serve many threads (every Streamlit session shares one): a search reads one
+Snapshot from start to end (a refresh swaps in a new one without touching it), and the few
+mutable things an Index keeps (the current snapshot, the lazily loaded encoder, the thumbnail
+cache) change only under locks.
 """
 
 from __future__ import annotations
@@ -29,25 +17,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-from .modalities import MODALITIES
+from ..errors import InputError
+from ..modalities import MODALITIES
+from ..store.layout import Layout
+from ..store.segment import read_overviews, read_thumbs
+from . import planner
+from .config import DEFAULT, SearchConfig
 from .filters import Filters
-from .ranking import Ranking, Reference, relevance_band
 from . import ranking as _ranking
-from .store.layout import Layout
-from .store.segment import read_overviews, read_thumbs
-from . import vectors
-from .store.snapshot import Snapshot
+from .ranking import Ranking, Reference, relevance_band
+from .snapshot import Snapshot
 
 log = logging.getLogger("glb.index")
 
 MAX_K = 1000
-PREFILTER_MAX_ROWS = 20_000        # candidates scored exactly, no index (flat index)
-PREFILTER_MAX_ROWS_QUANTISED = 4096  # IVF-PQ index: always exact up to here; up to
-EXACT_ROW_COST = 125                 # PREFILTER_MAX_ROWS when cheaper than the list scan
-PREFILTER_MAX_FRACTION = 0.05      # (flat index) or this fraction of the index
-MATERIALISE_MIN_ROWS = 262_144     # candidate sets up to this size (or fraction) are listed
-MATERIALISE_MAX_FRACTION = 0.2     # and searched with a selector; broader ones post-filtered
+THUMB_CACHE = 4096  # thumbnails kept in memory per Index (a few MB)
 RESULT_COLUMNS = ["rank", "tile_id", "score", "score_raw", "relevance", "match", "modality",
                   "sensor", "scene", "acquired", "scene_id", "row_off", "col_off", "height",
                   "width", "geometry"]
@@ -91,16 +75,20 @@ def as_tile_id(tile_id) -> int:
 
 
 class Index:
-    def __init__(self, path: str | Path, encoder=None, checkpoint: str | Path | None = None):
+    def __init__(self, path: str | Path, encoder=None, checkpoint: str | Path | None = None,
+                 config: SearchConfig = DEFAULT):
         self.path = Path(path)
+        self.config = config
         self._checkpoint = checkpoint
         self.layout = Layout(self.path)
-        self._snap = Snapshot.load(self.path)
+        self._snap = Snapshot.load(self.path, config=config.vectors)
         self._encoder = encoder
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()          # snapshot swaps
+        self._encoder_lock = threading.Lock()  # one encoder load
+        self._thumbs_lock = threading.Lock()
         self._thumbs: OrderedDict[int, bytes] = OrderedDict()
-        self.last_plan: dict = {}
-        self._reference: tuple | None = None  # (snapshot, ranking.Reference)
+        # (snapshot, ranking.Reference): replaced whole (one assignment) when the snapshot moves
+        self._reference: tuple | None = None
 
     # --- snapshot management -----------------------------------------------------------
     @property
@@ -110,23 +98,32 @@ class Index:
         return self._snap
 
     def refresh(self) -> bool:
-        with self._lock:
+        """Swap in the newest generation if CURRENT moved; True if it did. Searches already
+        running keep the snapshot they started with."""
+        if self._snap.is_current():
+            return False
+        with self._lock:  # one load at a time; a thread that waited finds it done
             if self._snap.is_current():
                 return False
-            self._snap = Snapshot.load(self.path, previous=self._snap)
+            self._snap = Snapshot.load(self.path, previous=self._snap, config=self.config.vectors)
             return True
 
     @property
     def encoder(self):
-        if self._encoder is None:
-            from .encoder import load_encoder
+        return self._encoder_for(self._snap)
 
-            self._encoder = load_encoder(self._checkpoint)
-        self._check_encoder(self._encoder)
+    def _encoder_for(self, snap: Snapshot):
+        if self._encoder is None:
+            with self._encoder_lock:
+                if self._encoder is None:
+                    from ..encoder import load_encoder
+
+                    self._encoder = load_encoder(self._checkpoint)
+        self._check_encoder(self._encoder, snap)
         return self._encoder
 
-    def _check_encoder(self, enc) -> None:
-        built_with = self._snap.manifest.encoder.get("identity")
+    def _check_encoder(self, enc, snap: Snapshot) -> None:
+        built_with = snap.manifest.encoder.get("identity")
         if built_with and built_with != enc.identity:
             raise InputError(
                 f"{self.path}: index was built with encoder {built_with} but the loaded encoder "
@@ -138,15 +135,16 @@ class Index:
                wavelengths=None, image_modality: str | None = None, tile_id: int | None = None,
                vector: np.ndarray | None = None, undated: bool = False, calibrated: bool = False,
                diversify: int | None = None, min_relevance: float | None = None):
-        """Top-k tiles for one query (text, image array, tile id or vector) within filters.
+        """Top-k tiles for one query (text, image array, tile id or vector) within filters;
+        `result.attrs["plan"]` holds the strategy the planner chose (see planner.py).
 
         `score` is what the list is ordered by: the cosine similarity (`score_raw`, always
-        there too) or, with calibrated=True, the per-modality calibrated score (engine/ranking.py).
+        there too) or, with calibrated=True, the per-modality calibrated score (ranking.py).
         `relevance` is the percentile of the tile's score among its modality's tiles in this
         index for this query, `match` a high/medium/low band. `undated` keeps tiles without a
         date when a date range is given; `diversify=N` allows at most N results per scene and
-        one per footprint; `min_relevance` drops results below that percentile. What the
-        ranking hid is in `result.attrs["ranking"]`."""
+        one per place; `min_relevance` drops results below that percentile. What the ranking
+        hid is in `result.attrs["ranking"]` (docs/RANKING.md)."""
         k = check_k(k)
         given = [x is not None for x in (text, image, tile_id, vector)]
         if sum(given) != 1:
@@ -157,11 +155,11 @@ class Index:
         snap = self.snapshot
         exclude = None
         if text is not None:
-            q = self.encoder.encode_text([text])[0]
+            q = self._encoder_for(snap).encode_text([text])[0]
         elif image is not None:
             if wavelengths is None or image_modality is None:
                 raise InputError("an image query needs its wavelengths and image_modality")
-            q = self.encoder.encode_image(image, wavelengths, image_modality)[0]
+            q = self._encoder_for(snap).encode_image(image, wavelengths, image_modality)[0]
         elif tile_id is not None:
             q, exclude = self.tile_vector(tile_id, snap), as_tile_id(tile_id)
         else:
@@ -173,16 +171,18 @@ class Index:
                 raise InputError(f"query vector must be {snap.dim} finite numbers")
         if not ranking.plain:
             return self._ranked(snap, q, k, filters, ranking, exclude)
-        rows, scores = self._top_k(snap, q, k + (exclude is not None), filters)
+        rows, scores, plan = planner.top_k(snap, q, k + (exclude is not None), filters,
+                                           self.config.planner)
         if exclude is not None:
             keep = snap.tile_ids[rows] != exclude
             rows, scores = rows[keep][:k], scores[keep][:k]
-        out = self._results(snap, rows, scores, stats=self._stats(snap, q))
-        out.attrs["ranking"] = {"calibrated": False, "diversify": None, "min_relevance": None,
+        res = self._results(snap, rows, scores, stats=self._stats(snap, q))
+        res.attrs["plan"] = plan
+        res.attrs["ranking"] = {"calibrated": False, "diversify": None, "min_relevance": None,
                                 "hidden_by_diversify": 0, "below_floor": 0}
-        return out
+        return res
 
-    # --- ranking across modalities and scenes (engine/ranking.py) -----------------------------
+    # --- ranking across modalities and scenes (ranking.py) -------------------------------------
     def _stats(self, snap: Snapshot, q: np.ndarray):
         """This query's score distribution per modality over the snapshot's reference tiles."""
         ref = self._reference
@@ -192,18 +192,17 @@ class Index:
         return ref[1].stats(q)
 
     def _ranked(self, snap: Snapshot, q, k: int, filters: Filters, ranking: Ranking, exclude):
-        """Calibrated, diversified and/or floored top-k. Calibrated: each modality's raw top
-        `depth` (calibration is monotone within a modality, so the merged lists hold the
-        calibrated top `depth`). Diversified or floored: the candidates widen (x4) until k
+        """Calibrated, diversified and/or floored top-k. Calibrated: each modality's exact
+        cosine top `depth` (calibration is monotone within a modality, so the merged lists hold
+        the calibrated top `depth`). Diversified or floored: the candidates widen (x4) until k
         survive, the filters run out of tiles, or RANKED_MAX_DEPTH."""
         from dataclasses import replace
-
-        from .modalities import MODALITIES
 
         stats = self._stats(snap, q)
         depth = k + (exclude is not None)
         if ranking.diversify is not None or ranking.min_relevance is not None:
             depth = max(4 * depth, depth + 32)
+        scope = []
         if ranking.calibrated:
             present = [MODALITIES[c] for c in np.flatnonzero(snap.modality_counts[:len(MODALITIES)])]
             scope = [m for m in present if not filters.modalities or m in filters.modalities]
@@ -213,15 +212,14 @@ class Index:
             if ranking.calibrated:
                 parts = []
                 for m in scope:
-                    r, sc = self._top_k(snap, q, depth, replace(filters, modalities=(m,)))
-                    plans[m] = self.last_plan
+                    r, sc, plans[m] = planner.top_k(snap, q, depth, replace(filters, modalities=(m,)),
+                                                    self.config.planner)
                     parts.append((r, sc))
                 rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
                 raw = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
                 exhausted = all(len(p[0]) < depth for p in parts)
             else:
-                rows, raw = self._top_k(snap, q, depth, filters)
-                plans["all"] = self.last_plan
+                rows, raw, plans["all"] = planner.top_k(snap, q, depth, filters, self.config.planner)
                 exhausted = len(rows) < depth
             codes = snap.modality_code[rows]
             cal = stats.calibrate(raw, codes)
@@ -250,9 +248,8 @@ class Index:
                 break
             depth = min(depth * 4, RANKED_MAX_DEPTH, snap.n_tiles)
         hidden = int(pos[-1] + 1 - len(pos)) if len(pos) else 0
-        self.last_plan = {"strategy": "ranked", "depth": depth, "per_modality": plans}
-        out = self._results(snap, rows[pos], key[pos], raw=raw[pos], relevance=rel[pos],
-                            calibrated=cal[pos])
+        out = self._results(snap, rows[pos], key[pos], raw=raw[pos], relevance=rel[pos])
+        out.attrs["plan"] = {"strategy": "ranked", "depth": depth, "per_modality": plans}
         out.attrs["ranking"] = {"calibrated": ranking.calibrated, "diversify": ranking.diversify,
                                 "min_relevance": ranking.min_relevance,
                                 "hidden_by_diversify": hidden,
@@ -302,133 +299,8 @@ class Index:
             raise InputError(f"tile_id {tile_id} is not in this index")
         return snap.vectors[row]
 
-    def _top_k(self, snap: Snapshot, q: np.ndarray, k: int, filters: Filters):
-        n = snap.n_tiles
-        if n == 0:
-            self.last_plan = {"strategy": "empty", "candidates": 0}
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        vi = snap.vector_index
-        plan = {"index": vi.kind}
-        if filters.empty:
-            rows, scores = vi.search(q, k)
-            self.last_plan = {**plan, "strategy": "index", "candidates": n}
-            return self._ordered(snap, rows, scores, k)
-        materialise_max = max(MATERIALISE_MIN_ROWS, int(MATERIALISE_MAX_FRACTION * n))
-        est, rows = filters.spatial_candidates(snap, materialise_max)
-        f_attr = filters.attr_fraction(snap)
-        if rows is None and filters.region is None and est * f_attr <= materialise_max:
-            rows = np.flatnonzero(filters.attr_mask(snap))          # O(n), selective attributes
-        elif rows is not None and (filters.modalities or filters.sensors or filters.start or filters.end):
-            rows = rows[filters.attr_mask(snap, rows)]
-        if rows is None:  # broad: post-filter the index's answers
-            frac = max(est * f_attr / n, 1.0 / n)
-            self.last_plan = {**plan, "strategy": "index+postfilter", "candidates": int(est * f_attr),
-                              "estimate": round(frac, 6)}
-            return self._postfilter(snap, vi, q, k, filters, frac)
-        if len(rows) > 1 and not bool(np.all(rows[1:] >= rows[:-1])):
-            rows = np.sort(rows)  # storage order: vectors and records are then read in file order
-        n_env = len(rows)
-        if n_env == 0:
-            self.last_plan = {**plan, "strategy": "empty", "candidates": 0}
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        nprobe = None
-        if vi.kind == "flat":
-            small = n_env <= PREFILTER_MAX_ROWS or n_env <= PREFILTER_MAX_FRACTION * n
-        elif n_env <= min(PREFILTER_MAX_ROWS, PREFILTER_MAX_ROWS_QUANTISED):
-            small = True
-        elif n_env <= PREFILTER_MAX_ROWS:
-            # exact scores cost ~EXACT_ROW_COST list entries each (vectors read from disk):
-            # score exactly when that is cheaper than scanning the lists that hold them
-            nprobe, scanned = vi.probes_for(q, rows)
-            small = n_env * EXACT_ROW_COST < scanned
-        else:
-            small = False
-        if small:
-            self.last_plan = {**plan, "strategy": "prefilter", "candidates": n_env}
-            scores = vi.score(q, rows)
-            m = max(4 * k, 256)
-            if len(rows) > 2 * m:  # sort only the best m; all of them if the footprints reject too many
-                top = np.argpartition(-scores, m - 1)[:m]
-                out = self._refine(snap, filters, *self._sorted(snap, rows[top], scores[top]), k)
-                if len(out[0]) >= k:
-                    return out
-            rows, scores = self._sorted(snap, rows, scores)
-            return self._refine(snap, filters, rows, scores, k)
-        self.last_plan = {**plan, "strategy": "index+selector", "candidates": n_env}
-        want = max(2 * k, k + 16)
-        while True:
-            got, scores = vi.search_in(q, want, rows) if vi.kind == "flat" else \
-                vi.search_in(q, want, rows, nprobe if want <= vectors.RERANK else None)
-            got, scores = self._sorted(snap, got, scores)
-            out_rows, out_scores = self._refine(snap, filters, got, scores, k)
-            if len(out_rows) >= k or want >= n_env:
-                break
-            want = min(n_env, want * 4)
-        if getattr(vi, "last_nprobe", None):
-            self.last_plan["nprobe"] = vi.last_nprobe
-        return out_rows, out_scores
-
-    def _postfilter(self, snap, vi, q, k, filters: Filters, frac: float):
-        """Index search for ~want/frac rows, keep those passing the filters, widen if short."""
-        n = snap.n_tiles
-        base = max(2 * k, k + 16) if vi.kind == "flat" else max(vectors.RERANK, 3 * k)
-        want = min(n, int(np.ceil(base / frac)))
-        nprobe = None
-        if vi.kind != "flat":  # broad filters: the unfiltered probe count; widened if short
-            nprobe = vi.nprobe
-        while True:
-            if vi.kind == "flat":
-                got, scores = vi.search(q, k, want=want)
-            else:
-                got = vi.candidates(q, want, nprobe)
-                got = got[filters.check_rows(snap, got)]
-                got, scores = vi.rerank(q, got)
-            if vi.kind == "flat":
-                keep = filters.check_rows(snap, got)
-                got, scores = got[keep], scores[keep]
-            got, scores = self._sorted(snap, got, scores)
-            out_rows, out_scores = self._refine(snap, filters, got, scores, k)
-            if (len(out_rows) >= k and len(got) >= min(base, k * 4)) or want >= n:
-                break
-            want = min(n, want * 4)
-            if nprobe is not None:
-                nprobe = min(vi.nlist, nprobe * 2)
-        self.last_plan["nprobe"] = nprobe
-        return out_rows, out_scores
-
-    @staticmethod
-    def _sorted(snap: Snapshot, rows: np.ndarray, scores: np.ndarray):
-        """Descending score, ties by tile id."""
-        if len(rows) == 0:
-            return rows.astype(np.int64), scores.astype(np.float32)
-        order = np.lexsort((snap.tile_ids[rows], -scores))
-        return rows[order].astype(np.int64), scores[order].astype(np.float32)
-
-    @staticmethod
-    def _ordered(snap, rows, scores, k):
-        rows, scores = Index._sorted(snap, rows, scores)
-        return rows[:k], scores[:k]
-
-    @staticmethod
-    def _refine(snap: Snapshot, filters: Filters, rows: np.ndarray, scores: np.ndarray, k: int):
-        """The first k rows (in score order) whose footprint really meets the region."""
-        if filters.region is None:
-            return rows[:k], scores[:k]
-        out_r, out_s = [], []
-        got, i, step = 0, 0, max(2 * k, 64)
-        while i < len(rows) and got < k:
-            r, s = rows[i:i + step], scores[i:i + step]
-            ok = filters.exact_geometry(snap, r)
-            out_r.append(r[ok]), out_s.append(s[ok])
-            got += int(ok.sum())
-            i += step
-        if not out_r:
-            return rows[:0], scores[:0]
-        return np.concatenate(out_r)[:k], np.concatenate(out_s)[:k]
-
     def _results(self, snap: Snapshot, rows: np.ndarray, scores: np.ndarray, *, raw=None,
-                 relevance=None, calibrated=None, stats=None):
+                 relevance=None, stats=None):
         """GeoDataFrame of the rows, built column by column (about 3x faster than going
         through pyarrow's to_pandas for a page of results). `stats` (a query's distribution)
         fills relevance and match for a plain ranking."""
@@ -442,9 +314,7 @@ class Index:
              "score": np.asarray(scores, dtype=np.float32)}
         d["score_raw"] = d["score"] if raw is None else np.asarray(raw, dtype=np.float32)
         if stats is not None and relevance is None:
-            codes = snap.modality_code[rows]
-            relevance = stats.relevance(d["score_raw"], codes)
-            calibrated = stats.calibrate(d["score_raw"], codes)
+            relevance = stats.relevance(d["score_raw"], snap.modality_code[rows])
         d["relevance"] = (np.full(len(rows), np.nan, np.float32) if relevance is None
                           else np.round(np.asarray(relevance, np.float32), 2))
         d["match"] = (np.full(len(rows), None, object) if relevance is None
@@ -471,7 +341,8 @@ class Index:
         """JPEG thumbnails of several tiles, one read per segment (a result page is one call).
         Ids not in the index raise InputError; the dict holds every id asked for."""
         ids = [as_tile_id(t) for t in tile_ids]
-        out = {t: self._thumbs[t] for t in ids if t in self._thumbs}
+        with self._thumbs_lock:
+            out = {t: self._thumbs[t] for t in ids if t in self._thumbs}
         missing = [t for t in dict.fromkeys(ids) if t not in out]
         if not missing:
             return out
@@ -490,9 +361,10 @@ class Index:
                 return {**out, **self.thumbnails(missing)}
             for t, jpeg in zip(table.column("tile_id").to_pylist(), table.column("jpeg").to_pylist()):
                 out[t] = jpeg
-                self._thumbs[t] = jpeg
-        while len(self._thumbs) > 4096:
-            self._thumbs.popitem(last=False)
+        with self._thumbs_lock:
+            self._thumbs.update((t, out[t]) for t in missing if t in out)
+            while len(self._thumbs) > THUMB_CACHE:
+                self._thumbs.popitem(last=False)
         return out
 
     def tile(self, tile_id: int) -> dict:
@@ -552,16 +424,22 @@ class Index:
         }
 
 
-_OPEN: dict[str, Index] = {}
+_OPEN: dict[tuple, Index] = {}
+_OPEN_LOCK = threading.Lock()
 
 
-def open_index(path: str | Path, encoder=None, checkpoint: str | Path | None = None) -> Index:
-    """Opened indexes are cached per path (and per encoder or checkpoint, when given); the
-    encoder is loaded on the first query that needs it."""
-    key = f"{Path(path).resolve()}|{id(encoder) if encoder is not None else ''}|{checkpoint or ''}"
-    if key not in _OPEN:
-        _OPEN[key] = Index(path, encoder=encoder, checkpoint=checkpoint)
-    return _OPEN[key]
+def open_index(path: str | Path, encoder=None, checkpoint: str | Path | None = None,
+               config: SearchConfig = DEFAULT) -> Index:
+    """Opened indexes are cached per path (and per encoder, checkpoint and config, when
+    given); the encoder is loaded on the first query that needs it."""
+    if not isinstance(config, SearchConfig):
+        raise InputError(f"config must be an engine.SearchConfig, got {type(config).__name__}")
+    key = (str(Path(path).resolve()), id(encoder) if encoder is not None else None,
+           str(checkpoint or ""), config)
+    with _OPEN_LOCK:
+        if key not in _OPEN:
+            _OPEN[key] = Index(path, encoder=encoder, checkpoint=checkpoint, config=config)
+        return _OPEN[key]
 
 
 def search(text: str | None = None, bbox=None, *, index: str | Path, k: int = 20, **kwargs):

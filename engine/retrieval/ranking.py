@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 REFERENCE_ROWS = 2048
 MIN_REFERENCE = 16
