@@ -134,12 +134,17 @@ def watched(chromium, server):
     w.clean()
 
 
-def cards(page, n: int):
-    """Wait until n result cards with loaded thumbnails are on the page."""
+def cards(page, n: int, pictures: bool = True):
+    """Wait until n result cards (with loaded thumbnails) are on the page."""
     page.wait_for_function(
-        "n => { const c = document.querySelectorAll('[class*=\"st-key-card_\"]');"
-        " return c.length == n && [...c].every(x => { const i = x.querySelector('img.glb-thumb');"
-        " return i && i.complete && i.naturalWidth > 0; }); }", arg=n, polling=50, timeout=60_000)
+        "([n, pics]) => { const c = document.querySelectorAll('[class*=\"st-key-card_\"]');"
+        " return c.length == n && (!pics || [...c].every(x => { const i = x.querySelector('img.glb-thumb');"
+        " return i && i.complete && i.naturalWidth > 0; })); }", arg=[n, pictures], polling=100,
+        timeout=120_000)
+
+
+def query_text(page) -> str:
+    return page.locator(".st-key-text input").input_value()
 
 
 def card_ids(page) -> list[str]:
@@ -256,7 +261,7 @@ def test_map_keeps_results_clear_of_controls_groups_revisits_and_shows_the_selec
     idx = engine.open(browser_index, encoder=encoder)
     res = idx.search("farmland", k=100, sensor="naip", calibrated=True)
     page.goto(f"{watched.server}/?q=farmland&k=100&div=0&sensor=naip")
-    cards(page, 100)
+    cards(page, 100, pictures=False)
     frame.locator("path.glb-result").nth(99).wait_for(state="attached")
     page.wait_for_timeout(800)  # the fit's animation
     box = page.locator(MAP).bounding_box()
@@ -331,10 +336,9 @@ def test_link_reproduces_the_search_and_query_text_is_never_markup(watched):
 
     page.goto(f"{server}/?" + urlencode({"q": text, "k": 5, "mod": "elevation", "fair": 0}))
     cards(page, 5)
-    assert page.get_by_role("textbox", name="Describe what you are looking for").input_value() == text
+    assert query_text(page) == text
     assert page.locator('a[href^="http://example.com"]').count() == 0
-    assert page.locator("main b").filter(has_text="bold").count() == 0 or \
-        text in page.locator(".st-key-query_box").inner_text()
+    assert page.locator(".st-key-query_box a, .st-key-query_box b").count() == 0
     assert text in page.locator(".st-key-query_box").inner_text()  # shown as typed
     assert page.get_by_role("checkbox", name="Rank fairly across sensors").is_checked() is False
     # a new search goes into the address: reloading it gives the same list
@@ -355,7 +359,7 @@ def test_table_row_selects_the_result_on_the_map(watched):
     page.goto(f"{watched.server}/?q=forest&k=10")
     cards(page, 10)
     ids = card_ids(page)
-    page.locator(".st-key-view").click()
+    page.locator(".st-key-view input").click()
     page.get_by_role("option", name="Table").click()
     grid = page.locator('[data-testid="stDataFrame"]')
     grid.wait_for()

@@ -310,11 +310,12 @@ def upload_footprint(data: bytes) -> dict | None:
 
 
 # --- what the page shows -------------------------------------------------------------------
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:@&])")
 
 
 def md(text) -> str:
-    """Text from users or files, made inert for Streamlit's markdown (no links, images, HTML)."""
+    """Text from users or files, made inert for Streamlit's markdown (no links, images, HTML).
+    ':' and '@' too: GitHub-flavoured markdown turns a bare http://… or name@host into a link."""
     return _MD_SPECIAL.sub(r"\\\1", str(text))
 
 
