@@ -143,10 +143,6 @@ def cards(page, n: int, pictures: bool = True):
         timeout=120_000)
 
 
-def query_text(page) -> str:
-    return page.locator(".st-key-text input").input_value()
-
-
 def card_ids(page) -> list[str]:
     return page.evaluate("() => [...document.querySelectorAll('[class*=\"st-key-card_\"]')]"
                          ".map(c => [...c.classList].find(k => k.startsWith('st-key-card_')).slice(12))")
@@ -262,7 +258,8 @@ def test_map_keeps_results_clear_of_controls_groups_revisits_and_shows_the_selec
     res = idx.search("farmland", k=100, sensor="naip", calibrated=True)
     page.goto(f"{watched.server}/?q=farmland&k=100&div=0&sensor=naip")
     cards(page, 100, pictures=False)
-    frame.locator("path.glb-result").nth(99).wait_for(state="attached")
+    page.wait_for_function("s => { const d = document.querySelector(s).contentDocument;"
+                           " return d && d.body.dataset.results === '100'; }", arg=MAP, timeout=90_000)
     page.wait_for_timeout(800)  # the fit's animation
     box = page.locator(MAP).bounding_box()
     labels = frame.locator("span.glb-rank")
@@ -336,7 +333,9 @@ def test_link_reproduces_the_search_and_query_text_is_never_markup(watched):
 
     page.goto(f"{server}/?" + urlencode({"q": text, "k": 5, "mod": "elevation", "fair": 0}))
     cards(page, 5)
-    assert query_text(page) == text
+    # the box shows the linked query (it fills in a moment after the results)
+    page.wait_for_function("t => { const i = document.querySelector('.st-key-text input');"
+                           " return i && i.value === t; }", arg=text)
     assert page.locator('a[href^="http://example.com"]').count() == 0
     assert page.locator(".st-key-query_box a, .st-key-query_box b").count() == 0
     assert text in page.locator(".st-key-query_box").inner_text()  # shown as typed

@@ -3,6 +3,8 @@
 The index comes from the GLB_UI_INDEX environment variable (or `-- --index DIR` after the
 script): the page never opens any other. This file is the layout: sidebar, map, results.
 Logic: ui/query.py; map: ui/mapview.py; results area: ui/results.py; session: ui/state.py.
+Buttons of other features on each result card: append a function (column, row, tile id) to
+ui.results.CARD_BUTTONS before main() runs; the search's URL parameters are ui/state.URL.
 Engine errors and bugs alike end as a message in the page, never a traceback.
 """
 
