@@ -265,7 +265,7 @@ def main() -> None:
         # A bad region keeps the page as it was: the previous search, its results and its map.
         msg = str(e) if str(e).endswith(("?", ".")) else f"{e}."
         kept = " The results below are from the previous search." if ss.last_shown else ""
-        st.error(q.md(f"Region: {msg}{kept}"))  # holds the analyst's text: shown, never rendered
+        st.error("Region: " + q.md(f"{msg}{kept}"))  # holds the analyst's text: shown, never rendered
         req, outcome = ss.last_shown or (req, None)
         region = _region_or_none(req.region)
     else:
