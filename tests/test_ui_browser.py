@@ -279,8 +279,9 @@ def test_map_keeps_results_clear_of_controls_groups_revisits_and_shows_the_selec
 
     # a result whose place holds a better-ranked result too (the other date)
     boxes = [g.bounds for g in res.geometry]
-    from engine.retrieval.ranking import same_place
     import numpy as np
+
+    from engine.retrieval.ranking import same_place
 
     later = next(i for i in range(1, len(res))
                  if same_place(np.array(boxes[i]), np.array(boxes[:i])).any())

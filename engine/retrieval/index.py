@@ -21,9 +21,9 @@ from ..modalities import MODALITIES
 from ..store.layout import Layout
 from ..store.segment import read_overviews, read_thumbs
 from . import planner
+from . import ranking as _ranking
 from .config import DEFAULT, SearchConfig
 from .filters import Filters
-from . import ranking as _ranking
 from .ranking import Ranking, Reference, relevance_band
 from .snapshot import Snapshot
 

@@ -158,7 +158,7 @@ def same_place(a: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     w = np.clip(np.minimum(a[2], boxes[:, 2]) - np.maximum(a[0], boxes[:, 0]), 0, None)
     h = np.clip(np.minimum(a[3], boxes[:, 3]) - np.maximum(a[1], boxes[:, 1]), 0, None)
     inter = w * h
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     union = area(a) + area(boxes) - inter
     return inter >= SAME_PLACE_IOU * np.maximum(union, 1e-18)
 
