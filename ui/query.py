@@ -296,8 +296,14 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:@&])")
 
 def md(text) -> str:
     """Text from users or files, made inert for Streamlit's markdown (no links, images, HTML).
-    ':' and '@' too: GitHub-flavoured markdown turns a bare http://… or name@host into a link."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text))
+    GitHub-flavoured markdown also links bare http://…, www.… and name@host after escapes are
+    resolved, so an invisible word joiner (U+2060) breaks those patterns."""
+    out = _MD_SPECIAL.sub(r"\\\1", str(text))
+    out = out.replace("\\:", "\\:\u2060").replace("\\@", "\u2060\\@")
+    return _WWW.sub("\\1\u2060", out)
+
+
+_WWW = re.compile(r"(?i)(www)")
 
 
 def _date(v) -> str:
