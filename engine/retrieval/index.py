@@ -21,12 +21,15 @@ from ..modalities import MODALITIES
 from ..store.layout import Layout
 from ..store.segment import read_overviews, read_thumbs
 from . import planner
+from . import ranking as _ranking
 from .config import DEFAULT, SearchConfig
 from .filters import Filters
+from .ranking import Ranking, Reference, relevance_band
 from .snapshot import Snapshot
 
 MAX_K = 1000
 THUMB_CACHE = 4096  # thumbnails kept in memory per Index (a few MB)
+RANKED_MAX_DEPTH = 16_384  # diversified / floored lists stop widening their candidates here
 
 
 _WGS84 = None
@@ -78,6 +81,8 @@ class Index:
         self._encoder_lock = threading.Lock()  # one encoder load
         self._thumbs_lock = threading.Lock()
         self._thumbs: OrderedDict[int, bytes] = OrderedDict()
+        # (snapshot, ranking.Reference): replaced whole (one assignment) when the snapshot moves
+        self._reference: tuple | None = None
 
     # --- snapshot management -----------------------------------------------------------
     @property
@@ -124,15 +129,25 @@ class Index:
     def search(self, text: str | None = None, bbox=None, k: int = 20, modality=None,
                start=None, end=None, *, sensor=None, region=None, image=None,
                wavelengths=None, image_modality: str | None = None, tile_id: int | None = None,
-               vector: np.ndarray | None = None):
+               vector: np.ndarray | None = None, undated: bool = False, calibrated: bool = False,
+               diversify: int | None = None, min_relevance: float | None = None):
         """Top-k tiles for one query (text, image array, tile id or vector) within filters;
-        `result.attrs["plan"]` holds the strategy the planner chose (see planner.py)."""
+        `result.attrs["plan"]` holds the strategy the planner chose (see planner.py).
+
+        `score` is what the list is ordered by: the cosine similarity (`score_raw`, always
+        there too) or, with calibrated=True, the per-modality calibrated score (ranking.py).
+        `relevance` is the percentile of the tile's score among its modality's tiles in this
+        index for this query, `match` a high/medium/low band. `undated` keeps tiles without a
+        date when a date range is given; `diversify=N` allows at most N results per scene and
+        one per place; `min_relevance` drops results below that percentile. What the ranking
+        hid is in `result.attrs["ranking"]` (docs/RANKING.md)."""
         k = check_k(k)
         given = [x is not None for x in (text, image, tile_id, vector)]
         if sum(given) != 1:
             raise InputError("give exactly one query: text, image, tile_id or vector")
         filters = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor,
-                                start=start, end=end)
+                                start=start, end=end, undated=undated)
+        ranking = Ranking.build(calibrated, diversify, min_relevance)
         snap = self.snapshot
         exclude = None
         if text is not None:
@@ -150,14 +165,128 @@ class Index:
                 raise InputError(f"query vector must be {snap.dim} finite numbers") from None
             if q.shape[0] != snap.dim or not np.all(np.isfinite(q)):
                 raise InputError(f"query vector must be {snap.dim} finite numbers")
+        if not ranking.plain:
+            return self._ranked(snap, q, k, filters, ranking, exclude)
         rows, scores, plan = planner.top_k(snap, q, k + (exclude is not None), filters,
                                            self.config.planner)
         if exclude is not None:
             keep = snap.tile_ids[rows] != exclude
             rows, scores = rows[keep][:k], scores[keep][:k]
-        res = self._results(snap, rows, scores)
+        res = self._results(snap, rows, scores, stats=self._stats(snap, q))
         res.attrs["plan"] = plan
+        res.attrs["ranking"] = {"calibrated": False, "diversify": None, "min_relevance": None,
+                                "hidden_by_diversify": 0, "below_floor": 0}
         return res
+
+    # --- ranking across modalities and scenes (ranking.py) -------------------------------------
+    def _stats(self, snap: Snapshot, q: np.ndarray):
+        """This query's score distribution per modality over the snapshot's reference tiles."""
+        ref = self._reference
+        if ref is None or ref[0] is not snap:
+            ref = (snap, Reference(snap.modality_code, snap.vectors.take))
+            self._reference = ref
+        return ref[1].stats(q)
+
+    def _ranked(self, snap: Snapshot, q, k: int, filters: Filters, ranking: Ranking, exclude):
+        """Calibrated, diversified and/or floored top-k. Calibrated: each modality's exact
+        cosine top `depth` (calibration is monotone within a modality, so the merged lists hold
+        the calibrated top `depth`). Diversified or floored: the candidates widen (x4) until k
+        survive, the filters run out of tiles, or RANKED_MAX_DEPTH."""
+        from dataclasses import replace
+
+        stats = self._stats(snap, q)
+        depth = k + (exclude is not None)
+        if ranking.diversify is not None or ranking.min_relevance is not None:
+            depth = max(4 * depth, depth + 32)
+        scope = []
+        if ranking.calibrated:
+            present = [MODALITIES[c] for c in np.flatnonzero(snap.modality_counts[:len(MODALITIES)])]
+            scope = [m for m in present if not filters.modalities or m in filters.modalities]
+        passed_before = -1
+        while True:
+            plans = {}
+            if ranking.calibrated:
+                parts = []
+                for m in scope:
+                    r, sc, plans[m] = planner.top_k(snap, q, depth, replace(filters, modalities=(m,)),
+                                                    self.config.planner)
+                    parts.append((r, sc))
+                rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+                raw = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
+                exhausted = all(len(p[0]) < depth for p in parts)
+            else:
+                rows, raw, plans["all"] = planner.top_k(snap, q, depth, filters, self.config.planner)
+                exhausted = len(rows) < depth
+            codes = snap.modality_code[rows]
+            cal = stats.calibrate(raw, codes)
+            rel = stats.relevance(raw, codes)
+            key = cal if ranking.calibrated else raw.astype(np.float32)
+            order = np.lexsort((snap.tile_ids[rows], -key))
+            rows, raw, cal, rel, key = rows[order], raw[order], cal[order], rel[order], key[order]
+            if exclude is not None:
+                keep = snap.tile_ids[rows] != exclude
+                rows, raw, cal, rel, key = rows[keep], raw[keep], cal[keep], rel[keep], key[keep]
+            n_cand = len(rows)
+            below = 0
+            if ranking.min_relevance is not None:
+                keep = rel >= ranking.min_relevance
+                rows, raw, cal, rel, key = rows[keep], raw[keep], cal[keep], rel[keep], key[keep]
+                below = n_cand - len(rows)
+            if ranking.diversify is not None:
+                boxes = np.stack([snap.minx[rows], snap.miny[rows], snap.maxx[rows], snap.maxy[rows]], 1)
+                scenes = snap.take(rows, ["scene_id"]).column("scene_id").to_pylist()
+                pos = _ranking.diversify(scenes, boxes, ranking.diversify, k)
+            else:
+                pos = np.arange(min(k, len(rows)))
+            stalled = ranking.diversify is None and len(rows) == passed_before  # floor reached
+            passed_before = len(rows)
+            if len(pos) >= k or exhausted or stalled or depth >= min(RANKED_MAX_DEPTH, snap.n_tiles):
+                break
+            depth = min(depth * 4, RANKED_MAX_DEPTH, snap.n_tiles)
+        hidden = int(pos[-1] + 1 - len(pos)) if len(pos) else 0
+        out = self._results(snap, rows[pos], key[pos], raw=raw[pos], relevance=rel[pos])
+        out.attrs["plan"] = {"strategy": "ranked", "depth": depth, "per_modality": plans}
+        out.attrs["ranking"] = {"calibrated": ranking.calibrated, "diversify": ranking.diversify,
+                                "min_relevance": ranking.min_relevance,
+                                "hidden_by_diversify": hidden,
+                                "below_floor": int(below) if len(pos) < k else 0}
+        return out
+
+    def filter_counts(self, bbox=None, modality=None, start=None, end=None, *, sensor=None,
+                      region=None, undated: bool = False) -> list[dict]:
+        """What each filter does to this index, applied in the order region, modality, sensor,
+        dates: [{"filter", "removed", "left"}], plus "undated_kept" (tiles without a date that
+        the date filter let through) on the dates row. Only filters that are set are listed.
+        Exact (footprints tested); O(index) numpy: for a page, not for a hot loop."""
+        from dataclasses import replace
+
+        f = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor, start=start,
+                          end=end, undated=undated)
+        snap = self.snapshot
+        alive = np.ones(snap.n_tiles, dtype=bool)
+        out = []
+
+        def step(name, mask, **extra):
+            before = int(alive.sum())
+            alive[:] &= mask
+            out.append({"filter": name, "removed": before - int(alive.sum()),
+                        "left": int(alive.sum()), **extra})
+
+        none = Filters()
+        if f.region is not None:
+            env = replace(none, region=f.region).env_mask(snap)
+            rows = np.flatnonzero(env)
+            env[rows] = replace(none, region=f.region).exact_geometry(snap, rows)
+            step("region", env)
+        if f.modalities:
+            step("modality", replace(none, modalities=f.modalities).attr_mask(snap))
+        if f.sensors:
+            step("sensor", replace(none, sensors=f.sensors).attr_mask(snap))
+        if f.start is not None or f.end is not None:
+            m = replace(none, start=f.start, end=f.end, undated=f.undated).attr_mask(snap)
+            undated_kept = int((m & alive & (snap.acquired_days <= -10**9)).sum())
+            step("dates", m, undated_kept=undated_kept)
+        return out
 
     def tile_vector(self, tile_id, snap: Snapshot | None = None) -> np.ndarray:
         snap = snap or self.snapshot
@@ -166,9 +295,11 @@ class Index:
             raise InputError(f"tile_id {tile_id} is not in this index")
         return snap.vectors[row]
 
-    def _results(self, snap: Snapshot, rows: np.ndarray, scores: np.ndarray):
+    def _results(self, snap: Snapshot, rows: np.ndarray, scores: np.ndarray, *, raw=None,
+                 relevance=None, stats=None):
         """GeoDataFrame of the rows, built column by column (faster than going
-        through pyarrow's to_pandas for a page of results)."""
+        through pyarrow's to_pandas for a page of results). `stats` (a query's distribution)
+        fills relevance and match for a plain ranking."""
         import geopandas as gpd
         import shapely
         from geopandas.array import from_shapely
@@ -177,6 +308,13 @@ class Index:
                              "row_off", "col_off", "height", "width", "geometry"])
         d = {"rank": np.arange(1, len(rows) + 1), "tile_id": t.column("tile_id").to_numpy(),
              "score": np.asarray(scores, dtype=np.float32)}
+        d["score_raw"] = d["score"] if raw is None else np.asarray(raw, dtype=np.float32)
+        if stats is not None and relevance is None:
+            relevance = stats.relevance(d["score_raw"], snap.modality_code[rows])
+        d["relevance"] = (np.full(len(rows), np.nan, np.float32) if relevance is None
+                          else np.round(np.asarray(relevance, np.float32), 2))
+        d["match"] = (np.full(len(rows), None, object) if relevance is None
+                      else relevance_band(d["relevance"]))
         for c in ("modality", "sensor", "scene"):
             d[c] = np.asarray(t.column(c).to_pylist(), dtype=object)
         d["acquired"] = pd.to_datetime(t.column("acquired").to_numpy(zero_copy_only=False))
