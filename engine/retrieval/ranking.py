@@ -167,7 +167,8 @@ def diversify(scene_ids: list, boxes: np.ndarray, per_scene: int, k: int) -> np.
     """Positions (into the ranked candidates) kept: at most per_scene per scene and one per
     place (`same_place`); greedy in the given (ranked) order, at most k."""
     boxes = np.asarray(boxes, np.float64)
-    keep, per = [], {}
+    keep: list[int] = []
+    per: dict[object, int] = {}
     for i in range(len(scene_ids)):
         s = scene_ids[i]
         if per.get(s, 0) >= per_scene:
