@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from .errors import InputError
 from .modalities import MODALITIES
@@ -36,6 +37,7 @@ from .store.layout import Layout
 from .store.segment import read_overviews, read_thumbs
 from . import vectors
 from .store.snapshot import Snapshot
+from .store.verify import damaged
 
 log = logging.getLogger("glb.index")
 
@@ -341,12 +343,20 @@ class Index:
         for seg, seg_ids in by_segment.items():
             try:
                 table = read_thumbs(self.layout, seg, seg_ids)
-            except FileNotFoundError:  # compacted away since this snapshot: reload and retry
-                self.refresh()
-                return {**out, **self.thumbnails(missing)}
-            for t, jpeg in zip(table.column("tile_id").to_pylist(), table.column("jpeg").to_pylist()):
-                out[t] = jpeg
-                self._thumbs[t] = jpeg
+            except (OSError, pa.ArrowException) as e:
+                # compacted away since this snapshot: reload once and retry; a file missing from
+                # the live generation is damage, named with its repair (never a retry loop)
+                if isinstance(e, FileNotFoundError) and self.refresh():
+                    return {**out, **self.thumbnails(missing)}
+                raise damaged(self.layout, [f"segments/{seg}/thumbs.parquet "
+                                            f"{'is missing' if isinstance(e, FileNotFoundError) else 'is unreadable'}"]) from None
+            got = dict(zip(table.column("tile_id").to_pylist(), table.column("jpeg").to_pylist()))
+            lost = [t for t in seg_ids if t not in got]
+            if lost:
+                raise damaged(self.layout, [f"segments/{seg}/thumbs.parquet has no thumbnail for "
+                                            f"tile {lost[0]}"])
+            for t in seg_ids:
+                out[t] = self._thumbs[t] = got[t]
         while len(self._thumbs) > 4096:
             self._thumbs.popitem(last=False)
         return out
@@ -366,7 +376,11 @@ class Index:
         snap = self.snapshot
         out = []
         for name in snap.segments:
-            for r in read_overviews(self.layout, name).to_pylist():
+            try:
+                table = read_overviews(self.layout, name)
+            except (OSError, pa.ArrowException):
+                raise damaged(self.layout, [f"segments/{name}/overviews.parquet is missing or unreadable"]) from None
+            for r in table.to_pylist():
                 r["corners"] = json.loads(r["corners"])
                 out.append(r)
         live = set(snap.scenes().column("scene_id").to_pylist())

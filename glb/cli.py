@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="verify an index's invariants")
     ck.add_argument("--index", default=DEFAULT_INDEX)
     ck.add_argument("--json", action="store_true")
+    ck.add_argument("--repair", action="store_true",
+                    help="bring a damaged index back to a consistent generation: drop what cannot "
+                         "be recovered (the next `glb index` indexes those files again), re-derive "
+                         "what can; prints what it did")
 
     sub.add_parser("sensors", help="list known sensors and their bands")
 
@@ -237,6 +241,8 @@ def cmd_info(args) -> int:
 def cmd_check(args) -> int:
     from engine.store.check import check_index
 
+    if args.repair:
+        return _repair(args)
     problems, stats = check_index(args.index)
     if args.json:
         print(json.dumps({"ok": not problems, "problems": problems, **stats}))
@@ -246,6 +252,26 @@ def cmd_check(args) -> int:
         print(f"{args.index}: {'OK' if not problems else f'{len(problems)} problems'} "
               f"({stats.get('tiles', 0)} tiles, generation {stats.get('generation')})")
     return 0 if not problems else 1
+
+
+def _repair(args) -> int:
+    from engine.store.check import check_index
+    from engine.store.repair import repair_index
+
+    report = repair_index(args.index)
+    stats = check_index(args.index, search=False)[1]
+    if args.json:
+        print(json.dumps({"ok": not report.problems_after, **report.__dict__, **stats}, default=str))
+    else:
+        for a in report.actions:
+            print(f"repaired: {_one_line(a)}")
+        for p in report.problems_after:
+            print(f"glb check: {_one_line(p)}", file=sys.stderr)
+        state = "OK" if not report.problems_after else f"{len(report.problems_after)} problems left"
+        what = "nothing to repair" if not report.actions else f"{len(report.actions)} repairs"
+        print(f"{args.index}: {what}; {state} ({stats.get('tiles', 0)} tiles, generation "
+              f"{stats.get('generation')})")
+    return 0 if not report.problems_after else 1
 
 
 def cmd_sensors(args) -> int:

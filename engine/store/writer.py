@@ -32,6 +32,7 @@ from .lock import WriterLock
 from .manifest import (CorruptIndexError, Manifest, SegmentInfo, publish, read_current, read_scenes,
                        read_tombstones, write_tombstones)
 from .segment import new_segment_name, read_tiles, write_segment
+from .verify import damaged, generation_damage
 
 log = logging.getLogger("glb.store")
 
@@ -76,9 +77,12 @@ class EncoderMismatchError(GLBError):
 
 class StoreWriter:
     def __init__(self, root: str | Path, encoder: dict, *, commit_every: int = 2048,
-                 lock: WriterLock | None = None):
+                 lock: WriterLock | None = None, verify: bool = True):
         """`lock`: the index's writer lock, already acquired (the caller took it before a slow
-        start); the writer releases it on close."""
+        start); the writer releases it on close. `verify`: refuse a live generation with a
+        missing, truncated or unreadable file (DamagedIndexError naming it): a new generation
+        is never published on top of damage. Only the repair (engine/store/repair.py) opens a
+        damaged index, to publish the repaired generation."""
         self.layout = Layout(root)
         self.lock = lock if lock is not None else WriterLock(self.layout.root).acquire()
         try:
@@ -91,6 +95,10 @@ class StoreWriter:
                         f"{root}: index was built with encoder {self.manifest.encoder.get('identity')}, "
                         f"this run uses {encoder.get('identity')}; index into a new folder "
                         f"(vectors of two encoders cannot be compared)")
+                if verify:
+                    damage = generation_damage(self.layout, self.manifest)
+                    if damage:
+                        raise damaged(self.layout, damage)
                 try:
                     scenes = read_scenes(self.layout, self.manifest).to_pylist()
                     t = read_tombstones(self.layout, self.manifest)
@@ -349,6 +357,41 @@ class StoreWriter:
         publish(self.layout, m)
         self.manifest, self.state = m, _State(scenes, set())
         return CommitResult(gen, 0, 0, n_dead)
+
+    def commit_generation(self, keep: list[SegmentInfo], new_segment: tuple | None,
+                          scenes: dict[str, dict], tombstones: set[tuple[str, int]]) -> CommitResult:
+        """Publish a generation made of segments kept as they are, at most one new segment
+        (tiles, vectors, thumbs, overviews) and the given scene records and tombstones, by the
+        same steps as every commit (segment, scenes file, tombstones, manifest, CURRENT). The
+        repair's way to write (engine/store/repair.py); scene records of tiles in the new
+        segment must already name it (`segment_name` gives its name)."""
+        if self.staged or self.removed or self.touched:
+            raise GLBError("commit the staged changes before publishing a generation")
+        gen = self.manifest.generation + 1
+        segments = list(keep)
+        if new_segment is not None:
+            tiles, vectors, thumbs, overviews = new_segment
+            name = self.segment_name(gen)
+            write_segment(self.layout, name, tiles, vectors, thumbs, overviews)
+            segments.append(SegmentInfo(name=name, n_rows=tiles.num_rows))
+        m = Manifest(generation=gen, encoder=self.encoder, segments=segments,
+                     n_tiles=sum(int(r["n_tiles"] or 0) for r in scenes.values()))
+        m.scenes_file = f"{gen:09d}.scenes.parquet"
+        pq.write_table(pa.Table.from_pylist(list(scenes.values()), schema=SCENE_SCHEMA),
+                       self.layout.manifests / m.scenes_file)
+        if tombstones:
+            m.tombstones_file = f"{gen:09d}.tombstones.parquet"
+            write_tombstones(self.layout, m.tombstones_file, tombstones)
+        fsync_dir(self.layout.manifests)
+        publish(self.layout, m)
+        deleted = len(self.state.scenes) - len(scenes)
+        self.manifest, self.state = m, _State(dict(scenes), set(tombstones))
+        return CommitResult(gen, 0, 0, deleted)
+
+    def segment_name(self, generation: int) -> str:
+        if getattr(self, "_next_segment", None) is None or not self._next_segment.startswith(f"{generation:09d}-"):
+            self._next_segment = new_segment_name(generation)
+        return self._next_segment
 
     def close(self) -> None:
         self.lock.release()
