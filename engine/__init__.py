@@ -22,7 +22,8 @@ from .errors import (CheckpointError, GLBError, IndexLockedError, IndexNotFoundE
 from .modalities import MODALITIES  # noqa: E402
 
 _LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".index",
-         "open_index": ".index", "search": ".index", "open": ".index"}
+         "open_index": ".index", "search": ".index", "open": ".index",
+         "parse_bbox": ".geo", "parse_region": ".geo", "bbox_geometry": ".geo"}
 
 
 def __getattr__(name: str):
@@ -38,4 +39,5 @@ def __getattr__(name: str):
 
 __all__ = ["CheckpointError", "Encoder", "GLBError", "Index", "IndexLockedError",
            "IndexNotFoundError", "InputError", "MODALITIES", "RasterError", "UnknownSensorError",
-           "load_encoder", "open", "open_index", "search"]
+           "bbox_geometry", "load_encoder", "open", "open_index", "parse_bbox", "parse_region",
+           "search"]

@@ -163,13 +163,15 @@ def cmd_index(args) -> int:
     opts = IndexOptions(TileOptions(args.tile_size, stride, args.max_nodata, args.batch_size),
                         prune=args.prune, commit_every=args.commit_every,
                         progress=not args.quiet and sys.stderr.isatty())
-    echo = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    echo = lambda m: print(_one_line(m), file=sys.stderr)  # noqa: E731
     # The encoder loads once the writer lock is held: a second run started at the same time
     # is refused at once instead of after loading a model.
     report = run_index(args.paths, args.index, rules_file=args.rules, override=override,
                        options=opts, encoder=lambda: _encoder(args), echo=echo)
     for line in report.failed:
         print(f"glb index: failed: {_one_line(line)}", file=sys.stderr)
+    for line in report.notes:
+        print(f"glb index: note: {_one_line(line)}", file=sys.stderr)
     if report.missing:
         print(f"glb index: {report.missing} indexed files no longer exist; --prune removes them",
               file=sys.stderr)
@@ -177,7 +179,7 @@ def cmd_index(args) -> int:
         d = dict(report.__dict__)
         print(json.dumps(d, default=str, indent=1))
     else:
-        print(report.summary())
+        print(_one_line(report.summary()))
     if report.interrupted:
         return 130
     return 0 if not report.failed else 1
@@ -222,6 +224,8 @@ def cmd_search(args) -> int:
         cols = ["rank", "score", "modality", "sensor", "acquired", "scene", "tile_id"]
         out = res[cols].copy()
         out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d").fillna("")
+        for c in ("modality", "sensor", "scene"):  # names come from files: never raw escapes
+            out[c] = out[c].map(lambda v: _one_line(str(v)))
         print(out.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
@@ -234,7 +238,7 @@ def cmd_info(args) -> int:
         print(json.dumps(info))
     else:
         for k, v in info.items():
-            print(f"{k:>22}: {v}")
+            print(f"{k:>22}: {_one_line(str(v))}")
     return 0
 
 
@@ -249,7 +253,7 @@ def cmd_check(args) -> int:
     else:
         for p in problems:
             print(f"glb check: {_one_line(p)}", file=sys.stderr)
-        print(f"{args.index}: {'OK' if not problems else f'{len(problems)} problems'} "
+        print(f"{_one_line(str(args.index))}: {'OK' if not problems else f'{len(problems)} problems'} "
               f"({stats.get('tiles', 0)} tiles, generation {stats.get('generation')})")
     return 0 if not problems else 1
 

@@ -64,6 +64,7 @@ class RunReport:
     seconds: float = 0.0
     recovered_lock: dict | None = None
     cleaned_files: int = 0
+    notes: list[str] = field(default_factory=list)   # what the walk did not follow (symlinked folders)
 
     @property
     def ok(self) -> bool:
@@ -75,6 +76,8 @@ class RunReport:
              f"-{self.tiles_deleted} tiles in {self.seconds:.1f} s")
         if self.tiles_added and self.seconds > 0:
             s += f" ({self.tiles_added / self.seconds:.0f} tiles/s)"
+        if self.skipped:
+            s += "; skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
         return s + f"; generation {self.generation}"
 
 
@@ -117,6 +120,7 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
         found = discover(paths, rules, override)
         report = RunReport(index=str(index_dir), files=len(found.sources), skipped=found.skipped)
         report.failed.extend(found.problems)
+        report.notes.extend(found.notes)
         if encoder is None:
             from engine.encoder import load_encoder
 

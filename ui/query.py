@@ -34,8 +34,9 @@ class Region:
     def geojson(self) -> dict:
         if self.polygon is not None:
             return self.polygon
-        x0, y0, x1, y1 = self.bbox
-        return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+        from shapely.geometry import mapping
+
+        return mapping(engine.bbox_geometry(self.bbox))  # split in two across the antimeridian
 
 
 def parse_region(text: str | None) -> Region | None:
@@ -56,10 +57,11 @@ def parse_region(text: str | None) -> Region | None:
                                     "min_lon,min_lat,max_lon,max_lat") from None
         if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
             raise engine.InputError(f"region {text!r}: the box has a non-finite number")
-        if not (-180 <= x0 < x1 <= 180 and -90 <= y0 < y1 <= 90):
-            raise engine.InputError(f"region {text!r}: need -180 <= min_lon < max_lon <= 180 and "
+        if x0 == x1 or not (-90 <= y0 < y1 <= 90):
+            raise engine.InputError(f"region {text!r}: need min_lon != max_lon and "
                                     "-90 <= min_lat < max_lat <= 90")
-        return Region(bbox=(x0, y0, x1, y1))
+        # the engine's rule: min_lon > max_lon crosses the antimeridian (at most 180° wide)
+        return Region(bbox=engine.parse_bbox((x0, y0, x1, y1)))
     try:
         geom = shape(json.loads(text)) if text.startswith("{") else shapely.from_wkt(text)
     except Exception:  # noqa: BLE001 - json and shapely raise many kinds
@@ -73,7 +75,8 @@ def parse_region(text: str | None) -> Region | None:
                                 "longitude -180..180 / latitude -90..90 (pan back to the main map copy)")
     if geom.area == 0:
         raise engine.InputError("region has no area")
-    return Region(polygon=mapping(geom))
+    # the engine's rule: an edge spanning more than 180° of longitude crosses the antimeridian
+    return Region(polygon=mapping(engine.parse_region(geom)))
 
 
 def region_text(geometry: dict | None) -> str:

@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 
 from ..errors import GLBError
 from .files import fsync_dir
-from .layout import OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout
+from .layout import (OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout, path_from_store,
+                     stored_scene)
 from .lock import WriterLock
 from .manifest import (CorruptIndexError, Manifest, SegmentInfo, publish, read_current, read_scenes,
                        read_tombstones, write_tombstones)
@@ -39,13 +40,20 @@ log = logging.getLogger("glb.store")
 ORPHAN_GRACE_S = 600  # unreferenced files younger than this may still be read by a searcher
 
 
+def _path_bytes(text: str) -> bytes:
+    """The bytes a path string stands for: its UTF-8 for ordinary paths (so the ids of every
+    existing index stay as they were), the file system's own bytes for names that are not
+    valid UTF-8 (Python holds those bytes as surrogates)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def tile_id_for(scene_key: str, row_off: int, col_off: int, height: int, width: int) -> int:
-    h = hashlib.blake2b(f"{scene_key}|{row_off}|{col_off}|{height}|{width}".encode(), digest_size=8)
+    h = hashlib.blake2b(_path_bytes(f"{scene_key}|{row_off}|{col_off}|{height}|{width}"), digest_size=8)
     return int.from_bytes(h.digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def scene_id_for(path: str, sha256: str) -> str:
-    return hashlib.blake2b(f"{path}|{sha256}".encode(), digest_size=8).hexdigest()
+    return hashlib.blake2b(_path_bytes(f"{path}|{sha256}"), digest_size=8).hexdigest()
 
 
 @dataclass
@@ -105,7 +113,8 @@ class StoreWriter:
                 except (OSError, pa.ArrowException) as e:
                     raise CorruptIndexError(f"{root}: generation {self.manifest.generation}'s scenes "
                                             f"or tombstones file is unreadable ({str(e)[:160]})") from None
-                self.state = _State({s["path"]: s for s in scenes},
+                self.state = _State({path_from_store(s["path"]): dict(s, path=path_from_store(s["path"]))
+                                     for s in scenes},
                                     set(zip(t.column("segment").to_pylist(),
                                             t.column("tile_id").to_pylist())))
             else:
@@ -200,7 +209,7 @@ class StoreWriter:
         m = Manifest(generation=gen, encoder=self.encoder, segments=segments,
                      n_tiles=sum(int(r["n_tiles"] or 0) for r in scenes.values()))
         m.scenes_file = f"{gen:09d}.scenes.parquet"
-        pq.write_table(pa.Table.from_pylist(list(scenes.values()), schema=SCENE_SCHEMA),
+        pq.write_table(pa.Table.from_pylist([stored_scene(r) for r in scenes.values()], schema=SCENE_SCHEMA),
                        self.layout.manifests / m.scenes_file)
         if tombstones:
             m.tombstones_file = f"{gen:09d}.tombstones.parquet"
@@ -245,7 +254,7 @@ class StoreWriter:
         m = Manifest(generation=gen, encoder=self.encoder, segments=segments,
                      n_tiles=sum(int(r["n_tiles"] or 0) for r in scenes.values()))
         m.scenes_file = f"{gen:09d}.scenes.parquet"
-        pq.write_table(pa.Table.from_pylist(list(scenes.values()), schema=SCENE_SCHEMA),
+        pq.write_table(pa.Table.from_pylist([stored_scene(r) for r in scenes.values()], schema=SCENE_SCHEMA),
                        self.layout.manifests / m.scenes_file)
         if self.state.tombstones:
             m.tombstones_file = f"{gen:09d}.tombstones.parquet"
@@ -351,7 +360,7 @@ class StoreWriter:
                      segments=[SegmentInfo(name, tiles.num_rows)] if tiles.num_rows else [],
                      n_tiles=tiles.num_rows)
         m.scenes_file = f"{gen:09d}.scenes.parquet"
-        pq.write_table(pa.Table.from_pylist(list(scenes.values()), schema=SCENE_SCHEMA),
+        pq.write_table(pa.Table.from_pylist([stored_scene(r) for r in scenes.values()], schema=SCENE_SCHEMA),
                        self.layout.manifests / m.scenes_file)
         fsync_dir(self.layout.manifests)
         publish(self.layout, m)
@@ -377,7 +386,7 @@ class StoreWriter:
         m = Manifest(generation=gen, encoder=self.encoder, segments=segments,
                      n_tiles=sum(int(r["n_tiles"] or 0) for r in scenes.values()))
         m.scenes_file = f"{gen:09d}.scenes.parquet"
-        pq.write_table(pa.Table.from_pylist(list(scenes.values()), schema=SCENE_SCHEMA),
+        pq.write_table(pa.Table.from_pylist([stored_scene(r) for r in scenes.values()], schema=SCENE_SCHEMA),
                        self.layout.manifests / m.scenes_file)
         if tombstones:
             m.tombstones_file = f"{gen:09d}.tombstones.parquet"
