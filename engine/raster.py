@@ -49,7 +49,6 @@ def _rasterio():
     return rasterio
 
 
-@contextmanager
 def _gdal_path(p: Path):
     """GDAL takes paths as UTF-8 text: a file name that is not valid UTF-8 (bytes Python holds
     as surrogates) is opened through a symlink with a plain name in a private temporary folder.
@@ -67,6 +66,7 @@ def _gdal_path(p: Path):
         return alias, folder
 
 
+@contextmanager
 def open_raster(source: str | Path | bytes, *, name: str | None = None):
     """Yield (dataset, RasterInfo) or raise RasterError naming the file and what is wrong."""
     rasterio = _rasterio()

@@ -253,6 +253,10 @@ def cmd_check(args) -> int:
     else:
         for p in problems:
             print(f"glb check: {_one_line(p)}", file=sys.stderr)
+        if problems and (Path(args.index) / "manifests").is_dir():
+            print(f"glb check: to repair: glb check --repair --index {_one_line(str(args.index))} "
+                  f"(drops what cannot be recovered; the next `glb index` indexes those files "
+                  f"again)", file=sys.stderr)
         print(f"{_one_line(str(args.index))}: {'OK' if not problems else f'{len(problems)} problems'} "
               f"({stats.get('tiles', 0)} tiles, generation {stats.get('generation')})")
     return 0 if not problems else 1

@@ -107,11 +107,7 @@ def check_index(path: str | Path, *, search: bool = True) -> tuple[list[str], di
     for info in m.segments:
         name = info.name
         d = layout.segment(name)
-        damage = segment_damage(layout, info)
-        if damage:  # the same lines every command prints (engine/store/verify.py)
-            problems += damage
-            if any("missing" in x or "unreadable" in x or "truncated" in x for x in damage):
-                continue
+        problems += segment_damage(layout, info)  # the lines every command prints (verify.py)
         try:
             tiles = read_tiles(layout, name)
             vec = read_vectors(layout, name, mmap=True)

@@ -292,6 +292,15 @@ def _repair(layout: Layout, writer, report: RepairReport) -> None:
             live_count[rec["path"]] = live_count.get(rec["path"], 0) + 1
         if s.bad:
             s.rewrite.append(f"{len(s.bad)} tiles belonged to no scene recorded there")
+        # a damaged row anywhere in the files (tombstoned ones included) means a rewrite:
+        # segments are immutable, and `glb check` reads every row
+        whole = np.zeros(len(ids), bool)
+        whole[:n_vec] = finite[:len(ids)] & (np.abs(norms[:len(ids)] - 1) <= 1e-3)
+        thumbs_ok = np.array([s.thumbs is not None and t in s.thumbs and
+                              (not s.thumbs[t] or bytes(s.thumbs[t][:3]) == JPEG_MAGIC) for t in ids.tolist()], bool)
+        n_bad = int((~(whole & thumbs_ok)).sum())
+        if n_bad and not s.rewrite:
+            s.rewrite.append(f"{n_bad} rows with a missing or damaged vector or thumbnail")
         plan[name] = keep
     for p, r in scenes.items():
         if p not in drop and live_count.get(p, 0) != (r["n_tiles"] or 0):

@@ -28,7 +28,7 @@ from ..modalities import MODALITIES
 from .layout import Layout
 from .manifest import Manifest, read_current, read_scenes, read_tombstones
 from .segment import read_tiles, read_vectors
-from .verify import damaged, require_whole
+from .verify import damaged, generation_damage, require_whole
 
 log = logging.getLogger("glb.store")
 
@@ -90,6 +90,9 @@ class Snapshot:
         self.manifest = manifest
         self.current_name = current_name
         cache = cache or {}
+        damage = generation_damage(layout, manifest, segments=[])  # its scenes, tombstones files
+        if damage:
+            raise damaged(layout, damage)
         total = sum(int(s.n_rows) for s in manifest.segments)
         self.large = total >= vec.QUANT_MIN_ROWS
         self.segments: dict[str, LoadedSegment] = {}
