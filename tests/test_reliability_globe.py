@@ -12,7 +12,7 @@ from rasterio.transform import from_origin
 
 import engine
 from conftest import write_tif
-from engine.store.check import check_index
+from engine.check import check_index
 from indexer.runner import IndexOptions, run_index
 
 CROSSING_WKT = "POLYGON((170 -10,-170 -10,-170 10,170 10,170 -10))"

@@ -17,7 +17,7 @@ from rasterio.transform import from_origin
 
 import engine
 from conftest import write_tif
-from engine.store.check import check_index
+from engine.check import check_index
 from hostile.tools import ROOT
 from indexer.runner import IndexOptions, run_index
 

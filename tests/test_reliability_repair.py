@@ -9,14 +9,12 @@ import json
 import shutil
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 import engine
 from conftest import SMALL_SCENES, write_tif
 from engine.errors import GLBError
-from engine.store.check import check_index
+from engine.check import check_index
 from hostile.tools import diff_states, read_state
 from indexer.runner import IndexOptions, run_index
 from test_reliability_check import CORRUPTIONS
@@ -85,7 +83,7 @@ def test_damage_is_named_everywhere_refused_by_index_and_repaired(index_copy, en
     damage(index_copy)
     # every command: one line naming the file and the repair, exit 2 (check: its problems, exit 1)
     for argv in (["search", "river"], ["info"]):
-        engine.index._OPEN.clear()
+        engine.retrieval.index._OPEN.clear()
         rc, _, err = _cli([*argv, "--index", index_copy], capsys)
         assert rc == 2 and len(err) == 1, (argv, err)
         assert named in err[0] and REPAIR in err[0] and "internal error" not in err[0], err
@@ -115,7 +113,7 @@ def test_damage_is_named_everywhere_refused_by_index_and_repaired(index_copy, en
         assert after.n_tiles < before.n_tiles and "dropped" in out
     else:
         assert after.n_tiles == before.n_tiles
-    engine.index._OPEN.clear()
+    engine.retrieval.index._OPEN.clear()
     assert len(engine.Index(index_copy, encoder=encoder).search("river", k=3)) == min(3, after.n_tiles)
     # nothing left to repair; then the same `glb index` as before brings back what was dropped
     rc, out, _ = _cli(["check", "--repair", "--index", index_copy], capsys)
@@ -177,7 +175,7 @@ def test_a_damaged_generation_rolls_back_to_the_last_whole_one(index_copy, encod
 
 @pytest.mark.parametrize("corrupt, match", CORRUPTIONS, ids=[c[0].__name__ for c in CORRUPTIONS])
 def test_repair_fixes_every_corruption_check_finds(index_copy, corrupt, match):
-    from engine.store.repair import repair_index
+    from engine.repair import repair_index
 
     before = read_state(index_copy)
     corrupt(index_copy)
@@ -191,7 +189,7 @@ def test_repair_fixes_every_corruption_check_finds(index_copy, corrupt, match):
 def test_repair_waits_for_no_one_it_takes_the_writer_lock(index_copy):
     from engine.errors import IndexLockedError
     from engine.store.lock import WriterLock
-    from engine.store.repair import repair_index
+    from engine.repair import repair_index
 
     with WriterLock(index_copy):
         with pytest.raises(IndexLockedError):
@@ -199,25 +197,24 @@ def test_repair_waits_for_no_one_it_takes_the_writer_lock(index_copy):
 
 
 # --- derived search caches (vindex/) on the quantised path ---------------------------------------
+def _quantised_config():
+    return engine.SearchConfig(vectors=engine.VectorIndexConfig(quant_min_rows=1000, nlist=64, pq_m=48))
+
+
 @pytest.fixture(scope="module")
 def quantised_base(tmp_path_factory):
     """1,200 tiles in 4 segments of equal size, searched through IVF-PQ (forced, as
     GLB_QUANT_MIN_ROWS=1000 does), its vindex/ caches built by a first search. (The issue's
     reproduction used ~5,000 tiles; fewer train the quantiser in a quarter of the time.)"""
     import synthetic
-    from engine import vectors
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(vectors, "QUANT_MIN_ROWS", 1000)
-    mp.setattr(vectors, "NLIST", 64)
-    mp.setattr(vectors, "PQ_M", 48)
     path, rows = synthetic.build(tmp_path_factory.mktemp("quantised") / "index", n_scenes=8,
                                  tiles_per_scene=150, seed=5, scenes_per_commit=2)
     q = synthetic.clustered_vectors(np.random.default_rng(3), 4)
-    want = [engine.Index(path).search(vector=v, k=200) for v in q]
+    idx = engine.Index(path, config=_quantised_config())
+    want = [idx.search(vector=v, k=200) for v in q]
     vec = {r["tile_id"]: r["vector"] for r in rows}
-    yield path, q, want, vec
-    mp.undo()
+    return path, q, want, vec
 
 
 @pytest.fixture
@@ -286,7 +283,7 @@ def test_damaged_search_caches_are_reported_and_rebuilt_never_trusted(quantised,
     damage(path, segs[0], segs[1])
     problems, stats = check_index(path, search=False)
     assert stats["derived_damaged"] >= 1 and any(p.startswith("vindex/") for p in problems), problems
-    idx = engine.Index(path)
+    idx = engine.Index(path, config=_quantised_config())
     assert idx.snapshot.vector_index.kind == "ivfpq"
     for v, w in zip(q, want):
         got = idx.search(vector=v, k=200)

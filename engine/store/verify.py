@@ -3,7 +3,7 @@ make before trusting a segment: each file a manifest names exists, its Parquet f
 holds the manifest's row count, and vectors.npy's header and size agree with it. One stat and
 one footer read per file, no data read: a missing or truncated file becomes one line naming
 the file and the repair (`glb check --repair`), never a traceback, a RecursionError or a
-silently short result. `glb check` (engine/store/check.py) goes further and reads everything.
+silently short result. `glb check` (engine/check.py) goes further and reads everything.
 """
 
 from __future__ import annotations

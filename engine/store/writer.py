@@ -89,7 +89,7 @@ class StoreWriter:
         """`lock`: the index's writer lock, already acquired (the caller took it before a slow
         start); the writer releases it on close. `verify`: refuse a live generation with a
         missing, truncated or unreadable file (DamagedIndexError naming it): a new generation
-        is never published on top of damage. Only the repair (engine/store/repair.py) opens a
+        is never published on top of damage. Only the repair (engine/repair.py) opens a
         damaged index, to publish the repaired generation."""
         self.layout = Layout(root)
         self.lock = lock if lock is not None else WriterLock(self.layout.root).acquire()
@@ -372,7 +372,7 @@ class StoreWriter:
         """Publish a generation made of segments kept as they are, at most one new segment
         (tiles, vectors, thumbs, overviews) and the given scene records and tombstones, by the
         same steps as every commit (segment, scenes file, tombstones, manifest, CURRENT). The
-        repair's way to write (engine/store/repair.py); scene records of tiles in the new
+        repair's way to write (engine/repair.py); scene records of tiles in the new
         segment must already name it (`segment_name` gives its name)."""
         if self.staged or self.removed or self.touched:
             raise GLBError("commit the staged changes before publishing a generation")

@@ -28,12 +28,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import GLBError
-from ..render import JPEG_MAGIC
-from .layout import Layout
-from .manifest import read_current, read_scenes, read_tombstones
-from .segment import read_tiles, read_vectors
-from .verify import segment_damage
+from .errors import GLBError
+from .render import JPEG_MAGIC
+from .store.layout import Layout
+from .store.manifest import read_current, read_scenes, read_tombstones
+from .store.segment import read_tiles, read_vectors
+from .store.verify import segment_damage
 
 MAX_EXAMPLES = 3
 
@@ -194,8 +194,8 @@ def check_index(path: str | Path, *, search: bool = True) -> tuple[list[str], di
 def derived_problems(layout: Layout, m, segments, dim: int) -> list[tuple[Path, str]]:
     """Derived search files in vindex/ (tile records, quantiser, codes) that do not match
     the segments they are made from, checked in full."""
-    from .. import vectors
-    from .snapshot import arrow_tiles_path, arrow_tiles_problem
+    from .retrieval import vectors
+    from .retrieval.snapshot import arrow_tiles_path, arrow_tiles_problem
 
     out = []
     for info in segments:
@@ -261,7 +261,7 @@ def _check_tiles(name: str, tiles: pa.Table, scene_of: dict) -> list[str]:
 
 def _check_in_duckdb(layout: Layout, m, segments, dead_t: pa.Table) -> list[str]:
     """The same counts through DuckDB's own Parquet reader."""
-    from .duck import connect
+    from .store.duck import connect
 
     try:
         con = connect(extensions=())
@@ -298,7 +298,7 @@ def _check_in_duckdb(layout: Layout, m, segments, dead_t: pa.Table) -> list[str]
 
 def _check_search(path, n_live: int, first_vec) -> list[str]:
     try:
-        from ..index import Index
+        from .retrieval.index import Index
 
         idx = Index(path)
         info = idx.info()

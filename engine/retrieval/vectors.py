@@ -1,12 +1,12 @@
-"""Vector indexes behind `engine/index.py`'s planner: exact Flat for small indexes, IVF-PQ with
+"""Vector indexes behind `engine/retrieval/index.py`'s planner: exact Flat for small indexes, IVF-PQ with
 exact re-ranking for large ones.
 
-Small (fewer live tiles than `QUANT_MIN_ROWS`): every vector in RAM (float32) behind a FAISS
+Small (fewer live tiles than `VectorIndexConfig.quant_min_rows`): every vector in RAM (float32) behind a FAISS
 `IndexFlatIP`; every answer is exact.
 
-Large: an `IndexIVFPQ` (inner product, `NLIST` lists, `PQ_M` bytes a vector) holds only codes
+Large: an `IndexIVFPQ` (inner product, `nlist` lists, `pq_m` bytes a vector) holds only codes
 and row ids in RAM; the float32 vectors stay on disk in the segments' own `vectors.npy`
-(memory-mapped) and are read only to re-rank the `RERANK` best approximate candidates exactly,
+(memory-mapped) and are read only to re-rank the `rerank` best approximate candidates exactly,
 so every returned score is exact. The coarse quantiser and PQ codebooks are trained once per
 index on a sample and persisted in `<index>/vindex/`; each segment's codes (`sa_encode`: list
 number + PQ code per row) are persisted there too, keyed by the quantiser's digest, so a reader
@@ -15,7 +15,7 @@ rebuild, never correctness. A reader that cannot write there (read-only index) k
 memory.
 
 Filtered search within an explicit candidate set uses a filter-aware probe count: the lists
-are taken nearest first until they hold at least `SCAN_TARGET` candidates, and FAISS scans them
+are taken nearest first until they hold at least `scan_target` candidates, and FAISS scans them
 with the candidate set as an `IDSelectorBitmap`.
 """
 
@@ -23,33 +23,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import threading
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 
-# FAISS's OpenMP threads spin while they wait by default: on a small shared machine (2 cores,
-# other work running) that made training 7x slower than a single thread (83 s vs 12 s measured
-# under load 7). Passive waiting costs little when the machine is quiet. Must be set before
-# FAISS's OpenMP runtime loads; a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from ..store.files import try_atomic_write
+from .config import VectorIndexConfig
 
 log = logging.getLogger("glb.vectors")
 
-QUANT_MIN_ROWS = int(os.environ.get("GLB_QUANT_MIN_ROWS", "50000"))
-NLIST = int(os.environ.get("GLB_NLIST", "1024"))
-PQ_M = int(os.environ.get("GLB_PQ_M", "96"))   # bytes per vector in the PQ code (384-d: 4 dims per sub-quantiser)
-NPROBE = 128              # lists scanned for an unfiltered query (1/8 of them: see BENCHMARKS.md)
-RERANK = 640              # approximate candidates re-ranked exactly (at least 3 k)
-SCAN_TARGET = 32_000      # filtered candidates the probed lists must hold (filter-aware nprobe)
-MIN_NPROBE = 8
-TRAIN_SAMPLE = 65_536
-ENCODE_CHUNK = 131_072
 
-
-def _empty(dim: int = 0):
+def _empty():
     return np.zeros(0, np.int64), np.zeros(0, np.float32)
 
 
@@ -134,18 +120,6 @@ def inner_products(x: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out
 
 
-def top_k_of(rows: np.ndarray, scores: np.ndarray, tile_ids: np.ndarray, k: int):
-    """Best k by score (ties by tile id), descending."""
-    if len(rows) == 0:
-        return _empty()
-    if len(rows) > k:
-        top = np.argpartition(-scores, k - 1)[:k]
-    else:
-        top = np.arange(len(rows))
-    order = top[np.lexsort((tile_ids[rows[top]], -scores[top]))]
-    return rows[order], scores[order]
-
-
 class FlatIndex:
     """Exact: all vectors in RAM, FAISS IndexFlatIP; filtered search via an id bitmap."""
 
@@ -201,7 +175,7 @@ class IVFPQIndex:
     kind = "ivfpq"
 
     def __init__(self, index, vectors: RowVectors, assign: np.ndarray, digest: str, build_s: float,
-                 nprobe: int | None = None):
+                 config: VectorIndexConfig):
         self.index = index
         self.vectors = vectors
         self.assign = assign            # list number of each live row (int16/int32)
@@ -209,10 +183,11 @@ class IVFPQIndex:
         self.nlist = index.nlist
         self.digest = digest
         self.build_s = build_s
-        self.nprobe = int(nprobe or NPROBE)
+        self.config = config
+        self.nprobe = config.nprobe
+        self.rerank_depth = config.rerank
         self.centroids = index.quantizer.reconstruct_n(0, index.nlist)
         self.list_sizes = np.bincount(assign, minlength=index.nlist)
-        self._local = threading.local()
 
     def memory_bytes(self) -> int:
         import faiss
@@ -246,58 +221,48 @@ class IVFPQIndex:
         return rows[order], s[order]
 
     def search(self, q: np.ndarray, k: int, *, want: int | None = None, nprobe: int | None = None):
-        """Best `want` (default RERANK, at least 3 k) by PQ over `nprobe` lists, re-ranked exactly."""
-        return self.rerank(q, self.candidates(q, max(want or 0, RERANK, 3 * k), nprobe))
+        """Best `want` (at least the configured re-rank depth and 3 k) by PQ over `nprobe`
+        lists, re-ranked exactly."""
+        return self.rerank(q, self.candidates(q, max(want or 0, self.rerank_depth, 3 * k), nprobe))
 
     def probes_for(self, q: np.ndarray, rows: np.ndarray, target: int | None = None) -> tuple[int, int]:
-        """Fewest nearest lists that together hold `target` (default SCAN_TARGET) of `rows`
+        """Fewest nearest lists that together hold `target` (default: `scan_target`) of `rows`
         (filter-aware nprobe), and how many entries those lists hold (the scan's cost)."""
         counts = np.bincount(self.assign[rows], minlength=self.nlist)
         order = np.argsort(-(self.centroids @ q))
         cum = np.cumsum(counts[order])
-        # at least SCAN_TARGET candidates, and at least the share of them an unfiltered search
-        # scans of the whole index (NPROBE / nlist): large filtered sets need it just the same
+        # at least scan_target candidates, and at least the share of them an unfiltered search
+        # scans of the whole index (nprobe / nlist): large filtered sets need it just the same
         share = int(np.ceil(len(rows) * min(1.0, self.nprobe / self.nlist)))
-        need = min(max(target or SCAN_TARGET, share), len(rows))
-        nprobe = int(min(self.nlist, max(MIN_NPROBE, np.searchsorted(cum, need) + 1)))
+        need = min(max(target or self.config.scan_target, share), len(rows))
+        nprobe = int(min(self.nlist, max(self.config.min_nprobe, np.searchsorted(cum, need) + 1)))
         return nprobe, int(self.list_sizes[order[:nprobe]].sum())
 
+    def probes_for_want(self, q: np.ndarray, rows: np.ndarray, want: int) -> int:
+        """The filter-aware probe count for `want` candidates among `rows`."""
+        return self.probes_for(q, rows, max(self.config.scan_target, max(want, self.rerank_depth)))[0]
+
     def search_in(self, q: np.ndarray, want: int, rows: np.ndarray, nprobe: int | None = None):
+        """Best `want` (at least the re-rank depth) among `rows`, over `nprobe` lists (default:
+        the filter-aware count), re-ranked exactly."""
         import faiss
 
-        want = max(want, RERANK)
+        want = max(want, self.rerank_depth)
         if nprobe is None:
-            nprobe, _ = self.probes_for(q, rows, max(SCAN_TARGET, want))
+            nprobe = self.probes_for_want(q, rows, want)
         mask = np.zeros(self.n, dtype=bool)
         mask[rows] = True
         bitmap = np.packbits(mask, bitorder="little")
         sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))
         p = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
         _, r = self.index.search(q[None], min(want, len(rows)), params=p)
-        self.last_nprobe = nprobe
         return self.rerank(q, r[0])
 
     def describe(self) -> dict:
         return {"kind": self.kind, "nlist": self.nlist, "pq_m": self.index.pq.M,
-                "nprobe": self.nprobe, "rerank": RERANK, "scan_target": SCAN_TARGET,
+                "nprobe": self.nprobe, "rerank": self.rerank_depth,
+                "scan_target": self.config.scan_target,
                 "quantizer": self.digest}
-
-
-def _atomic_save(path: Path, write) -> bool:
-    """Write through a temporary file and rename; False when the folder is not writable."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
-        return True
-    except OSError as e:
-        log.warning("cannot persist %s (%s); keeping it in memory", path, e)
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        return False
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -305,12 +270,12 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         np.save(f, arr)
 
 
-def _train(vectors: RowVectors, dim: int, nlist: int, m: int, seed: int = 0):
+def _train(vectors: RowVectors, dim: int, nlist: int, m: int, train_sample: int, seed: int = 0):
     import faiss
 
     n = len(vectors)
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, size=min(n, max(TRAIN_SAMPLE, 40 * nlist)), replace=False))
+    sample = np.sort(rng.choice(n, size=min(n, max(train_sample, 40 * nlist)), replace=False))
     x = vectors.take(sample)
     q = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFPQ(q, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
@@ -336,9 +301,9 @@ def quantizer_problem(index, dim: int, nlist: int, m: int) -> str | None:
     return None
 
 
-def quantizer_params(n_rows: int, nlist: int | None = None, m: int | None = None) -> tuple[int, int, str]:
-    nlist = int(nlist or min(NLIST, max(16, n_rows // 64)))
-    m = int(m or PQ_M)
+def quantizer_params(n_rows: int, config: VectorIndexConfig) -> tuple[int, int, str]:
+    nlist = min(config.nlist, max(16, n_rows // 64))
+    m = config.pq_m
     return nlist, m, f"quantizer-ivf{nlist}-pq{m}.faiss"
 
 
@@ -359,17 +324,16 @@ def read_quantizer(path: Path, dim: int, nlist: int, m: int):
     return index, hashlib.sha256(raw).hexdigest()[:16]  # owns the C++ object (a downcast view would not)
 
 
-def load_quantizer(root: Path, vectors: RowVectors, dim: int, *, nlist: int | None = None,
-                   m: int | None = None, _retry: bool = True):
+def load_quantizer(root: Path, vectors: RowVectors, dim: int, config: VectorIndexConfig,
+                   _retry: bool = True):
     """-> (trained empty IndexIVFPQ, digest). Trained once per index; the first reader to
     publish it wins (hard link: never replaced while sound), later readers use that one. A file
     that does not deserialise or does not fit the index (damaged, or copied from another) is
     removed and trained again, never used."""
     import faiss
 
-    nlist, m, name = quantizer_params(len(vectors), nlist, m)
-    folder = root / "vindex"
-    path = folder / name
+    nlist, m, name = quantizer_params(len(vectors), config)
+    path = root / "vindex" / name
     if path.is_file():
         index, digest = read_quantizer(path, dim, nlist, m)
         if index is not None:
@@ -379,22 +343,13 @@ def load_quantizer(root: Path, vectors: RowVectors, dim: int, *, nlist: int | No
             path.unlink()
         except OSError:
             pass
-    index = _train(vectors, dim, nlist, m)
+    index = _train(vectors, dim, nlist, m, config.train_sample)
     raw = faiss.serialize_index(index).tobytes()
-    tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(raw)
-        try:
-            os.link(tmp, path)          # fails if another reader published first
-        except FileExistsError:
-            tmp.unlink(missing_ok=True)
-            if _retry:
-                return load_quantizer(root, vectors, dim, nlist=nlist, m=m, _retry=False)
-            return index, hashlib.sha256(raw).hexdigest()[:16]
-        tmp.unlink(missing_ok=True)
-    except OSError as e:
-        log.warning("cannot persist the vector quantiser in %s (%s); keeping it in memory", folder, e)
+        try_atomic_write(path, lambda p: p.write_bytes(raw), exclusive=True)
+    except FileExistsError:  # another reader published first: use theirs
+        if _retry:
+            return load_quantizer(root, vectors, dim, config, _retry=False)
     return index, hashlib.sha256(raw).hexdigest()[:16]
 
 
@@ -411,7 +366,7 @@ def _codes_digest(codes: np.ndarray) -> str:
 
 
 def codes_problem(codes: np.ndarray, meta_path: Path, segment: str, part: np.ndarray, trained,
-                  digest: str, *, full: bool = False) -> str | None:
+                  digest: str, *, full: bool = False, chunk: int = 131_072) -> str | None:
     """Why cached codes cannot stand for `segment`'s vectors (None: they can). Checked against
     what was recorded when they were written (segment, rows, quantiser, checksum) and against
     the source: a sample of rows (every row with full=True, as `glb check` does) re-encoded
@@ -434,15 +389,16 @@ def codes_problem(codes: np.ndarray, meta_path: Path, segment: str, part: np.nda
         return "its checksum does not match (damaged)"
     n = part.shape[0]
     rows = np.arange(n) if full else np.unique(np.linspace(0, n - 1, min(n, CODES_SAMPLE)).astype(np.int64))
-    for i in range(0, len(rows), ENCODE_CHUNK):
-        r = rows[i:i + ENCODE_CHUNK]
+    for i in range(0, len(rows), chunk):
+        r = rows[i:i + chunk]
         again = trained.sa_encode(np.ascontiguousarray(part[r], dtype=np.float32))
         if not np.array_equal(again, codes[r]):
             return "its codes do not encode the segment's vectors"
     return None
 
 
-def segment_codes(root: Path, segment: str, part: np.ndarray, trained, digest: str) -> np.ndarray:
+def segment_codes(root: Path, segment: str, part: np.ndarray, trained, digest: str,
+                  chunk: int) -> np.ndarray:
     """sa_encode codes (list number + PQ code) of every physical row of one segment, cached in
     vindex/ with a record of what they were made from; a cached file is used only while it
     matches (codes_problem), and rebuilt otherwise."""
@@ -452,39 +408,44 @@ def segment_codes(root: Path, segment: str, part: np.ndarray, trained, digest: s
     if path.is_file():
         try:
             codes = np.load(path)
-            why = codes_problem(codes, meta_path, segment, part, trained, digest)
+            why = codes_problem(codes, meta_path, segment, part, trained, digest, chunk=chunk)
             if why is None:
                 return codes
             log.warning("%s: %s; encoding the segment again", path, why)
         except (OSError, ValueError) as e:
             log.warning("%s: unreadable (%s); encoding the segment again", path, e)
-    outs = [trained.sa_encode(np.ascontiguousarray(part[i:i + ENCODE_CHUNK], dtype=np.float32))
-            for i in range(0, part.shape[0], ENCODE_CHUNK)]
+    outs = [trained.sa_encode(np.ascontiguousarray(part[i:i + chunk], dtype=np.float32))
+            for i in range(0, part.shape[0], chunk)]
     codes = np.concatenate(outs) if outs else np.zeros((0, trained.sa_code_size()), np.uint8)
     meta = {"segment": segment, "rows": int(part.shape[0]), "quantizer": digest,
             "checksum": _codes_digest(codes)}
-    if _atomic_save(path, lambda p: _save_npy(p, codes)):
-        _atomic_save(meta_path, lambda p: p.write_bytes(json.dumps(meta).encode()))
+    if try_atomic_write(path, lambda p: _save_npy(p, codes)):
+        try_atomic_write(meta_path, lambda p: p.write_bytes(json.dumps(meta).encode()))
     return codes
 
 
 def derived_problems(root: Path, segments: list[tuple[str, int]], dim: int) -> list[tuple[Path, str]]:
     """(file, why) for each derived file in vindex/ that a searcher would not use as is (for
-    `glb check`; searchers rebuild them). Codes are re-encoded in full."""
+    `glb check`; searchers rebuild them). Independent of the search config: every quantiser
+    file present is checked against the parameters its name states, and the codes made with
+    each sound one are re-encoded in full. Codes of no quantiser present are stale leftovers
+    (deleted later), not damage."""
     folder = Path(root) / "vindex"
     if not folder.is_dir():
         return []
     out: list[tuple[Path, str]] = []
-    live = dict(segments)
-    n_rows = sum(live.values())
-    nlist, m, name = quantizer_params(n_rows)
-    trained, digest = (None, None)
-    if (folder / name).is_file():
-        trained, digest = read_quantizer(folder / name, dim, nlist, m)
+    quantizers = {}
+    for path in sorted(folder.glob("quantizer-ivf*-pq*.faiss")):
+        m = re.fullmatch(r"quantizer-ivf(\d+)-pq(\d+)\.faiss", path.name)
+        if not m:
+            continue
+        trained, digest = read_quantizer(path, dim, int(m.group(1)), int(m.group(2)))
         if trained is None:
-            out.append((folder / name, digest))
-    if trained is not None:
-        for seg, rows in segments:
+            out.append((path, digest))
+        else:
+            quantizers[digest] = trained
+    for seg, rows in segments:
+        for digest, trained in quantizers.items():
             path, meta_path = codes_paths(Path(root), seg, digest)
             if not path.is_file():
                 continue
@@ -500,17 +461,17 @@ def derived_problems(root: Path, segments: list[tuple[str, int]], dim: int) -> l
 
 
 def build_ivfpq(root: Path, segments: list[tuple[str, np.ndarray, np.ndarray | None]],
-                vectors: RowVectors, dim: int) -> IVFPQIndex:
+                vectors: RowVectors, dim: int, config: VectorIndexConfig) -> IVFPQIndex:
     """segments: (name, memory-mapped float32 vectors, live mask or None) in row order."""
     import faiss
 
     t0 = time.perf_counter()
-    trained, digest = load_quantizer(root, vectors, dim)
+    trained, digest = load_quantizer(root, vectors, dim, config)
     index = faiss.clone_index(trained)
     coarse = trained.coarse_code_size()
     parts = []
     for name, part, live in segments:
-        codes = segment_codes(root, name, part, trained, digest)
+        codes = segment_codes(root, name, part, trained, digest, config.encode_chunk)
         parts.append(codes if live is None else codes[live])
     codes = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else
                                                             np.zeros((0, trained.sa_code_size()), np.uint8))
@@ -533,7 +494,7 @@ def build_ivfpq(root: Path, segments: list[tuple[str, np.ndarray, np.ndarray | N
     del codes, order
     assign = np.concatenate(assign_parts) if assign_parts else np.zeros(0, np.int16)
     _gc(root, {name for name, _, _ in segments}, digest)
-    return IVFPQIndex(index, vectors, assign, digest, time.perf_counter() - t0)
+    return IVFPQIndex(index, vectors, assign, digest, time.perf_counter() - t0, config)
 
 
 def _gc(root: Path, live_segments: set[str], digest: str, grace_s: float = 600) -> None:
@@ -556,18 +517,3 @@ def _gc(root: Path, live_segments: set[str], digest: str, grace_s: float = 600) 
                 p.unlink()
         except OSError:
             pass
-
-
-def prepare(path: str | Path) -> dict:
-    """Build (or check) the derived search files of an index: what `engine.open` would do on
-    first load, done ahead of time (after a bulk write, say). Returns a short description."""
-    from .store.snapshot import Snapshot
-
-    t0 = time.perf_counter()
-    folder = Path(path) / "vindex"
-    before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    snap = Snapshot.load(path)
-    vi = snap.vector_index
-    after = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    return {"tiles": snap.n_tiles, "kind": vi.kind, "seconds": time.perf_counter() - t0,
-            "reused": bool(before) and not (after - before), **vi.describe()}

@@ -34,12 +34,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import GLBError, IndexNotFoundError
-from .files import atomic_write_bytes
-from .layout import OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout
-from .lock import WriterLock
-from .manifest import MANIFEST_NAME, CorruptIndexError, Manifest, read_current
-from .verify import npy_shape, segment_damage
+from .errors import IndexNotFoundError
+from .store.files import atomic_write_bytes
+from .store.layout import OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout
+from .store.lock import WriterLock
+from .store.manifest import MANIFEST_NAME, CorruptIndexError, Manifest, read_current
+from .store.verify import npy_shape, segment_damage
 
 JPEG_MAGIC = b"\xff\xd8\xff"  # engine/render.py's; not imported (PIL) for a store-only repair
 
@@ -182,7 +182,7 @@ def _load(layout: Layout, name: str, dim: int) -> _Segment:
 
 def repair_index(path: str | Path, *, lock: WriterLock | None = None) -> RepairReport:
     from .check import check_index, derived_problems
-    from .writer import StoreWriter
+    from .store.writer import StoreWriter
 
     layout = Layout(path)
     report = RepairReport(str(path))
@@ -279,7 +279,7 @@ def _repair(layout: Layout, writer, report: RepairReport) -> None:
                 why = "its vector is not finite or not unit length"
             elif s.thumbs is None or tid not in s.thumbs:
                 why = "its thumbnail is missing"
-            elif s.thumbs[tid] and not bytes(s.thumbs[tid][:3]) == JPEG_MAGIC:
+            elif s.thumbs[tid] and bytes(s.thumbs[tid][:3]) != JPEG_MAGIC:
                 why = "its thumbnail is not a JPEG image"
             elif s.geoms[i] is None:
                 why = "its footprint is unreadable"
