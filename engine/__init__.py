@@ -24,7 +24,8 @@ from .modalities import MODALITIES  # noqa: E402
 _LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".retrieval.index",
          "open_index": ".retrieval.index", "search": ".retrieval.index", "open": ".retrieval.index",
          "SearchConfig": ".retrieval.config", "PlannerConfig": ".retrieval.config",
-         "VectorIndexConfig": ".retrieval.config"}
+         "VectorIndexConfig": ".retrieval.config",
+         "parse_bbox": ".geo", "parse_region": ".geo", "bbox_geometry": ".geo"}
 
 
 def __getattr__(name: str):
