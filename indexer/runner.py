@@ -116,6 +116,7 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
     # The lock first: a second run started at the same time leaves before walking the archive.
     lock = lock if lock is not None else WriterLock(Path(index_dir)).acquire()
     try:
+        _refuse_damage(Path(index_dir))  # before the model loads: a damaged store stops the run at once
         rules = load_rules(rules_file)
         found = discover(paths, rules, override)
         report = RunReport(index=str(index_dir), files=len(found.sources), skipped=found.skipped)
@@ -164,6 +165,19 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
         writer.close()
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _refuse_damage(index_dir: Path) -> None:
+    """The writer refuses a damaged live generation (engine/store/verify.py); checked here too,
+    before the encoder loads, so the refusal comes in a second, not after the model."""
+    from engine.store.layout import Layout
+    from engine.store.verify import damaged, generation_damage
+
+    layout = Layout(index_dir)
+    if layout.exists():
+        damage = generation_damage(layout, read_current(layout))
+        if damage:
+            raise damaged(layout, damage)
 
 
 def _write_failed(index_dir, writer: StoreWriter, report: RunReport, e: OSError) -> IndexWriteError:

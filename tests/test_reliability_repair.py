@@ -102,6 +102,10 @@ def test_damage_is_named_everywhere_refused_by_index_and_repaired(index_copy, en
                   echo=lambda m: None)
     assert named in str(e.value) and REPAIR in str(e.value)
     assert json.loads(_current(index_copy).read_text())["generation"] == gen
+    if damage is truncate_vectors:  # the command line: one line, exit 2, before loading a model
+        rc, _, err = _cli(["index", scene, "--index", index_copy, "--quiet"], capsys)
+        assert rc == 2 and len(err) == 1 and named in err[0] and REPAIR in err[0], err
+        assert "internal error" not in err[0]
     # the repair: a consistent generation, through the writer's commit
     rc, out, err = _cli(["check", "--repair", "--index", index_copy], capsys)
     assert rc == 0, (out, err)
