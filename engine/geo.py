@@ -139,15 +139,17 @@ def lonlat_polygon(lon, lat) -> BaseGeometry:
     # a vertex on a pole has no longitude: it becomes the pole seen from both neighbours
     at_pole = np.abs(lat) >= 90.0 - 1e-9
     if at_pole.any() and not at_pole.all():
-        xs, ys, n = [], [], len(lon)
+        px: list[float] = []
+        py: list[float] = []
+        n = len(lon)
         for i in range(n):
             if at_pole[i]:
-                xs += [lon[(i - 1) % n], lon[(i + 1) % n]]
-                ys += [lat[i], lat[i]]
+                px += [lon[(i - 1) % n], lon[(i + 1) % n]]
+                py += [lat[i], lat[i]]
             else:
-                xs.append(lon[i])
-                ys.append(lat[i])
-        lon, lat = np.asarray(xs), np.asarray(ys)
+                px.append(lon[i])
+                py.append(lat[i])
+        lon, lat = np.asarray(px), np.asarray(py)
     x = lon[0] + np.concatenate([[0.0], np.cumsum(_wrap180(np.diff(lon)))])
     winding = x[-1] + _wrap180(lon[0] - lon[-1]) - x[0]
     if abs(winding) > 180:  # goes round a pole: close it over the pole

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -112,11 +113,11 @@ def _usable_manifest(layout: Layout, report: RepairReport) -> Manifest:
 @dataclass
 class _Segment:
     name: str
-    tiles: pa.Table | None = None
-    vectors: np.ndarray | None = None
-    thumbs: dict | None = None
-    overviews: pa.Table | None = None
-    geoms: list | None = None
+    tiles: Any = None                                  # pa.Table, None when unreadable
+    vectors: Any = None                                # float32 (n, dim), None when unreadable
+    thumbs: Any = None                                 # tile id -> JPEG, None when unreadable
+    overviews: Any = None                              # pa.Table
+    geoms: Any = None                                  # shapely geometries or None, per row
     rewrite: list[str] = field(default_factory=list)   # why it must be rewritten
     bad: dict = field(default_factory=dict)            # row -> why it cannot be kept
 
@@ -314,7 +315,8 @@ def _repair(layout: Layout, writer, report: RepairReport) -> None:
     # which segments stay as they are, which are rewritten
     import shapely
 
-    keep_infos, tombstones = [], set()
+    keep_infos: list = []
+    tombstones: set[tuple[str, int]] = set()
     new_tiles, new_vecs, new_thumbs, new_ovs, rewritten = [], [], [], [], []
     for name in seg_names:
         s = segs[name]

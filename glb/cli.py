@@ -12,11 +12,11 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see engine/__init__.py
+
+import engine  # before any command loads torch or FAISS: it sets OMP_WAIT_POLICY
 
 DEFAULT_INDEX = os.environ.get("GLB_INDEX", ".glb/index")
 
@@ -163,7 +163,7 @@ def cmd_index(args) -> int:
     opts = IndexOptions(TileOptions(args.tile_size, stride, args.max_nodata, args.batch_size),
                         prune=args.prune, commit_every=args.commit_every,
                         progress=not args.quiet and sys.stderr.isatty())
-    echo = lambda m: print(_one_line(m), file=sys.stderr)  # noqa: E731
+    echo = lambda m: print(_one_line(m), file=sys.stderr)
     # The encoder loads once the writer lock is held: a second run started at the same time
     # is refused at once instead of after loading a model.
     report = run_index(args.paths, args.index, rules_file=args.rules, override=override,
@@ -186,7 +186,6 @@ def cmd_index(args) -> int:
 
 
 def cmd_search(args) -> int:
-    import engine
     from engine.errors import InputError
 
     if args.text is not None:
@@ -231,8 +230,6 @@ def cmd_search(args) -> int:
 
 
 def cmd_info(args) -> int:
-    import engine
-
     info = engine.open(args.index, config=engine.SearchConfig.from_env()).info()
     if args.json:
         print(json.dumps(info))
@@ -253,7 +250,7 @@ def cmd_check(args) -> int:
     else:
         for p in problems:
             print(f"glb check: {_one_line(p)}", file=sys.stderr)
-        if problems and (Path(args.index) / "manifests").is_dir():
+        if problems and os.path.isdir(os.path.join(args.index, "manifests")):
             print(f"glb check: to repair: glb check --repair --index {_one_line(str(args.index))} "
                   f"(drops what cannot be recovered; the next `glb index` indexes those files "
                   f"again)", file=sys.stderr)

@@ -113,10 +113,12 @@ def _rule(p: Path, i: int, r) -> Rule:
     glob = r["glob"]
     if not isinstance(glob, str) or not glob:
         raise InputError(f"{where}: glob must be a non-empty string, got {glob!r}")
-    where = f"{where} (glob {glob!r})"
+
+    def err(message: str) -> InputError:
+        return InputError(f"{where}: {message} (the rule for glob {glob[:60]!r})")
 
     def bad(key, want):
-        return InputError(f"{where}: {key} must be {want}, got {type(r[key]).__name__} {str(r[key])[:40]!r}")
+        return err(f"{key} must be {want}, got {type(r[key]).__name__} {str(r[key])[:40]!r}")
 
     for key in ("sensor", "modality", "date_regex", "locate"):
         if key in r and not isinstance(r[key], str):
@@ -138,7 +140,9 @@ def _rule(p: Path, i: int, r) -> Rule:
                 raise bad("wavelengths", "a list of numbers (µm) or a comma-separated string")
             wavelengths = parse_wavelengths(w)
     except InputError as e:
-        raise InputError(f"{where}: {e}") from None
+        if str(e).startswith(where):
+            raise
+        raise err(str(e)) from None
     acquired = r.get("acquired")
     if acquired is not None:
         if isinstance(acquired, dt.datetime):
@@ -147,21 +151,20 @@ def _rule(p: Path, i: int, r) -> Rule:
             try:
                 acquired = dt.date.fromisoformat(acquired)
             except ValueError:
-                raise InputError(f"{where}: acquired {acquired[:40]!r} is not a date (YYYY-MM-DD)") from None
+                raise err(f"acquired {acquired[:40]!r} is not a date (YYYY-MM-DD)") from None
         elif not isinstance(acquired, dt.date):
-            raise bad("acquired", "a date (YYYY-MM-DD)")
+            raise err(f"acquired must be a date (YYYY-MM-DD), got {acquired!r}")
     regex = r.get("date_regex")
     if regex is not None:
         try:
             compiled = re.compile(regex)
         except re.error as e:
-            raise InputError(f"{where}: date_regex {regex[:60]!r} is not a valid regular expression ({e})") from None
+            raise err(f"date_regex is not a regular expression ({e}): {regex[:60]!r}") from None
         if "year" not in compiled.groupindex:
-            raise InputError(f"{where}: date_regex {regex[:60]!r} needs a (?P<year>...) group "
-                             f"(and optionally month, day)")
+            raise err(f"date_regex needs a (?P<year>...) group (and optionally month, day): {regex[:60]!r}")
     locate = r.get("locate")
     if locate and not (locate == "lon_lat_name" or locate.startswith("csv:")):
-        raise InputError(f"{where}: locate must be 'lon_lat_name' or 'csv:<file>', got {locate[:40]!r}")
+        raise err(f"locate must be 'lon_lat_name' or 'csv:<file>', got {locate[:40]!r}")
     if locate and locate.startswith("csv:"):
         table = Path(locate[4:])
         if not table.is_absolute():

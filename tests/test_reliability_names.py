@@ -145,20 +145,20 @@ def test_symlinked_and_unreadable_folders_are_reported(corpus):
     assert p.stdout.strip() == f"{locked}: cannot read this folder (Permission denied); its files were not indexed"
 
 
-RULE_MISTAKES = [
-    ('[[rule]]\nglob = "*"\nacquired = "2020-13-45"\n', "rule 1 (glob '*'): acquired '2020-13-45' is not a date"),
-    ('[[rule]]\nglob = "*"\nacquired = 2020\n', "rule 1 (glob '*'): acquired must be a date"),
-    ('[[rule]]\nglob = "*"\ndate_regex = "(?P<year>\\\\d{4}"\n', "rule 1 (glob '*'): date_regex"),
-    ('[[rule]]\nglob = "*"\ndate_regex = "\\\\d{4}"\n', "needs a (?P<year>...) group"),
+RULE_MISTAKES = [  # (file, what the line must say: the rule, the key; the glob is named too)
+    ('[[rule]]\nglob = "*"\nacquired = "2020-13-45"\n', "rule 1: acquired '2020-13-45' is not a date"),
+    ('[[rule]]\nglob = "*"\nacquired = 2020\n', "rule 1: acquired must be a date"),
+    ('[[rule]]\nglob = "*"\ndate_regex = "(?P<year>\\\\d{4}"\n', "rule 1: date_regex is not a regular expression"),
+    ('[[rule]]\nglob = "*"\ndate_regex = "\\\\d{4}"\n', "rule 1: date_regex needs a (?P<year>...) group"),
     ('[[rule]]\nglob = 5\n', "rule 1: glob must be a non-empty string, got 5"),
     ('rule = 5\n', "`rule` must be an array of tables"),
     ('rule = ["*.tif"]\n', "rule 1: expected a table of keys"),
     ('[rule]\nglob = "*"\n', "`rule` must be an array of tables"),
-    ('[[rule]]\nglob = "*"\n[[rule]]\nglob = "*/x/*"\nsensor = 7\n', "rule 2 (glob '*/x/*'): sensor must be a string"),
-    ('[[rule]]\nglob = "*"\nfootprint_m = "big"\n', "footprint_m must be a positive number"),
-    ('[[rule]]\nglob = "*"\nskip = "yes"\n', "skip must be true or false"),
-    ('[[rule]]\nglob = "*"\nwavelengths = ["red", 0.5]\n', "wavelengths must be a list of numbers"),
-    ('[[rule]]\nglob = "*"\nsensor = "no-such-sensor"\n', "rule 1 (glob '*'): "),
+    ('[[rule]]\nglob = "*"\n[[rule]]\nglob = "*/x/*"\nsensor = 7\n', "rule 2: sensor must be a string"),
+    ('[[rule]]\nglob = "*"\nfootprint_m = "big"\n', "rule 1: footprint_m must be a positive number"),
+    ('[[rule]]\nglob = "*"\nskip = "yes"\n', "rule 1: skip must be true or false"),
+    ('[[rule]]\nglob = "*"\nwavelengths = ["red", 0.5]\n', "rule 1: wavelengths must be a list of numbers"),
+    ('[[rule]]\nglob = "*"\nsensor = "no-such-sensor"\n', "rule 1: "),
     ('[[rules]]\nglob = "*"\n', "unknown top-level keys ['rules']"),
 ]
 

@@ -13,8 +13,8 @@ import pytest
 
 import engine
 from conftest import SMALL_SCENES, write_tif
-from engine.errors import GLBError
 from engine.check import check_index
+from engine.errors import GLBError
 from hostile.tools import diff_states, read_state
 from indexer.runner import IndexOptions, run_index
 from test_reliability_check import CORRUPTIONS
@@ -192,8 +192,8 @@ def test_repair_fixes_every_corruption_check_finds(index_copy, corrupt, match):
 
 def test_repair_waits_for_no_one_it_takes_the_writer_lock(index_copy):
     from engine.errors import IndexLockedError
-    from engine.store.lock import WriterLock
     from engine.repair import repair_index
+    from engine.store.lock import WriterLock
 
     with WriterLock(index_copy):
         with pytest.raises(IndexLockedError):

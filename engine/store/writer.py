@@ -25,13 +25,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import GLBError
+from ..errors import CorruptIndexError, EncoderMismatchError, GLBError
 from .files import fsync_dir
-from .layout import (OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout, path_from_store,
-                     stored_scene)
+from .layout import OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout, path_from_store, stored_scene
 from .lock import WriterLock
-from .manifest import (CorruptIndexError, Manifest, SegmentInfo, publish, read_current, read_scenes,
-                       read_tombstones, write_tombstones)
+from .manifest import (
+    Manifest,
+    SegmentInfo,
+    publish,
+    read_current,
+    read_scenes,
+    read_tombstones,
+    write_tombstones,
+)
 from .segment import new_segment_name, read_tiles, write_segment
 from .verify import damaged, generation_damage
 
@@ -79,10 +85,6 @@ class _State:
     tombstones: set[tuple[str, int]] = field(default_factory=set)  # (segment, tile_id)
 
 
-class EncoderMismatchError(GLBError):
-    pass
-
-
 class StoreWriter:
     def __init__(self, root: str | Path, encoder: dict, *, commit_every: int = 2048,
                  lock: WriterLock | None = None, verify: bool = True):
@@ -92,6 +94,7 @@ class StoreWriter:
         is never published on top of damage. Only the repair (engine/repair.py) opens a
         damaged index, to publish the repaired generation."""
         self.layout = Layout(root)
+        self._next_segment: str | None = None
         self.lock = lock if lock is not None else WriterLock(self.layout.root).acquire()
         try:
             self.encoder = encoder
@@ -142,7 +145,9 @@ class StoreWriter:
 
     # --- changes -------------------------------------------------------------------
     def stage(self, scene: StagedScene) -> None:
-        assert len(scene.tiles) == scene.vectors.shape[0] == len(scene.thumbs)
+        if not len(scene.tiles) == scene.vectors.shape[0] == len(scene.thumbs):
+            raise GLBError(f"{scene.record['path']}: {len(scene.tiles)} tiles, {scene.vectors.shape[0]} "
+                           f"vectors and {len(scene.thumbs)} thumbnails; not indexed")
         if not np.isfinite(scene.vectors).all():  # one NaN row would poison every search
             raise GLBError(f"{scene.record['path']}: its embeddings contain NaN or Inf; not indexed")
         self.staged = [s for s in self.staged if s.record["path"] != scene.record["path"]]
@@ -240,7 +245,7 @@ class StoreWriter:
         gen = self.manifest.generation + 1
         segments = list(self.manifest.segments)
         name = new_segment_name(gen) if n else None
-        if n:
+        if name is not None:
             th = pa.Table.from_pydict({"tile_id": tiles.column("tile_id"),
                                        "jpeg": thumbs if thumbs is not None else [b""] * n},
                                       schema=THUMB_SCHEMA)
@@ -336,7 +341,8 @@ class StoreWriter:
 
         if len(self.manifest.segments) <= 1 and not self.state.tombstones:
             return None
-        assert not self.staged and not self.removed, "commit staged changes before compacting"
+        if self.staged or self.removed:
+            raise RuntimeError("commit staged changes before compacting")
         n_dead = len(self.state.tombstones)
         tiles_parts, vec_parts, thumb_parts, ov_parts = [], [], [], []
         live_scene_ids = {s["scene_id"] for s in self.state.scenes.values()}
@@ -398,7 +404,7 @@ class StoreWriter:
         return CommitResult(gen, 0, 0, deleted)
 
     def segment_name(self, generation: int) -> str:
-        if getattr(self, "_next_segment", None) is None or not self._next_segment.startswith(f"{generation:09d}-"):
+        if self._next_segment is None or not self._next_segment.startswith(f"{generation:09d}-"):
             self._next_segment = new_segment_name(generation)
         return self._next_segment
 
