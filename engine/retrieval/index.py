@@ -50,8 +50,10 @@ def check_k(k, max_k: int = MAX_K) -> int:
         k_int = int(k)
     except (TypeError, ValueError, OverflowError):
         raise InputError(f"k {str(k)[:40]!r} is not an integer") from None
-    if k_int != k or not 1 <= k_int <= max_k:
-        raise InputError(f"k must be between 1 and {max_k}, got {str(k)[:40]}")
+    if k_int != k or k_int < 1:
+        raise InputError(f"k must be a positive integer (1 to {max_k}), got {str(k)[:40]}")
+    if k_int > max_k:
+        raise InputError(f"k {k_int} is more than the maximum of {max_k}")
     return k_int
 
 
