@@ -35,8 +35,12 @@ def _stretch(x: np.ndarray, valid: np.ndarray | None = None, limits=None) -> np.
 
 def _hillshade(z: np.ndarray) -> np.ndarray:
     z = z.astype(np.float32)
-    z = np.where(np.isfinite(z), z, np.nanmedian(np.where(np.isfinite(z), z, np.nan)) if np.isfinite(z).any() else 0)
-    gy, gx = np.gradient(z)
+    ok = np.isfinite(z)
+    if not ok.all():  # no-data is painted over; a flat fill keeps it from shading its neighbours
+        fill = float(np.median(z[ok].astype(np.float64))) if ok.any() else 0.0  # float64: no overflow at 3e38
+        z = np.where(ok, z, np.float32(fill))
+    with np.errstate(over="ignore", invalid="ignore"):
+        gy, gx = np.gradient(z)
     slope = np.pi / 2 - np.arctan(np.hypot(gx, gy))
     aspect = np.arctan2(-gx, gy)
     az, alt = np.radians(315), np.radians(45)
