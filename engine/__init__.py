@@ -1,8 +1,10 @@
 """GeoLangBind engine: encoder, store and search. Imports nothing from indexer, ui or training.
 
     import engine
-    enc = engine.load_encoder()
-    idx = engine.open("path/to/index")            # or engine.open(path, config=engine.SearchConfig(...))
+    enc = engine.load_encoder()            # ours; or by registry name (engine/encoder/encoders.toml):
+    enc = engine.load_encoder("dofa-clip-b16-224", weights="DIR")   # the paper's weights, user-supplied
+    idx = engine.open("path/to/index")     # queries use the encoder the index was built with;
+                                           # or engine.open(path, config=engine.SearchConfig(...))
     idx.search("flooded farmland", bbox=(min_lon, min_lat, max_lon, max_lat), k=20)
     engine.search("flooded farmland", bbox=(...), index="path/to/index")
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -39,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     ix.add_argument("--batch-size", type=int, default=64)
     ix.add_argument("--commit-every", type=int, default=2048, help="tiles per commit")
     ix.add_argument("--prune", action="store_true", help="remove indexed files that no longer exist")
-    ix.add_argument("--checkpoint", help="encoder checkpoint (default: the released one)")
+    ix.add_argument("--checkpoint", help="our encoder's checkpoint file (default: the released one)")
+    ix.add_argument("--encoder", help="encoder name (see `glb encoders`; default: the one an existing "
+                                      "index was built with, else ours)")
+    ix.add_argument("--weights", help="the encoder's weights folder (or its environment variable, "
+                                      "see `glb encoders`)")
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
     ix.add_argument("--json", action="store_true", help="print the run report as JSON")
     ix.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
@@ -61,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--image", help="query image file (GeoTIFF, PNG, JPEG)")
     se.add_argument("--image-sensor", help="sensor of --image when its metadata does not say")
     se.add_argument("--image-wavelengths", help="band centres (µm) of --image")
-    se.add_argument("--checkpoint")
+    se.add_argument("--checkpoint", help="our encoder's checkpoint, where the index used another")
+    se.add_argument("--weights", help="weights folder of the encoder the index was built with "
+                                      "(default: its environment variable, else the recorded folder)")
     se.add_argument("--json", action="store_true", help="GeoJSON FeatureCollection on stdout")
 
     inf = sub.add_parser("info", help="what an index holds")
@@ -82,14 +89,23 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--index", default=DEFAULT_INDEX)
     ui.add_argument("--port", type=int, default=8501)
     ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--weights", help="weights folder of the encoder the index was built with")
+
+    sub.add_parser("encoders", help="list the encoders (name, weights, input size, licence)")
 
     tr = sub.add_parser("train", help="train the encoder")
     tr.add_argument("--config", default="training/configs/cpu-default.json")
     tr.add_argument("--out", help="run folder (default runs/<config name>)")
     tr.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint on the held-out splits")
-    ev.add_argument("--checkpoint", help="default: the released one")
+    ev = sub.add_parser("eval", help="evaluate an encoder on the held-out splits")
+    ev.add_argument("--checkpoint", help="our encoder's checkpoint (default: the released one)")
+    ev.add_argument("--encoder", help="encoder name (see `glb encoders`)")
+    ev.add_argument("--weights", help="the encoder's weights folder")
+    ev.add_argument("--paper", metavar="DIR",
+                    help="also run the paper-comparable zero-shot benchmark on DIR/<dataset>/<class>/"
+                         "<image> (layout: docs/MODEL_CARD.md)")
+    ev.add_argument("--paper-only", action="store_true", help="with --paper: skip our held-out table")
     ev.add_argument("--out", help="write the table (markdown and JSON) here")
     ev.add_argument("--tasks", help="comma-separated subset")
 
@@ -138,9 +154,41 @@ def _one_line(text: str) -> str:
 
 
 def _encoder(args):
-    from engine.encoder import load_encoder
+    """The encoder a command asked for: --encoder NAME [--weights DIR] (a folder encoder's
+    weights also from its environment variable); `glb index` into an existing index without
+    --encoder uses the encoder that index was built with."""
+    from engine.encoder import get_spec, load_encoder, weights_from_env
+    from engine.encoder.factory import load_encoder_for_index
 
-    return load_encoder(getattr(args, "checkpoint", None))
+    name = getattr(args, "encoder", None)
+    weights = getattr(args, "weights", None)
+    checkpoint = getattr(args, "checkpoint", None)
+    if name is None and args.command == "index":
+        recorded = _recorded_encoder(args.index)
+        if recorded is not None:
+            return load_encoder_for_index(recorded, index=args.index, weights=weights,
+                                          checkpoint=checkpoint)
+    if name is None:
+        return load_encoder(checkpoint, weights=weights) if checkpoint else load_encoder(weights=weights)
+    spec = get_spec(name)
+    if spec.weights == "folder":
+        weights = weights or weights_from_env(spec)
+    return load_encoder(name, weights=weights or checkpoint)
+
+
+def _recorded_encoder(index) -> dict | None:
+    """The encoder record of an existing index (None where there is no index yet)."""
+    from engine.errors import GLBError
+    from engine.store.layout import Layout
+    from engine.store.manifest import read_current
+
+    layout = Layout(Path(index))
+    if not layout.exists():
+        return None
+    try:
+        return read_current(layout).encoder
+    except GLBError:  # unreadable: the writer reports it
+        return None
 
 
 def cmd_index(args) -> int:
@@ -204,7 +252,8 @@ def cmd_search(args) -> int:
             args.text.encode("utf-8")
         except UnicodeEncodeError:
             raise InputError("query text is not valid UTF-8") from None
-    idx = engine.open(args.index, checkpoint=args.checkpoint, config=engine.SearchConfig.from_env())
+    idx = engine.open(args.index, checkpoint=args.checkpoint, weights=args.weights,
+                      config=engine.SearchConfig.from_env())
     kw = dict(bbox=args.bbox, region=args.region, k=args.k, modality=args.modality,
               sensor=args.sensor, start=args.start, end=args.end)
     if args.image:
@@ -302,6 +351,13 @@ def cmd_sensors(args) -> int:
 def cmd_ui(args) -> int:
     from ui.launch import launch
 
+    if args.weights:  # the page opens the index with engine.open: hand it the folder the same way
+        from engine.encoder import get_spec
+
+        recorded = _recorded_encoder(args.index) or {}
+        spec = get_spec(recorded.get("encoder") or "glb-vit-s8")
+        if spec.weights_env:
+            os.environ[spec.weights_env] = str(Path(args.weights).expanduser().resolve())
     return launch(args.index, host=args.host, port=args.port)
 
 
@@ -314,7 +370,20 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from training.evaluate import main as eval_main
 
-    return eval_main(args.checkpoint, out=args.out, tasks=args.tasks.split(",") if args.tasks else None)
+    return eval_main(args.checkpoint, out=args.out, tasks=args.tasks.split(",") if args.tasks else None,
+                     encoder=_encoder(args), paper=args.paper, paper_only=args.paper_only)
+
+
+def cmd_encoders(args) -> int:
+    from engine.encoder import get_spec, list_encoders
+
+    for name in list_encoders():
+        s = get_spec(name)
+        where = ("bundled" if s.weights == "bundled" else
+                 f"folder: --weights DIR or {s.weights_env}=DIR")
+        print(f"{name:<20} {s.image_size:>4} px  {s.normalisation:<7} {where}\n{'':<20} {s.description}\n"
+              f"{'':<20} licence: {s.licence}; source: {s.source}")
+    return 0
 
 
 def cmd_bench(args) -> int:
@@ -330,7 +399,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "check": cmd_check,
-            "sensors": cmd_sensors, "ui": cmd_ui, "train": cmd_train, "eval": cmd_eval,
+            "sensors": cmd_sensors, "encoders": cmd_encoders, "ui": cmd_ui, "train": cmd_train, "eval": cmd_eval,
             "bench": cmd_bench}
 
 if __name__ == "__main__":

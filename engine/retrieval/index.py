@@ -70,10 +70,11 @@ def as_tile_id(tile_id) -> int:
 
 class Index:
     def __init__(self, path: str | Path, encoder=None, checkpoint: str | Path | None = None,
-                 config: SearchConfig = DEFAULT):
+                 config: SearchConfig = DEFAULT, weights: str | Path | None = None):
         self.path = Path(path)
         self.config = config
         self._checkpoint = checkpoint
+        self._weights = weights
         self.layout = Layout(self.path)
         self._snap = Snapshot.load(self.path, config=config.vectors)
         self._encoder = encoder
@@ -105,12 +106,14 @@ class Index:
         return self._encoder_for(self._snap)
 
     def _encoder_for(self, snap: Snapshot):
-        if self._encoder is None:
+        if self._encoder is None:  # the encoder the index was built with (its manifest says which)
             with self._encoder_lock:
                 if self._encoder is None:
-                    from ..encoder import load_encoder
+                    from ..encoder.factory import load_encoder_for_index
 
-                    self._encoder = load_encoder(self._checkpoint)
+                    self._encoder = load_encoder_for_index(
+                        snap.manifest.encoder, index=str(self.path), weights=self._weights,
+                        checkpoint=self._checkpoint)
         self._check_encoder(self._encoder, snap)
         return self._encoder
 
@@ -119,7 +122,7 @@ class Index:
         if built_with and built_with != enc.identity:
             raise InputError(
                 f"{self.path}: index was built with encoder {built_with} but the loaded encoder "
-                f"is {enc.identity}; open it with the matching checkpoint")
+                f"is {enc.identity}; open it with the matching checkpoint or weights folder")
 
     # --- queries -------------------------------------------------------------------------
     def search(self, text: str | None = None, bbox=None, k: int = 20, modality=None,
@@ -290,7 +293,9 @@ class Index:
             "modalities": {MODALITIES[i]: int(c) for i, c in enumerate(snap.modality_counts[:len(MODALITIES)]) if c},
             "sensors": {name: int(c) for name, c in sorted(zip(snap.sensor_names, snap.sensor_counts)) if c},
             "encoder": {"name": enc.get("name"), "identity": enc.get("identity"),
-                        "embedding_dim": enc.get("dim"), "trained": enc.get("trained")},
+                        "embedding_dim": enc.get("dim"), "trained": enc.get("trained"),
+                        "registry_name": enc.get("encoder") or "glb-vit-s8",
+                        **({"weights": enc["weights"]} if enc.get("weights") else {})},
             "bbox": bbox,
             "segments": len(snap.manifest.segments),
         }
@@ -301,16 +306,19 @@ _OPEN_LOCK = threading.Lock()
 
 
 def open_index(path: str | Path, encoder=None, checkpoint: str | Path | None = None,
-               config: SearchConfig = DEFAULT) -> Index:
-    """Opened indexes are cached per path (and per encoder, checkpoint and config, when
-    given); the encoder is loaded on the first query that needs it."""
+               config: SearchConfig = DEFAULT, weights: str | Path | None = None) -> Index:
+    """Opened indexes are cached per path (and per encoder, checkpoint, config and weights
+    folder, when given); the encoder the index was built with is loaded on the first query that
+    needs it (a weights folder, where it needs one: `weights`, its environment variable, or the
+    folder recorded at indexing)."""
     if not isinstance(config, SearchConfig):
         raise InputError(f"config must be an engine.SearchConfig, got {type(config).__name__}")
     key = (str(Path(path).resolve()), id(encoder) if encoder is not None else None,
-           str(checkpoint or ""), config)
+           str(checkpoint or ""), config, str(weights or ""))
     with _OPEN_LOCK:
         if key not in _OPEN:
-            _OPEN[key] = Index(path, encoder=encoder, checkpoint=checkpoint, config=config)
+            _OPEN[key] = Index(path, encoder=encoder, checkpoint=checkpoint, config=config,
+                               weights=weights)
         return _OPEN[key]
 
 
