@@ -38,7 +38,8 @@ _LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".retrieval
          "open_index": ".retrieval.index", "search": ".retrieval.index", "open": ".retrieval.index",
          "SearchConfig": ".retrieval.config", "PlannerConfig": ".retrieval.config",
          "VectorIndexConfig": ".retrieval.config", "check_k": ".retrieval.index",
-         "parse_wavelengths": ".sensors"}
+         "parse_wavelengths": ".sensors",
+         "parse_bbox": ".geo", "parse_region": ".geo", "bbox_geometry": ".geo"}
 
 
 def __getattr__(name: str):
@@ -55,5 +56,5 @@ def __getattr__(name: str):
 __all__ = ["CheckpointError", "CorruptIndexError", "Encoder", "EncoderMismatchError", "GLBError",
            "Index", "IndexLockedError", "IndexNotFoundError", "IndexWriteError", "InputError",
            "MODALITIES", "PlannerConfig", "RasterError", "SearchConfig", "UnknownSensorError",
-           "VectorIndexConfig", "check_k", "load_encoder", "open", "open_index", "parse_wavelengths",
-           "search"]
+           "VectorIndexConfig", "bbox_geometry", "check_k", "load_encoder", "open", "open_index",
+           "parse_bbox", "parse_region", "parse_wavelengths", "search"]

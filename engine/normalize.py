@@ -36,7 +36,7 @@ def to_unit_scale(x: np.ndarray, modality: str, value_scale: float | None = None
         raise InputError(f"pixels of dtype {dtype} are not imagery (expected integers or floats)")
     xf = x.astype(np.float32, copy=False)
     if modality == "elevation":
-        mean = xf.mean(axis=(2, 3), keepdims=True)
+        mean = xf.mean(axis=(2, 3), keepdims=True, dtype=np.float64)  # float32 sums overflow near 3e38
         return np.arcsinh((xf - mean) / 50.0).astype(np.float32)
     if value_scale:
         return xf / np.float32(value_scale)

@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="verify an index's invariants")
     ck.add_argument("--index", default=DEFAULT_INDEX)
     ck.add_argument("--json", action="store_true")
+    ck.add_argument("--repair", action="store_true",
+                    help="bring a damaged index back to a consistent generation: drop what cannot "
+                         "be recovered (the next `glb index` indexes those files again), re-derive "
+                         "what can; prints what it did")
 
     sub.add_parser("sensors", help="list known sensors and their bands")
 
@@ -211,7 +215,7 @@ def cmd_index(args) -> int:
     opts = IndexOptions(TileOptions(args.tile_size, stride, args.max_nodata, args.batch_size),
                         prune=args.prune, commit_every=args.commit_every,
                         progress=not args.quiet and sys.stderr.isatty())
-    echo = lambda m: print(m, file=sys.stderr)
+    echo = lambda m: print(_one_line(m), file=sys.stderr)
     distributor = None
     if args.ray is not None:
         from indexer.ray_distributor import RayDistributor, parse_ray_flag
@@ -225,6 +229,8 @@ def cmd_index(args) -> int:
                        distributor=distributor)
     for line in report.failed:
         print(f"glb index: failed: {_one_line(line)}", file=sys.stderr)
+    for line in report.notes:
+        print(f"glb index: note: {_one_line(line)}", file=sys.stderr)
     if report.missing:
         print(f"glb index: {report.missing} indexed files no longer exist; --prune removes them",
               file=sys.stderr)
@@ -232,7 +238,7 @@ def cmd_index(args) -> int:
         d = dict(report.__dict__)
         print(json.dumps(d, default=str, indent=1))
     else:
-        print(report.summary())
+        print(_one_line(report.summary()))
     if report.interrupted:
         return 130
     return 0 if not report.failed else 1
@@ -277,6 +283,8 @@ def cmd_search(args) -> int:
         cols = ["rank", "score", "modality", "sensor", "acquired", "scene", "tile_id"]
         out = res[cols].copy()
         out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d").fillna("")
+        for c in ("modality", "sensor", "scene"):  # names come from files: never raw escapes
+            out[c] = out[c].map(lambda v: _one_line(str(v)))
         print(out.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
@@ -287,22 +295,48 @@ def cmd_info(args) -> int:
         print(json.dumps(info))
     else:
         for k, v in info.items():
-            print(f"{k:>22}: {v}")
+            print(f"{k:>22}: {_one_line(str(v))}")
     return 0
 
 
 def cmd_check(args) -> int:
     from engine.check import check_index
 
+    if args.repair:
+        return _repair(args)
     problems, stats = check_index(args.index)
     if args.json:
         print(json.dumps({"ok": not problems, "problems": problems, **stats}))
     else:
         for p in problems:
             print(f"glb check: {_one_line(p)}", file=sys.stderr)
-        print(f"{args.index}: {'OK' if not problems else f'{len(problems)} problems'} "
+        if problems and os.path.isdir(os.path.join(args.index, "manifests")):
+            print(f"glb check: to repair: glb check --repair --index {_one_line(str(args.index))} "
+                  f"(drops what cannot be recovered; the next `glb index` indexes those files "
+                  f"again)", file=sys.stderr)
+        print(f"{_one_line(str(args.index))}: {'OK' if not problems else f'{len(problems)} problems'} "
               f"({stats.get('tiles', 0)} tiles, generation {stats.get('generation')})")
     return 0 if not problems else 1
+
+
+def _repair(args) -> int:
+    from engine.check import check_index
+    from engine.repair import repair_index
+
+    report = repair_index(args.index)
+    stats = check_index(args.index, search=False)[1]
+    if args.json:
+        print(json.dumps({"ok": not report.problems_after, **report.__dict__, **stats}, default=str))
+    else:
+        for a in report.actions:
+            print(f"repaired: {_one_line(a)}")
+        for p in report.problems_after:
+            print(f"glb check: {_one_line(p)}", file=sys.stderr)
+        state = "OK" if not report.problems_after else f"{len(report.problems_after)} problems left"
+        what = "nothing to repair" if not report.actions else f"{len(report.actions)} repairs"
+        print(f"{args.index}: {what}; {state} ({stats.get('tiles', 0)} tiles, generation "
+              f"{stats.get('generation')})")
+    return 0 if not report.problems_after else 1
 
 
 def cmd_sensors(args) -> int:

@@ -18,15 +18,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import shapely
 import torch
 from shapely.geometry import Polygon, box
 
 from engine.errors import GLBError, RasterError
-from engine.geo import footprint_4326
-from engine.raster import check_georeferenced, fill_invalid, gdal_reason, layout_of, open_raster, read_window
+from engine.geo import densified_ring, footprint_4326, needs_more_points
+from engine.raster import (
+    check_georeferenced,
+    fill_invalid,
+    gdal_reason,
+    layout_of,
+    open_raster,
+    read_window,
+    scene_bounds,
+)
 from engine.render import jpeg_bytes, png_bytes, stretch_limits, to_rgb8
 from engine.sensors import BandLayout
+from engine.store.layout import display_text
 from engine.store.writer import scene_id_for, tile_id_for
 
 from .sources import Source, content_change, file_fingerprint, sha256_of
@@ -73,7 +81,7 @@ class UnitDone:
 
 
 def display_name(path: Path) -> str:
-    return "/".join(path.parts[-2:])
+    return display_text("/".join(path.parts[-2:]))  # a name that is not UTF-8: its bytes as \xNN
 
 
 def _scene_record(source: Source, sha: str, lay: BandLayout, crs: str | None, bounds) -> dict:
@@ -145,7 +153,7 @@ def read_scene(unit: int, source: Source, encoder, opts: TileOptions, result: Sc
             raise RasterError(f"{source.path}: {info.width}x{info.height} pixels is smaller than "
                               f"the {MIN_TILE}-pixel minimum tile side")
         sha = sha or sha256_of(source.path)
-        bounds = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
+        bounds = scene_bounds(transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21))
         record = _scene_record(source, sha, lay, ds.crs.to_string(), bounds)
         scene_key = f"{source.path}|{sha}"
         overview, limits = _overview(ds, info, lay, indexes)
@@ -226,19 +234,13 @@ def _strip_groups(row: list, pixel_bytes: int) -> list[list]:
 def footprints_4326(crs, bounds_list: list[tuple]) -> list:
     """`engine.geo.footprint_4326` for many windows of one scene with one GDAL transform call
     (the per-tile call was the reader's largest cost): the same densified rings, their points
-    moved together. A ring that would cross the antimeridian, or comes out invalid, takes
-    footprint_4326 itself (which cuts it there)."""
+    moved together. A ring that leaves [-180, 180], would cross the antimeridian, bends hard
+    (near a pole) or comes out invalid takes footprint_4326 itself (which handles all of it)."""
     from rasterio.warp import transform
 
     if not bounds_list:
         return []
-    rings = []
-    for x0, y0, x1, y1 in bounds_list:
-        x0, x1 = min(x0, x1), max(x0, x1)
-        y0, y1 = min(y0, y1), max(y0, y1)
-        step = max(x1 - x0, y1 - y0) / 8.0
-        ring = shapely.segmentize(box(x0, y0, x1, y1), step) if step > 0 else box(x0, y0, x1, y1)
-        rings.append(shapely.get_coordinates(ring))
+    rings = [densified_ring(b) for b in bounds_list]
     sizes = [len(r) for r in rings]
     xy = np.concatenate(rings)
     lon, lat = (np.asarray(v) for v in transform(crs, "EPSG:4326", xy[:, 0], xy[:, 1]))
@@ -247,7 +249,8 @@ def footprints_4326(crs, bounds_list: list[tuple]) -> list:
         lo, la = lon[start:start + n], lat[start:start + n]
         start += n
         geom = None
-        if np.isfinite(lo).all() and np.isfinite(la).all() and lo.max() - lo.min() <= 180:
+        if np.isfinite(lo).all() and np.isfinite(la).all() and lo.min() >= -180 and lo.max() <= 180 \
+                and lo.max() - lo.min() <= 180 and not needs_more_points(lo, la):
             geom = Polygon(np.column_stack([lo, la]))
         out.append(geom if geom is not None and geom.is_valid else footprint_4326(crs, bounds))
     return out

@@ -77,6 +77,7 @@ class RunReport:
     seconds: float = 0.0
     recovered_lock: dict | None = None
     cleaned_files: int = 0
+    notes: list[str] = field(default_factory=list)   # what the walk did not follow (symlinked folders)
     stage_seconds: dict = field(default_factory=dict)   # read / wait / map / write totals
 
     @property
@@ -89,6 +90,8 @@ class RunReport:
              f"-{self.tiles_deleted} tiles in {self.seconds:.1f} s")
         if self.tiles_added and self.seconds > 0:
             s += f" ({self.tiles_added / self.seconds:.0f} tiles/s)"
+        if self.skipped:
+            s += "; skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
         return s + f"; generation {self.generation}"
 
 
@@ -131,10 +134,12 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
     # The lock first: a second run started at the same time leaves before walking the archive.
     lock = lock if lock is not None else WriterLock(Path(index_dir)).acquire()
     try:
+        _refuse_damage(Path(index_dir))  # before the model loads: a damaged store stops the run at once
         rules = load_rules(rules_file)
         found = discover(paths, rules, override)
         report = RunReport(index=str(index_dir), files=len(found.sources), skipped=found.skipped)
         report.failed.extend(found.problems)
+        report.notes.extend(found.notes)
         if encoder is None:
             from engine.encoder import load_encoder
 
@@ -180,6 +185,19 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
         writer.close()
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _refuse_damage(index_dir: Path) -> None:
+    """The writer refuses a damaged live generation (engine/store/verify.py); checked here too,
+    before the encoder loads, so the refusal comes in a second, not after the model."""
+    from engine.store.layout import Layout
+    from engine.store.verify import damaged, generation_damage
+
+    layout = Layout(index_dir)
+    if layout.exists():
+        damage = generation_damage(layout, read_current(layout))
+        if damage:
+            raise damaged(layout, damage)
 
 
 def _write_failed(index_dir, writer: StoreWriter, report: RunReport, e: OSError) -> IndexWriteError:

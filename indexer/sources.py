@@ -33,11 +33,27 @@ class Discovery:
     problems: list[str]                        # one line each: path and what is wrong
     skipped: dict[str, int]                    # reason -> count (not errors: by rule or by type)
     roots: list[Path]
+    notes: list[str] = field(default_factory=list)  # one line each: what the walk did not follow
 
 
-def _walk(root: Path):
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+def _walk(root: Path, problems: list[str], linked: list[Path]):
+    """Files under root, sorted; hidden files and folders (a leading dot) left out. Symlinks to
+    files are followed (their target is read); symlinked folders are not (a link loop or a link
+    to / would make the walk endless): they are listed in `linked`, and folders that cannot be
+    read in `problems`."""
+    def unreadable(e: OSError) -> None:
+        problems.append(f"{e.filename}: cannot read this folder ({e.strerror}); its files were not indexed")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            if os.path.islink(os.path.join(dirpath, d)):
+                linked.append(Path(dirpath) / d)
+            else:
+                keep.append(d)
+        dirnames[:] = keep
         for f in sorted(filenames):
             if not f.startswith("."):
                 yield Path(dirpath) / f
@@ -45,7 +61,7 @@ def _walk(root: Path):
 
 def discover(paths: list[str | Path], rules: list[Rule], cli_override: dict | None = None) -> Discovery:
     cli_override = {k: v for k, v in (cli_override or {}).items() if v is not None}
-    sources, problems, skipped, roots = [], [], {}, []
+    sources, problems, skipped, roots, notes = [], [], {}, [], []
     seen = set()
 
     def skip(reason: str) -> None:
@@ -59,7 +75,8 @@ def discover(paths: list[str | Path], rules: list[Rule], cli_override: dict | No
         p = p.resolve()
         roots.append(p)
         explicit = p.is_file()
-        for f in ([p] if explicit else _walk(p)):
+        linked: list[Path] = []
+        for f in ([p] if explicit else _walk(p, problems, linked)):
             if f in seen:
                 continue
             seen.add(f)
@@ -85,7 +102,11 @@ def discover(paths: list[str | Path], rules: list[Rule], cli_override: dict | No
                 skip("pictures with no location rule")
             else:
                 skip("not imagery")
-    return Discovery(sources, problems, skipped, roots)
+        for d in linked:
+            skip("symlinked folders (not followed)")
+            notes.append(f"{d}: a symlinked folder, not followed; give its target "
+                         f"({os.path.realpath(d)}) to index it")
+    return Discovery(sources, problems, skipped, roots, notes)
 
 
 # --- change detection --------------------------------------------------------------------

@@ -35,8 +35,9 @@ class Region:
     def geojson(self) -> dict:
         if self.polygon is not None:
             return self.polygon
-        x0, y0, x1, y1 = self.bbox
-        return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+        from shapely.geometry import mapping
+
+        return mapping(engine.bbox_geometry(self.bbox))  # split in two across the antimeridian
 
 
 def parse_region(text: str | None) -> Region | None:
@@ -61,7 +62,8 @@ def parse_region(text: str | None) -> Region | None:
         if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
             raise engine.InputError(f"{_short(text)}: the box has a number that is not finite")
         raise_box_problem(x0, y0, x1, y1)
-        return Region(bbox=(x0, y0, x1, y1))
+        # the engine's rule: min_lon > max_lon crosses the antimeridian (at most 180° wide)
+        return Region(bbox=engine.parse_bbox((x0, y0, x1, y1)))
     try:
         geom = shape(json.loads(text)) if text.startswith("{") else shapely.from_wkt(text)
     except Exception:  # noqa: BLE001 - json and shapely raise many kinds
@@ -77,7 +79,8 @@ def parse_region(text: str | None) -> Region | None:
                                 "main copy of the map and draw it again")
     if geom.area == 0:
         raise engine.InputError("the region has no area")
-    return Region(polygon=mapping(geom))
+    # the engine's rule: an edge spanning more than 180° of longitude crosses the antimeridian
+    return Region(polygon=mapping(engine.parse_region(geom)))
 
 
 _NUMBERS = re.compile(r"\s*[-+0-9.eE]+(\s*[,;]\s*[-+0-9.eE]*)*\s*")
@@ -109,7 +112,9 @@ def raise_box_problem(x0: float, y0: float, x1: float, y1: float) -> None:
                                 "latitudes from -90 to 90 (west, south, east, north)")
     if x0 == x1 or y0 == y1:
         raise engine.InputError("the box has no area: west and east (or south and north) are equal")
-    if x0 > x1 or y0 > y1:
+    # west > east with a narrow span is a box across the antimeridian (the engine's rule,
+    # engine.parse_bbox); only a span wider than half the globe means swapped corners
+    if y0 > y1 or (x0 > x1 and x1 + 360 - x0 > 180):
         raise engine.InputError(f"the corners look swapped (west, south, east, north): did you mean "
                                 f"{box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))}?")
 

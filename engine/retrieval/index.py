@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ..errors import InputError
 from ..modalities import MODALITIES
 from ..store.layout import Layout
 from ..store.segment import read_overviews, read_thumbs
+from ..store.verify import damaged
 from . import planner
 from . import ranking as _ranking
 from .config import DEFAULT, SearchConfig
@@ -51,8 +53,10 @@ def check_k(k, max_k: int = MAX_K) -> int:
         k_int = int(k)
     except (TypeError, ValueError, OverflowError):
         raise InputError(f"k {str(k)[:40]!r} is not an integer") from None
-    if k_int != k or not 1 <= k_int <= max_k:
-        raise InputError(f"k must be between 1 and {max_k}, got {str(k)[:40]}")
+    if k_int != k or k_int < 1:
+        raise InputError(f"k must be a positive integer (1 to {max_k}), got {str(k)[:40]}")
+    if k_int > max_k:
+        raise InputError(f"k {k_int} is more than the maximum of {max_k}")
     return k_int
 
 
@@ -352,11 +356,20 @@ class Index:
         for seg, seg_ids in by_segment.items():
             try:
                 table = read_thumbs(self.layout, seg, seg_ids)
-            except FileNotFoundError:  # compacted away since this snapshot: reload and retry
-                self.refresh()
-                return {**out, **self.thumbnails(missing)}
-            for t, jpeg in zip(table.column("tile_id").to_pylist(), table.column("jpeg").to_pylist()):
-                out[t] = jpeg
+            except (OSError, pa.ArrowException) as e:
+                # compacted away since this snapshot: reload once and retry; a file missing from
+                # the live generation is damage, named with its repair (never a retry loop)
+                if isinstance(e, FileNotFoundError) and self.refresh():
+                    return {**out, **self.thumbnails(missing)}
+                raise damaged(self.layout, [f"segments/{seg}/thumbs.parquet "
+                                            f"{'is missing' if isinstance(e, FileNotFoundError) else 'is unreadable'}"]) from None
+            got = dict(zip(table.column("tile_id").to_pylist(), table.column("jpeg").to_pylist()))
+            lost = [t for t in seg_ids if t not in got]
+            if lost:
+                raise damaged(self.layout, [f"segments/{seg}/thumbs.parquet has no thumbnail for "
+                                            f"tile {lost[0]}"])
+            for t in seg_ids:
+                out[t] = got[t]
         with self._thumbs_lock:
             self._thumbs.update((t, out[t]) for t in missing if t in out)
             while len(self._thumbs) > THUMB_CACHE:
@@ -378,7 +391,11 @@ class Index:
         snap = self.snapshot
         out = []
         for name in snap.segments:
-            for r in read_overviews(self.layout, name).to_pylist():
+            try:
+                table = read_overviews(self.layout, name)
+            except (OSError, pa.ArrowException):
+                raise damaged(self.layout, [f"segments/{name}/overviews.parquet is missing or unreadable"]) from None
+            for r in table.to_pylist():
                 r["corners"] = json.loads(r["corners"])
                 out.append(r)
         live = set(snap.scenes().column("scene_id").to_pylist())
