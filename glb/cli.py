@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -96,8 +97,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_NUMBER_LIST = re.compile(r"^-(\d|\.\d)")
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string, in every subcommand, that takes one value."""
+    out = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out |= _value_options(sub)
+        elif action.option_strings and action.nargs is None:
+            out.update(action.option_strings)
+    return out
+
+
+def _attach_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`--bbox -77.06,38.80,-77.04,38.82` as users type it: argparse takes a value that starts
+    with a minus for an option unless it is one plain number, so a coordinate list is joined to
+    its option (`--bbox=-77.06,...`) before parsing."""
+    takes_value = _value_options(parser)
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in takes_value and i + 1 < len(argv) and _NUMBER_LIST.match(argv[i + 1]):
+            out.append(f"{tok}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(_attach_negative_values(parser, sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     # GDAL's notes about odd-but-readable TIFF tags are noise to a user; real failures raise.
