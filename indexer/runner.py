@@ -104,7 +104,8 @@ class _Interrupt:
 
 def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None,
               override: dict | None = None, options: IndexOptions | None = None,
-              encoder=None, echo=print, lock: WriterLock | None = None) -> RunReport:
+              encoder=None, echo=print, lock: WriterLock | None = None,
+              stac: list[str] | None = None) -> RunReport:
     """`encoder`: an Encoder, a callable returning one (called once the writer lock is held, so
     a run that cannot write fails before loading a model), or None for the released one.
     `lock`: the index's writer lock when the caller already holds it."""
@@ -115,6 +116,8 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
     try:
         rules = load_rules(rules_file)
         found = discover(paths, rules, override)
+        for href in stac or []:
+            _add_stac(found, href, override)
         report = RunReport(index=str(index_dir), files=len(found.sources), skipped=found.skipped)
         report.failed.extend(found.problems)
         if encoder is None:
@@ -162,6 +165,25 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
     return report
 
 
+def _add_stac(found, href: str, override: dict | None) -> None:
+    from .stac import discover_stac, gdal_remote_defaults
+
+    sources, problems, skipped = discover_stac(href)
+    cli = {k: v for k, v in (override or {}).items() if v is not None}
+    seen = {s.key for s in found.sources}
+    for src in sources:
+        if src.key in seen:
+            continue
+        seen.add(src.key)
+        src.override.update(cli)  # the command line wins over the catalogue, as over rules
+        found.sources.append(src)
+    if any(s.remote is not None for s in sources):
+        gdal_remote_defaults()
+    found.problems.extend(problems)
+    for reason, n in skipped.items():
+        found.skipped[reason] = found.skipped.get(reason, 0) + n
+
+
 def _write_failed(index_dir, writer: StoreWriter, report: RunReport, e: OSError) -> IndexWriteError:
     writer.discard_unfinished()
     try:
@@ -193,11 +215,11 @@ def _run(found, writer: StoreWriter, encoder, opts: IndexOptions, report: RunRep
     # Decide what needs work: unchanged files cost one stat.
     todo = []
     for src in found.sources:
-        prev = writer.scene(str(src.path))
+        prev = writer.scene(src.key)
         try:
-            size, mtime = file_fingerprint(src.path)
+            size, mtime = file_fingerprint(src)
         except OSError as e:
-            report.failed.append(f"{src.path}: cannot stat ({e.strerror})")
+            report.failed.append(f"{src.label}: cannot stat ({e.strerror})")
             continue
         if prev is not None and prev["size"] == size and prev["mtime_ns"] == mtime:
             report.unchanged += 1
@@ -224,19 +246,19 @@ def _run(found, writer: StoreWriter, encoder, opts: IndexOptions, report: RunRep
             res = [SceneResult(src) for src, _ in items]
             shas, live = [], []
             for (src, prev), r in zip(items, res):
-                if not _regular(src.path):  # a FIFO would block the run forever on open()
+                if src.remote is None and not _regular(src.path):  # a FIFO would block the run forever on open()
                     r.error = f"{src.path}: not a regular file (a pipe, socket or device); skipped"
                     continue
                 try:
-                    sha = sha256_of(src.path)
+                    sha = sha256_of(src)
                 except OSError as e:
-                    r.error = f"{src.path}: cannot read ({e.strerror})"
+                    r.error = f"{src.label}: cannot read ({e.strerror})"
                     continue
                 if prev is not None and prev["sha256"] == sha:
                     try:
-                        size, mtime = file_fingerprint(src.path)
+                        size, mtime = file_fingerprint(src)
                     except OSError as e:
-                        r.error = f"{src.path}: cannot stat ({e.strerror})"
+                        r.error = f"{src.label}: cannot stat ({e.strerror})"
                         continue
                     r.restamp = {"size": size, "mtime_ns": mtime}
                     continue
@@ -252,7 +274,7 @@ def _run(found, writer: StoreWriter, encoder, opts: IndexOptions, report: RunRep
                 except GLBError as e:
                     r.error = str(e)
                 except Exception as e:  # noqa: BLE001 - a broken file must not stop the run
-                    r.error = f"{src.path}: unexpected {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                    r.error = f"{src.label}: unexpected {type(e).__name__}: {str(e).splitlines()[0][:160]}"
             yield UnitDone(u, res)
 
     log.info("indexing %d files (%d unchanged) into generation %d onwards", len(todo),
@@ -296,18 +318,18 @@ def _stage(done: UnitDone, batches, writer: StoreWriter, report: RunReport) -> N
             t.append(tile), th.append(thumb), vs.append(v)
     for r in done.scenes:
         if r.restamp is not None:
-            writer.touch(str(r.source.path), **r.restamp)
+            writer.touch(r.source.key, **r.restamp)
             report.restamped += 1
             report.unchanged += 1
             continue
         if r.error or r.record is None:
-            report.failed.append(r.error or f"{r.source.path}: not read")
+            report.failed.append(r.error or f"{r.source.label}: not read")
             continue
-        tiles, thumbs, vecs = by_scene.get(str(r.source.path), ([], [], []))
+        tiles, thumbs, vecs = by_scene.get(r.source.key, ([], [], []))
         dim = writer.encoder.get("dim", 384)
         vectors = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)
         if not np.isfinite(vectors).all():
-            report.failed.append(f"{r.source.path}: the encoder gave NaN or Inf for "
+            report.failed.append(f"{r.source.label}: the encoder gave NaN or Inf for "
                                  f"{int((~np.isfinite(vectors).all(axis=1)).sum())} of its tiles "
                                  f"(pixel values out of range?); not indexed")
             continue

@@ -21,6 +21,23 @@ class Source:
     override: dict = field(default_factory=dict)
     location: tuple[float, float, float] | None = None
     group: str = ""                            # chips of one group are read and embedded together
+    # STAC assets (indexer/stac.py): what GDAL opens when it is not `path` (/vsicurl/URL), the
+    # version stamp that stands in for a remote file's stat and hash, the display name
+    # (collection/item[/asset]) and the item's identity.
+    gdal_path: str | None = None
+    remote: object | None = None               # stac.RemoteStamp
+    display: str | None = None
+    stac: dict | None = None
+
+    @property
+    def key(self) -> str:
+        """The scene's identity in the index (its `path` column) and what GDAL opens."""
+        return self.gdal_path or str(self.path)
+
+    @property
+    def label(self) -> str:
+        """How messages name it: the file, or a remote asset's URL."""
+        return self.stac["href"] if self.remote is not None and self.stac else str(self.path)
 
 
 @dataclass
