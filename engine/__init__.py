@@ -5,6 +5,7 @@
     idx = engine.open("path/to/index")
     idx.search("flooded farmland", bbox=(min_lon, min_lat, max_lon, max_lat), k=20)
     engine.search("flooded farmland", bbox=(...), index="path/to/index")
+    engine.write_results(results, "found.parquet")   # or .geojson / .csv (engine/export.py)
 
 The search side (DuckDB, FAISS, shapely, geopandas) is imported on first use, so code that only
 needs the encoder (training, a GPU box) does not need those libraries installed.
@@ -22,7 +23,8 @@ from .errors import (CheckpointError, GLBError, IndexLockedError, IndexNotFoundE
 from .modalities import MODALITIES  # noqa: E402
 
 _LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".index",
-         "open_index": ".index", "search": ".index", "open": ".index"}
+         "open_index": ".index", "search": ".index", "open": ".index",
+         "export_results": ".export", "write_results": ".export"}
 
 
 def __getattr__(name: str):
@@ -38,4 +40,4 @@ def __getattr__(name: str):
 
 __all__ = ["CheckpointError", "Encoder", "GLBError", "Index", "IndexLockedError",
            "IndexNotFoundError", "InputError", "MODALITIES", "RasterError", "UnknownSensorError",
-           "load_encoder", "open", "open_index", "search"]
+           "export_results", "load_encoder", "open", "open_index", "search", "write_results"]

@@ -28,7 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ix = sub.add_parser("index", help="index scenes and chip collections (incremental)")
-    ix.add_argument("paths", nargs="+", help="files or folders")
+    ix.add_argument("paths", nargs="*", help="files or folders")
+    ix.add_argument("--stac", action="append", metavar="CATALOG",
+                    help="a STAC catalogue, collection or item (file or http(s) URL) whose image "
+                         "assets to index; repeatable")
     ix.add_argument("--index", default=DEFAULT_INDEX, help="index folder (created if missing)")
     ix.add_argument("--rules", help="TOML rules: sensors, dates, chip locations, skips")
     ix.add_argument("--sensor", help="sensor of every file (see `glb sensors`)")
@@ -59,7 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--image-sensor", help="sensor of --image when its metadata does not say")
     se.add_argument("--image-wavelengths", help="band centres (µm) of --image")
     se.add_argument("--checkpoint")
-    se.add_argument("--json", action="store_true", help="GeoJSON FeatureCollection on stdout")
+    se.add_argument("--json", action="store_true", help="GeoJSON FeatureCollection on stdout (= --format geojson)")
+    se.add_argument("--format", choices=["table", "geojson", "csv", "parquet"],
+                    help="output: a table (default), GeoJSON, CSV or GeoParquet")
+    se.add_argument("--out", help="write the results to this file (format from its suffix "
+                                  "unless --format says): .geojson, .csv, .parquet")
 
     inf = sub.add_parser("info", help="what an index holds")
     inf.add_argument("--index", default=DEFAULT_INDEX)
@@ -175,6 +182,8 @@ def cmd_index(args) -> int:
     from indexer.reader import TileOptions
     from indexer.runner import IndexOptions, run_index
 
+    if not args.paths and not args.stac:
+        raise InputError("give files or folders to index, or --stac CATALOG")
     if args.tile_size < 16:
         raise InputError(f"--tile-size {args.tile_size} is below the minimum of 16")
     stride = args.stride if args.stride is not None else args.tile_size
@@ -197,7 +206,7 @@ def cmd_index(args) -> int:
     # The encoder loads once the writer lock is held: a second run started at the same time
     # is refused at once instead of after loading a model.
     report = run_index(args.paths, args.index, rules_file=args.rules, override=override,
-                       options=opts, encoder=lambda: _encoder(args), echo=echo)
+                       options=opts, encoder=lambda: _encoder(args), echo=echo, stac=args.stac)
     for line in report.failed:
         print(f"glb index: failed: {_one_line(line)}", file=sys.stderr)
     if report.missing:
@@ -238,13 +247,25 @@ def cmd_search(args) -> int:
         res = idx.search(args.text, **kw)
     else:
         raise InputError("give a query: TEXT, --tile-id or --image")
-    if args.json:
-        out = res.copy()
-        out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d")
-        fc = json.loads(out.to_json(drop_id=True, na="null"))
-        fc["query"] = {"text": args.text, "tile_id": args.tile_id, "image": args.image, "k": args.k,
-                       "bbox": args.bbox, "plan": idx.last_plan}
-        print(json.dumps(fc))
+    fmt = "geojson" if args.json and not args.format else args.format
+    if args.out or fmt in ("geojson", "csv", "parquet"):
+        from engine.export import export_results, format_for, write_results
+
+        query = {"text": args.text, "tile_id": args.tile_id, "image": args.image, "k": args.k,
+                 "bbox": args.bbox, "plan": idx.last_plan}
+        if args.out:
+            fmt = format_for(args.out, fmt if fmt != "table" else None)
+            write_results(res, args.out, fmt, query=query)
+            print(f"{len(res)} results written to {args.out} ({fmt})", file=sys.stderr)
+            return 0
+        if fmt == "parquet" and sys.stdout.isatty():
+            raise InputError("--format parquet writes binary: give --out FILE or redirect stdout")
+        data = export_results(res, fmt, query=query)
+        if fmt == "parquet":
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            print(data.decode())
     else:
         if res.empty:
             print("no results")

@@ -57,16 +57,22 @@ QUERY_LINES = [c for c in COMMANDS if c.split()[1] in ("search", "info", "check"
 
 
 @pytest.mark.parametrize("line", QUERY_LINES)
-def test_readme_query_commands_run_as_written(line, small_index):
+def test_readme_query_commands_run_as_written(line, small_index, tmp_path):
+    import os
+
     argv = [a.replace("/tmp/x", str(small_index)) for a in shlex.split(line)[1:]]
-    r = subprocess.run([sys.executable, "-m", "glb", *argv], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
+    # run where a user would: files it writes (--out) land in a scratch folder, not the repo
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "glb", *argv], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300, env=env)
     assert "usage:" not in r.stderr and "expected one argument" not in r.stderr, r.stderr
     if "--tile-id" in argv:
         # the README's placeholder id is not in this index: refused with a one-line reason
         assert r.returncode == 2 and "123456789" in r.stderr, r.stderr
         return
     assert r.returncode == 0, r.stderr
+    if "--out" in argv:
+        assert (tmp_path / argv[argv.index("--out") + 1]).stat().st_size > 0
     if "--bbox" in argv:
         fc = json.loads(r.stdout)
         assert fc["type"] == "FeatureCollection"

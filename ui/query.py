@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import math
 import re
@@ -289,32 +288,27 @@ def bounds(geoms) -> list[list[float]] | None:
 
 
 # --- exports -----------------------------------------------------------------------------
+def _query(req: Request | None) -> dict | None:
+    if req is None:
+        return None
+    return {"mode": req.mode, "text": req.text.strip() or None,
+            "tile_id": req.tile_id.strip() or None, "image": req.image_name or None,
+            "modality": list(req.modalities) or None, "sensor": list(req.sensors) or None,
+            "start": str(req.start) if req.start else None,
+            "end": str(req.end) if req.end else None,
+            "region": req.region.strip() or None, "k": req.k}
+
+
 def to_geojson(results, req: Request | None = None) -> bytes:
     """The results as a GeoJSON FeatureCollection (same shape as `glb search --json`)."""
-    out = results.copy()
-    out["acquired"] = [_date(v) or None for v in out["acquired"]]
-    out["tile_id"] = out["tile_id"].astype("int64")
-    fc = json.loads(out.to_json(drop_id=True, na="null"))
-    if req is not None:
-        fc["query"] = {"mode": req.mode, "text": req.text.strip() or None,
-                       "tile_id": req.tile_id.strip() or None, "image": req.image_name or None,
-                       "modality": list(req.modalities) or None, "sensor": list(req.sensors) or None,
-                       "start": str(req.start) if req.start else None,
-                       "end": str(req.end) if req.end else None,
-                       "region": req.region.strip() or None, "k": req.k}
-    return json.dumps(fc).encode()
+    return engine.export_results(results, "geojson", query=_query(req))
 
 
 def to_csv(results) -> bytes:
     """The results as CSV: attributes, footprint centre (lon, lat) and footprint as WKT."""
-    df = results.drop(columns="geometry").copy()
-    df["acquired"] = [_date(v) for v in df["acquired"]]
-    import shapely
+    return engine.export_results(results, "csv")
 
-    c = shapely.centroid(results.geometry.to_numpy())  # lon/lat centre of each small footprint
-    df["lon"] = [round(float(p.x), 7) for p in c]
-    df["lat"] = [round(float(p.y), 7) for p in c]
-    df["footprint_wkt"] = [g.wkt for g in results.geometry]
-    buf = io.StringIO()
-    df.to_csv(buf, index=False)
-    return buf.getvalue().encode()
+
+def to_parquet(results, req: Request | None = None) -> bytes:
+    """The results as GeoParquet (geopandas, DuckDB spatial, QGIS read it as it is)."""
+    return engine.export_results(results, "parquet", query=_query(req))
