@@ -3,6 +3,7 @@ the map without waiting for them. Real server, real chromium; time to first map 
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -39,6 +40,8 @@ def test_first_visitor_sees_the_map_at_once(server, tmp_path):  # noqa: F811
             browser.close()
     print(f"\nfirst visitor: map with coverage drawn {first_map:.2f} s after opening the page; "
           f"server start-up: {line.split('glb ui: ')[1]}")
-    # generous on a shared 2-core machine; before the preload the first visit waited for the
-    # encoder (~10 s) on top of this
-    assert first_map < 15, first_map
+    # Measured against the same machine's load at the same moment: the first visitor no longer
+    # pays for opening the index and loading the encoder (before the preload it waited for all
+    # of that, then for the page).
+    loaded = float(re.search(r"loaded in ([\d.]+) s", line).group(1))
+    assert first_map < loaded, (first_map, loaded)
