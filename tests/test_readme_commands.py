@@ -17,7 +17,7 @@ def readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
     out = []
     for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # join continued lines
             words = shlex.split(line, comments=True)
             if words[:1] == [".venv/bin/glb"]:
                 out.append(shlex.join(words))
