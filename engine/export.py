@@ -43,6 +43,7 @@ def export_results(results, fmt: str, *, query: dict | None = None) -> bytes:
     if fmt not in FORMATS:
         raise InputError(f"export format {fmt!r}: choose from {', '.join(FORMATS)}")
     out = results.copy()
+    out.attrs = {}  # the search plan rides in attrs; the query argument says what to keep
     if "acquired" in out.columns:
         out["acquired"] = _dates(out["acquired"])
     if "tile_id" in out.columns:

@@ -231,7 +231,7 @@ def cmd_search(args) -> int:
             args.text.encode("utf-8")
         except UnicodeEncodeError:
             raise InputError("query text is not valid UTF-8") from None
-    idx = engine.open(args.index, checkpoint=args.checkpoint)
+    idx = engine.open(args.index, checkpoint=args.checkpoint, config=engine.SearchConfig.from_env())
     kw = dict(bbox=args.bbox, region=args.region, k=args.k, modality=args.modality,
               sensor=args.sensor, start=args.start, end=args.end)
     if args.image:
@@ -252,7 +252,7 @@ def cmd_search(args) -> int:
         from engine.export import export_results, format_for, write_results
 
         query = {"text": args.text, "tile_id": args.tile_id, "image": args.image, "k": args.k,
-                 "bbox": args.bbox, "plan": idx.last_plan}
+                 "bbox": args.bbox, "plan": res.attrs.get("plan")}
         if args.out:
             fmt = format_for(args.out, fmt if fmt != "table" else None)
             write_results(res, args.out, fmt, query=query)
@@ -280,7 +280,7 @@ def cmd_search(args) -> int:
 def cmd_info(args) -> int:
     import engine
 
-    info = engine.open(args.index).info()
+    info = engine.open(args.index, config=engine.SearchConfig.from_env()).info()
     if args.json:
         print(json.dumps(info))
     else:
@@ -290,7 +290,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from engine.store.check import check_index
+    from engine.check import check_index
 
     problems, stats = check_index(args.index)
     if args.json:
