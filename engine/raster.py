@@ -70,7 +70,7 @@ def open_raster(source: str | Path | bytes, *, name: str | None = None):
     elif isinstance(source, str) and source.startswith("/vsicurl/"):
         # a remote cloud-optimised GeoTIFF: GDAL reads it with HTTP range requests
         size = None
-        opener = lambda: rasterio.open(source)  # noqa: E731
+        opener = lambda: rasterio.open(source)
     else:
         p = Path(source)
         if not p.exists():

@@ -14,7 +14,7 @@ def main(argv: list[str]) -> int:
 
     index = os.environ.get("GLB_UI_INDEX")
     if index:
-        echo = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        echo = lambda m: print(m, file=sys.stderr, flush=True)
         threading.Thread(target=preload.warm, args=(index, echo), name="glb-preload",
                          daemon=True).start()
     from streamlit.web import cli
