@@ -13,11 +13,11 @@ import logging
 import os
 import re
 import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see engine/__init__.py
+
+import engine  # before any command loads torch or FAISS: it sets OMP_WAIT_POLICY
 
 DEFAULT_INDEX = os.environ.get("GLB_INDEX", ".glb/index")
 
@@ -202,7 +202,7 @@ def cmd_index(args) -> int:
     opts = IndexOptions(TileOptions(args.tile_size, stride, args.max_nodata, args.batch_size),
                         prune=args.prune, commit_every=args.commit_every,
                         progress=not args.quiet and sys.stderr.isatty())
-    echo = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    echo = lambda m: print(m, file=sys.stderr)
     # The encoder loads once the writer lock is held: a second run started at the same time
     # is refused at once instead of after loading a model.
     report = run_index(args.paths, args.index, rules_file=args.rules, override=override,
@@ -223,7 +223,6 @@ def cmd_index(args) -> int:
 
 
 def cmd_search(args) -> int:
-    import engine
     from engine.errors import InputError
 
     if args.text is not None:
@@ -278,8 +277,6 @@ def cmd_search(args) -> int:
 
 
 def cmd_info(args) -> int:
-    import engine
-
     info = engine.open(args.index, config=engine.SearchConfig.from_env()).info()
     if args.json:
         print(json.dumps(info))

@@ -23,7 +23,9 @@ def new_segment_name(generation: int) -> str:
 def write_segment(layout: Layout, name: str, tiles: pa.Table, vectors: np.ndarray,
                   thumbs: pa.Table, overviews: pa.Table) -> Path:
     """Write into a hidden folder, fsync, rename into place. Returns the final folder."""
-    assert tiles.num_rows == vectors.shape[0] == thumbs.num_rows
+    if not tiles.num_rows == vectors.shape[0] == thumbs.num_rows:
+        raise ValueError(f"segment {name}: {tiles.num_rows} tiles, {vectors.shape[0]} vectors, "
+                         f"{thumbs.num_rows} thumbnails")
     layout.segments.mkdir(parents=True, exist_ok=True)
     final = layout.segment(name)
     tmp = layout.segments / f".{name}.tmp"

@@ -25,12 +25,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import GLBError
+from ..errors import CorruptIndexError, EncoderMismatchError, GLBError
 from .files import fsync_dir
 from .layout import OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout
 from .lock import WriterLock
-from .manifest import (CorruptIndexError, Manifest, SegmentInfo, publish, read_current, read_scenes,
-                       read_tombstones, write_tombstones)
+from .manifest import (
+    Manifest,
+    SegmentInfo,
+    publish,
+    read_current,
+    read_scenes,
+    read_tombstones,
+    write_tombstones,
+)
 from .segment import new_segment_name, read_tiles, write_segment
 
 log = logging.getLogger("glb.store")
@@ -68,10 +75,6 @@ class CommitResult:
 class _State:
     scenes: dict[str, dict] = field(default_factory=dict)   # path -> scene row
     tombstones: set[tuple[str, int]] = field(default_factory=set)  # (segment, tile_id)
-
-
-class EncoderMismatchError(GLBError):
-    pass
 
 
 class StoreWriter:
@@ -125,7 +128,9 @@ class StoreWriter:
 
     # --- changes -------------------------------------------------------------------
     def stage(self, scene: StagedScene) -> None:
-        assert len(scene.tiles) == scene.vectors.shape[0] == len(scene.thumbs)
+        if not len(scene.tiles) == scene.vectors.shape[0] == len(scene.thumbs):
+            raise GLBError(f"{scene.record['path']}: {len(scene.tiles)} tiles, {scene.vectors.shape[0]} "
+                           f"vectors and {len(scene.thumbs)} thumbnails; not indexed")
         if not np.isfinite(scene.vectors).all():  # one NaN row would poison every search
             raise GLBError(f"{scene.record['path']}: its embeddings contain NaN or Inf; not indexed")
         self.staged = [s for s in self.staged if s.record["path"] != scene.record["path"]]
@@ -223,7 +228,7 @@ class StoreWriter:
         gen = self.manifest.generation + 1
         segments = list(self.manifest.segments)
         name = new_segment_name(gen) if n else None
-        if n:
+        if name is not None:
             th = pa.Table.from_pydict({"tile_id": tiles.column("tile_id"),
                                        "jpeg": thumbs if thumbs is not None else [b""] * n},
                                       schema=THUMB_SCHEMA)
@@ -319,7 +324,8 @@ class StoreWriter:
 
         if len(self.manifest.segments) <= 1 and not self.state.tombstones:
             return None
-        assert not self.staged and not self.removed, "commit staged changes before compacting"
+        if self.staged or self.removed:
+            raise RuntimeError("commit staged changes before compacting")
         n_dead = len(self.state.tombstones)
         tiles_parts, vec_parts, thumb_parts, ov_parts = [], [], [], []
         live_scene_ids = {s["scene_id"] for s in self.state.scenes.values()}

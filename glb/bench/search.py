@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data
-from .common import Timer, dir_bytes, loadavg, machine, median_spread, pct, proc_mem
+from .common import Timer, loadavg, machine, median_spread, proc_mem
 
 SELECTIVITIES = [("0.001%", 1e-5), ("0.01%", 1e-4), ("0.1%", 1e-3), ("1%", 1e-2), ("10%", 1e-1),
                  ("100%", 1.0)]
@@ -79,7 +79,7 @@ def make_workload(a: dict, w, n_queries: int, seed: int = 7):
     Q = data.queries(w, n_queries * len(cases), seed=seed)
     rows = []
     for ci, c in enumerate(cases):
-        for j in range(n_queries):
+        for _ in range(n_queries):
             bbox = (np.nan,) * 4
             mod, start, end = -1, NONE_DAY, NONE_DAY
             if ci < len(SELECTIVITIES):
@@ -207,8 +207,8 @@ def numpy_brute_force(path: Path, a: dict, Q, rows, timed, repeats: int, truth_i
 
 
 def _run_local(cases, case_of, search, timed, repeats, spec, budget_s):
-    from .worker import recall
     from .common import summarise_runs
+    from .worker import recall
 
     out = {}
     for ci, c in enumerate(cases):
@@ -249,9 +249,9 @@ def text_encoder_latency(n: int = 40, repeats: int = 3, echo=print) -> dict:
     rng = np.random.default_rng(0)
     runs = []
     enc.encode_text(["warm up the tokenizer"])
-    for r in range(repeats):
+    for _ in range(repeats):
         lat = []
-        for i in range(n):
+        for _ in range(n):
             # a nonce: the text tower caches what it has encoded (also across sizes in one run)
             text = " ".join(rng.choice(words, int(rng.integers(2, 6)))) + f" #{time.perf_counter_ns()}"
             t0 = time.perf_counter()

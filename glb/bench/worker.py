@@ -17,11 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-import os
+import engine  # before any command loads torch or FAISS: it sets OMP_WAIT_POLICY
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see engine/__init__.py
-
-from .common import Timer, dir_bytes, proc_mem, summarise_runs  # noqa: E402
+from .common import Timer, dir_bytes, proc_mem, summarise_runs
 
 EPOCH = dt.date(1970, 1, 1)
 NONE_DAY = -(2 ** 31)
@@ -109,7 +107,6 @@ def _run_cases(spec, search_one, timed) -> dict:
 def ours(spec_path, out_path) -> None:
     import faiss
 
-    import engine
     from engine.retrieval.filters import Filters
 
     spec = load_spec(spec_path)
@@ -177,7 +174,7 @@ def ours(spec_path, out_path) -> None:
             if want_duck:
                 cur = con.cursor()
                 t0 = time.perf_counter()
-                r3 = cur.execute(f"SELECT row FROM tiles WHERE {f.sql()[0]}").fetchnumpy()["row"]
+                cur.execute(f"SELECT row FROM tiles WHERE {f.sql()[0]}").fetchnumpy()
                 d.append((time.perf_counter() - t0) * 1000)
                 cur.close()
         spatial[c] = {"candidates_p50": int(np.median(counts)), "grid_p50_ms": round(float(np.median(g)), 3),
@@ -199,7 +196,6 @@ def duckdb_vss(spec_path, out_path) -> None:
     index (VSS, metric ip) and an R-tree, one SQL query per search."""
     import pyarrow as pa
 
-    from engine.modalities import MODALITIES
     from engine.store.duck import connect
     from engine.store.layout import Layout
     from engine.store.manifest import read_current
