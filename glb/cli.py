@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     ix.add_argument("--checkpoint", help="encoder checkpoint (default: the released one)")
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
     ix.add_argument("--json", action="store_true", help="print the run report as JSON")
+    ix.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="run on a Ray cluster (pip install '.[ray]'): ADDRESS (HOST:PORT, auto, "
+                         "ray://HOST:PORT) or, alone, a local one; index and scenes on a shared "
+                         "filesystem")
 
     se = sub.add_parser("search", help="search an index by text, tile id or image file")
     se.add_argument("text", nargs="?", help="what to look for")
@@ -99,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true")
     be.add_argument("--smoke", action="store_true", help="seconds-long version for CI")
     be.add_argument("--write", help="write the markdown report here")
-    be.add_argument("--methods", help="search: comma-separated subset of ours,numpy,duckdb_vss "
+    be.add_argument("--methods", help="search: comma-separated subset of ours,ours_disk,ours_gpu,numpy,duckdb_vss "
                                       "(results merge into an existing report)")
     return p
 
@@ -203,10 +207,17 @@ def cmd_index(args) -> int:
                         prune=args.prune, commit_every=args.commit_every,
                         progress=not args.quiet and sys.stderr.isatty())
     echo = lambda m: print(m, file=sys.stderr)
+    distributor = None
+    if args.ray is not None:
+        from indexer.ray_distributor import RayDistributor, parse_ray_flag
+
+        distributor = RayDistributor(parse_ray_flag(args.ray))
+        distributor.preflight()
     # The encoder loads once the writer lock is held: a second run started at the same time
     # is refused at once instead of after loading a model.
     report = run_index(args.paths, args.index, rules_file=args.rules, override=override,
-                       options=opts, encoder=lambda: _encoder(args), echo=echo, stac=args.stac)
+                       options=opts, encoder=lambda: _encoder(args), echo=echo,
+                       distributor=distributor, stac=args.stac)
     for line in report.failed:
         print(f"glb index: failed: {_one_line(line)}", file=sys.stderr)
     if report.missing:
@@ -333,7 +344,7 @@ def cmd_bench(args) -> int:
 
     if args.vectors < 1024:
         raise InputError(f"--vectors {args.vectors} is below the minimum of 1024")
-    known = {"ours", "numpy", "duckdb_vss"}
+    known = {"ours", "ours_disk", "ours_gpu", "numpy", "duckdb_vss"}
     if args.methods and not set(args.methods.split(",")) <= known:
         raise InputError(f"--methods {args.methods!r}: choose from {', '.join(sorted(known))}")
     return bench_main(args)

@@ -210,12 +210,18 @@ class Snapshot:
         """Exact Flat (small) or IVF-PQ with exact re-ranking (large); see engine/retrieval/vectors.py."""
         with self._vindex_lock:
             if self._vindex is None:
-                if self.large:
+                from . import gpu
+
+                # on a GPU, exact search stays fastest up to gpu_flat_max_rows (gpu.py)
+                gpu_flat = bool(self.config.use_gpu) and self.n_tiles <= self.config.gpu_flat_max_rows \
+                    and gpu.gpu_count() > 0
+                if self.large and not gpu_flat:
                     segs = [(s.name, s.vectors, m) for s, m in zip(self.segments.values(), self._live_masks)]
                     self._vindex = vec.build_ivfpq(self.layout.root, segs, self.vectors, self.dim,
                                                    self.config)
                 else:
                     self._vindex = vec.FlatIndex(self.vectors)
+                self._vindex = gpu.to_gpu(self._vindex, self.config)
             return self._vindex
 
     def take(self, rows, columns: list[str] | None = None) -> pa.Table:

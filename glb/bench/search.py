@@ -328,7 +328,7 @@ def _run(n_vectors: int, *, smoke: bool = False, root: Path | None = None, metho
     import faiss
 
     root = Path(root or DEFAULT_ROOT)
-    methods = list(methods or ["ours", "numpy", "duckdb_vss"])
+    methods = list(methods or ["ours", "ours_disk", "numpy", "duckdb_vss"])
     if smoke:
         root = Path(tempfile.mkdtemp(prefix="glb-bench-smoke-"))
         os.environ["GLB_QUANT_MIN_ROWS"] = "2000"  # exercise the quantised path (workers read it
@@ -380,11 +380,20 @@ def _run(n_vectors: int, *, smoke: bool = False, root: Path | None = None, metho
     np.savez(spec_file, **spec)
     spec_loaded = {**spec, "cases": cases}
     methods_out = {}
-    if "ours" in methods:
-        result["loadavg_ours"] = loadavg()
-        o = _worker("ours", spec_file, echo)
+    for m, worker in (("ours", "ours"), ("ours_disk", "ours_disk"), ("ours_gpu", "ours_gpu")):
+        if m not in methods:
+            continue
+        if m == "ours_gpu":
+            from engine.retrieval.gpu import gpu_count
+
+            if gpu_count() == 0:
+                methods_out[m] = {"skipped": "no GPU: faiss here has no CUDA build or sees no device "
+                                             "(pip install '.[gpu]' on a CUDA host)"}
+                continue
+        result[f"loadavg_{m}"] = loadavg()
+        o = _worker(worker, spec_file, echo)
         mem = o["memory"]
-        methods_out["ours"] = {
+        methods_out[m] = {
             "build_s": round(built["write_s"] + prep.s, 2), "data_reused": built["reused"],
             "write_s": round(built["write_s"], 2), "prepare_s": round(prep.s, 2),
             "prepare_reused_files": bool(prep_info.get("reused")),
@@ -397,7 +406,7 @@ def _run(n_vectors: int, *, smoke: bool = False, root: Path | None = None, metho
                 "disk_derived": round(o["disk"]["vindex"] / n, 1)},
             "memory_detail": mem, "index": o["build"], "selectivity": {}, "filters": {},
             "spatial_candidates": o["spatial"], "duckdb_rtree_build_s": o["duckdb_rtree_build_s"]}
-        _split(methods_out["ours"], o["cases"])
+        _split(methods_out[m], o["cases"])
     if "numpy" in methods:
         result["loadavg_numpy"] = loadavg()
         in_ram = n * data.DIM * 4 <= 4 * 2 ** 30
