@@ -61,9 +61,9 @@ def export_results(results, fmt: str, *, query: dict | None = None) -> bytes:
         df["lon"] = [round(float(p.x), 7) for p in c]
         df["lat"] = [round(float(p.y), 7) for p in c]
         df["footprint_wkt"] = [g.wkt for g in results.geometry]
-        buf = io.StringIO()
-        df.to_csv(buf, index=False)
-        return buf.getvalue().encode()
+        text = io.StringIO()
+        df.to_csv(text, index=False)
+        return text.getvalue().encode()
     # GeoParquet: acquired as a real date column, not text
     import pandas as pd
     import pyarrow.parquet as pq
@@ -72,9 +72,9 @@ def export_results(results, fmt: str, *, query: dict | None = None) -> bytes:
         out["acquired"] = pd.to_datetime(out["acquired"], errors="coerce").dt.date
     if out.crs is None:
         out = out.set_crs("EPSG:4326")
-    buf = io.BytesIO()
-    out.to_parquet(buf, index=False)  # geopandas writes the GeoParquet "geo" metadata
-    table = pq.read_table(io.BytesIO(buf.getvalue()))
+    first = io.BytesIO()
+    out.to_parquet(first, index=False)  # geopandas writes the GeoParquet "geo" metadata
+    table = pq.read_table(io.BytesIO(first.getvalue()))
     meta = dict(table.schema.metadata or {})
     if query is not None:
         meta[b"glb:query"] = json.dumps(query, default=str).encode()
