@@ -7,6 +7,7 @@
                                            # or engine.open(path, config=engine.SearchConfig(...))
     idx.search("flooded farmland", bbox=(min_lon, min_lat, max_lon, max_lat), k=20)
     engine.search("flooded farmland", bbox=(...), index="path/to/index")
+    engine.write_results(results, "found.parquet")   # or .geojson / .csv (engine/export.py)
 
 The search side (DuckDB, FAISS, shapely, geopandas) is imported on first use, so code that only
 needs the encoder (training, a GPU box) does not need those libraries installed.
@@ -39,7 +40,8 @@ _LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".retrieval
          "SearchConfig": ".retrieval.config", "PlannerConfig": ".retrieval.config",
          "VectorIndexConfig": ".retrieval.config", "check_k": ".retrieval.index",
          "parse_wavelengths": ".sensors",
-         "parse_bbox": ".geo", "parse_region": ".geo", "bbox_geometry": ".geo"}
+         "parse_bbox": ".geo", "parse_region": ".geo", "bbox_geometry": ".geo",
+         "export_results": ".export", "write_results": ".export"}
 
 
 def __getattr__(name: str):
@@ -56,5 +58,5 @@ def __getattr__(name: str):
 __all__ = ["CheckpointError", "CorruptIndexError", "Encoder", "EncoderMismatchError", "GLBError",
            "Index", "IndexLockedError", "IndexNotFoundError", "IndexWriteError", "InputError",
            "MODALITIES", "PlannerConfig", "RasterError", "SearchConfig", "UnknownSensorError",
-           "VectorIndexConfig", "bbox_geometry", "check_k", "load_encoder", "open", "open_index",
-           "parse_bbox", "parse_region", "parse_wavelengths", "search"]
+           "VectorIndexConfig", "bbox_geometry", "check_k", "export_results", "load_encoder", "open",
+           "open_index", "parse_bbox", "parse_region", "parse_wavelengths", "search", "write_results"]

@@ -84,6 +84,10 @@ def open_raster(source: str | Path | bytes, *, name: str | None = None):
         memfile = MemoryFile(bytes(source))
         opener = lambda: memfile.open(driver=UPLOAD_DRIVERS)
         size = len(source)
+    elif isinstance(source, str) and source.startswith("/vsicurl/"):
+        # a remote cloud-optimised GeoTIFF: GDAL reads it with HTTP range requests
+        size = None
+        opener = lambda: rasterio.open(source)
     else:
         p = Path(source)
         if not p.exists():

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -28,7 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ix = sub.add_parser("index", help="index scenes and chip collections (incremental)")
-    ix.add_argument("paths", nargs="+", help="files or folders")
+    ix.add_argument("paths", nargs="*", help="files or folders")
+    ix.add_argument("--stac", action="append", metavar="CATALOG",
+                    help="a STAC catalogue, collection or item (file or http(s) URL) whose image "
+                         "assets to index; repeatable")
     ix.add_argument("--index", default=DEFAULT_INDEX, help="index folder (created if missing)")
     ix.add_argument("--rules", help="TOML rules: sensors, dates, chip locations, skips")
     ix.add_argument("--sensor", help="sensor of every file (see `glb sensors`)")
@@ -69,7 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--checkpoint", help="our encoder's checkpoint, where the index used another")
     se.add_argument("--weights", help="weights folder of the encoder the index was built with "
                                       "(default: its environment variable, else the recorded folder)")
-    se.add_argument("--json", action="store_true", help="GeoJSON FeatureCollection on stdout")
+    se.add_argument("--json", action="store_true", help="GeoJSON FeatureCollection on stdout (= --format geojson)")
+    se.add_argument("--format", choices=["table", "geojson", "csv", "parquet"],
+                    help="output: a table (default), GeoJSON, CSV or GeoParquet")
+    se.add_argument("--out", help="write the results to this file (format from its suffix "
+                                  "unless --format says): .geojson, .csv, .parquet")
 
     inf = sub.add_parser("info", help="what an index holds")
     inf.add_argument("--index", default=DEFAULT_INDEX)
@@ -120,8 +128,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_NUMBER_LIST = re.compile(r"^-(\d|\.\d)")
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string, in every subcommand, that takes one value."""
+    out = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out |= _value_options(sub)
+        elif action.option_strings and action.nargs is None:
+            out.update(action.option_strings)
+    return out
+
+
+def _attach_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`--bbox -77.06,38.80,-77.04,38.82` as users type it: argparse takes a value that starts
+    with a minus for an option unless it is one plain number, so a coordinate list is joined to
+    its option (`--bbox=-77.06,...`) before parsing."""
+    takes_value = _value_options(parser)
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in takes_value and i + 1 < len(argv) and _NUMBER_LIST.match(argv[i + 1]):
+            out.append(f"{tok}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(_attach_negative_values(parser, sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     # GDAL's notes about odd-but-readable TIFF tags are noise to a user; real failures raise.
@@ -197,6 +238,8 @@ def cmd_index(args) -> int:
     from indexer.reader import TileOptions
     from indexer.runner import IndexOptions, run_index
 
+    if not args.paths and not args.stac:
+        raise InputError("give files or folders to index, or --stac CATALOG")
     if args.tile_size < 16:
         raise InputError(f"--tile-size {args.tile_size} is below the minimum of 16")
     stride = args.stride if args.stride is not None else args.tile_size
@@ -226,7 +269,7 @@ def cmd_index(args) -> int:
     # is refused at once instead of after loading a model.
     report = run_index(args.paths, args.index, rules_file=args.rules, override=override,
                        options=opts, encoder=lambda: _encoder(args), echo=echo,
-                       distributor=distributor)
+                       distributor=distributor, stac=args.stac)
     for line in report.failed:
         print(f"glb index: failed: {_one_line(line)}", file=sys.stderr)
     for line in report.notes:
@@ -269,13 +312,25 @@ def cmd_search(args) -> int:
         res = idx.search(args.text, **kw)
     else:
         raise InputError("give a query: TEXT, --tile-id or --image")
-    if args.json:
-        out = res.copy()
-        out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d")
-        fc = json.loads(out.to_json(drop_id=True, na="null"))
-        fc["query"] = {"text": args.text, "tile_id": args.tile_id, "image": args.image, "k": args.k,
-                       "bbox": args.bbox, "plan": res.attrs.get("plan")}
-        print(json.dumps(fc))
+    fmt = "geojson" if args.json and not args.format else args.format
+    if args.out or fmt in ("geojson", "csv", "parquet"):
+        from engine.export import export_results, format_for, write_results
+
+        query = {"text": args.text, "tile_id": args.tile_id, "image": args.image, "k": args.k,
+                 "bbox": args.bbox, "plan": res.attrs.get("plan")}
+        if args.out:
+            fmt = format_for(args.out, fmt if fmt != "table" else None)
+            write_results(res, args.out, fmt, query=query)
+            print(f"{len(res)} results written to {args.out} ({fmt})", file=sys.stderr)
+            return 0
+        if fmt == "parquet" and sys.stdout.isatty():
+            raise InputError("--format parquet writes binary: give --out FILE or redirect stdout")
+        data = export_results(res, fmt, query=query)
+        if fmt == "parquet":
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            print(data.decode())
     else:
         if res.empty:
             print("no results")

@@ -85,10 +85,10 @@ def display_name(path: Path) -> str:
 
 
 def _scene_record(source: Source, sha: str, lay: BandLayout, crs: str | None, bounds) -> dict:
-    size, mtime = file_fingerprint(source.path)
+    size, mtime = file_fingerprint(source)
     return {
-        "scene_id": scene_id_for(str(source.path), sha), "path": str(source.path),
-        "scene": display_name(source.path), "kind": source.kind, "size": size,
+        "scene_id": scene_id_for(source.key, sha), "path": source.key,
+        "scene": source.display or display_name(source.path), "kind": source.kind, "size": size,
         "mtime_ns": mtime, "sha256": sha, "sensor": lay.sensor, "modality": lay.modality,
         "acquired": lay.acquired, "n_tiles": 0, "segment": None, "crs": crs,
         "evidence": lay.evidence,
@@ -145,17 +145,17 @@ def read_scene(unit: int, source: Source, encoder, opts: TileOptions, result: Sc
 
     from rasterio.warp import transform_bounds
 
-    with open_raster(source.path) as (ds, info):
+    with open_raster(source.key, name=source.label) as (ds, info):
         check_georeferenced(ds, info)
         lay = layout_of(ds, info, source.override)
         indexes = list(lay.band_indexes) if lay.band_indexes else None
         if min(info.width, info.height) < MIN_TILE:
-            raise RasterError(f"{source.path}: {info.width}x{info.height} pixels is smaller than "
+            raise RasterError(f"{source.label}: {info.width}x{info.height} pixels is smaller than "
                               f"the {MIN_TILE}-pixel minimum tile side")
-        sha = sha or sha256_of(source.path)
+        sha = sha or sha256_of(source)
         bounds = scene_bounds(transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21))
         record = _scene_record(source, sha, lay, ds.crs.to_string(), bounds)
-        scene_key = f"{source.path}|{sha}"
+        scene_key = f"{source.key}|{sha}"
         overview, limits = _overview(ds, info, lay, indexes)
         overview = {"scene_id": record["scene_id"], "png": overview["png"],
                     "corners": json.dumps(overview["corners"])}
@@ -166,7 +166,7 @@ def read_scene(unit: int, source: Source, encoder, opts: TileOptions, result: Sc
             x, wl = encoder.preprocess(np.stack(pending_x), lay.wavelengths, lay.modality,
                                        lay.value_scale)
             batch = TileBatch(unit, lay, x, wl, list(pending_tiles), list(pending_thumbs),
-                              [str(source.path)] * len(pending_tiles))
+                              [source.key] * len(pending_tiles))
             pending_x.clear(), pending_tiles.clear(), pending_thumbs.clear()
             return batch
 
@@ -174,7 +174,7 @@ def read_scene(unit: int, source: Source, encoder, opts: TileOptions, result: Sc
 
         n_windows = _n_windows(info.width, opts.size, opts.stride) * _n_windows(info.height, opts.size, opts.stride)
         if n_windows > MAX_TILES_PER_SCENE:
-            raise RasterError(f"{source.path}: {info.width}x{info.height} pixels at tile size "
+            raise RasterError(f"{source.label}: {info.width}x{info.height} pixels at tile size "
                               f"{opts.size} and stride {opts.stride} is {n_windows:,} tiles, over the "
                               f"{MAX_TILES_PER_SCENE:,} limit; use a larger --stride")
         pixel_bytes = (len(indexes) if indexes else info.count) * np.dtype(info.dtype).itemsize

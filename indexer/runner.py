@@ -122,13 +122,15 @@ class _Interrupt:
 def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None,
               override: dict | None = None, options: IndexOptions | None = None,
               encoder=None, echo=print, lock: WriterLock | None = None,
-              distributor=None) -> RunReport:
+              distributor=None, stac: list[str] | None = None) -> RunReport:
     """`encoder`: an Encoder, a callable returning one (called once the writer lock is held, so
     a run that cannot write fails before loading a model), or None for the released one.
     `lock`: the index's writer lock when the caller already holds it. `distributor`: where the
     work units run; None: here, through `run_stages`. Otherwise an object whose
     `run(found, writer, encoder, opts, report, echo)` indexes `plan_units(found, writer,
-    report)` elsewhere and stages each unit's outcome (writer.py) into `writer` (issue 13)."""
+    report)` elsewhere and stages each unit's outcome (writer.py) into `writer` (issue 13).
+    `stac`: STAC catalogues, collections or items (files or URLs) whose image assets are
+    indexed too (indexer/stac.py)."""
     opts = options or IndexOptions()
     t0 = time.monotonic()
     # The lock first: a second run started at the same time leaves before walking the archive.
@@ -137,6 +139,8 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
         _refuse_damage(Path(index_dir))  # before the model loads: a damaged store stops the run at once
         rules = load_rules(rules_file)
         found = discover(paths, rules, override)
+        for href in stac or []:
+            _add_stac(found, href, override)
         report = RunReport(index=str(index_dir), files=len(found.sources), skipped=found.skipped)
         report.failed.extend(found.problems)
         report.notes.extend(found.notes)
@@ -198,6 +202,25 @@ def _refuse_damage(index_dir: Path) -> None:
         damage = generation_damage(layout, read_current(layout))
         if damage:
             raise damaged(layout, damage)
+
+
+def _add_stac(found, href: str, override: dict | None) -> None:
+    from .stac import discover_stac, gdal_remote_defaults
+
+    sources, problems, skipped = discover_stac(href)
+    cli = {k: v for k, v in (override or {}).items() if v is not None}
+    seen = {s.key for s in found.sources}
+    for src in sources:
+        if src.key in seen:
+            continue
+        seen.add(src.key)
+        src.override.update(cli)  # the command line wins over the catalogue, as over rules
+        found.sources.append(src)
+    if any(s.remote is not None for s in sources):
+        gdal_remote_defaults()
+    found.problems.extend(problems)
+    for reason, n in skipped.items():
+        found.skipped[reason] = found.skipped.get(reason, 0) + n
 
 
 def _write_failed(index_dir, writer: StoreWriter, report: RunReport, e: OSError) -> IndexWriteError:

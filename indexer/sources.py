@@ -25,6 +25,23 @@ class Source:
     override: dict = field(default_factory=dict)
     location: tuple[float, float, float] | None = None
     group: str = ""                            # chips of one group are read and embedded together
+    # STAC assets (indexer/stac.py): what GDAL opens when it is not `path` (/vsicurl/URL), the
+    # version stamp that stands in for a remote file's stat and hash, the display name
+    # (collection/item[/asset]) and the item's identity.
+    gdal_path: str | None = None
+    remote: object | None = None               # stac.RemoteStamp
+    display: str | None = None
+    stac: dict | None = None
+
+    @property
+    def key(self) -> str:
+        """The scene's identity in the index (its `path` column) and what GDAL opens."""
+        return self.gdal_path or str(self.path)
+
+    @property
+    def label(self) -> str:
+        """How messages name it: the file, or a remote asset's URL."""
+        return self.stac["href"] if self.remote is not None and self.stac else str(self.path)
 
 
 @dataclass
@@ -130,11 +147,11 @@ def plan_work(found: Discovery, known: Known) -> WorkPlan:
     (`content_change`), in the reader's thread."""
     todo, unchanged, problems = [], 0, []
     for src in found.sources:
-        prev = known(str(src.path))
+        prev = known(src.key)
         try:
-            size, mtime = file_fingerprint(src.path)
+            size, mtime = file_fingerprint(src)
         except OSError as e:
-            problems.append(f"{src.path}: cannot stat ({e.strerror})")
+            problems.append(f"{src.label}: cannot stat ({e.strerror})")
             continue
         if prev is not None and prev["size"] == size and prev["mtime_ns"] == mtime:
             unchanged += 1
@@ -173,27 +190,37 @@ class ContentCheck:
 
 
 def content_change(src: Source, prev: dict | None) -> ContentCheck:
-    if not _regular(src.path):  # a FIFO would block the run forever on open()
+    if src.remote is None and not _regular(src.path):  # a FIFO would block the run forever on open()
         return ContentCheck(error=f"{src.path}: not a regular file (a pipe, socket or device); skipped")
     try:
-        sha = sha256_of(src.path)
+        sha = sha256_of(src)
     except OSError as e:
-        return ContentCheck(error=f"{src.path}: cannot read ({e.strerror})")
+        return ContentCheck(error=f"{src.label}: cannot read ({e.strerror})")
     if prev is not None and prev["sha256"] == sha:
         try:
-            size, mtime = file_fingerprint(src.path)
+            size, mtime = file_fingerprint(src)
         except OSError as e:
-            return ContentCheck(error=f"{src.path}: cannot stat ({e.strerror})")
+            return ContentCheck(error=f"{src.label}: cannot stat ({e.strerror})")
         return ContentCheck(restamp={"size": size, "mtime_ns": mtime})
     return ContentCheck(sha=sha)
 
 
-def file_fingerprint(path: Path) -> tuple[int, int]:
+def file_fingerprint(path) -> tuple[int, int]:
+    """(size, mtime_ns) of a file, or of a Source (a remote STAC asset: its version stamp)."""
+    if isinstance(path, Source):
+        if path.remote is not None:
+            return path.remote.size, path.remote.version_ns
+        path = path.path
     st = path.stat()
     return st.st_size, st.st_mtime_ns
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path) -> str:
+    """Content hash of a file, or of a Source (a remote STAC asset: its URL and version)."""
+    if isinstance(path, Source):
+        if path.remote is not None:
+            return path.remote.digest
+        path = path.path
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -107,7 +107,7 @@ def test_text_query_gives_ranked_results_table(app, small_index):
     # gallery: one card with two buttons per result, and both exports
     assert len([b for b in at.button if b.key and b.key.startswith("more_")]) == 20
     labels = [b.label for b in at.get("download_button")]
-    assert labels == ["GeoJSON", "CSV"], labels
+    assert labels == ["GeoJSON", "CSV", "GeoParquet"], labels
 
 
 def test_k_and_modality_and_sensor_filters(app, small_index):
@@ -480,7 +480,7 @@ def test_map_site_serves_only_this_index(small_index):
 
 def test_launcher_options(tmp_path):
     cmd = launch.command(tmp_path / "idx", host="127.0.0.1", port=8599)
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("ui/app.py")
+    assert cmd[1:4] == ["-m", "ui.serve", "run"] and cmd[4].endswith("ui/app.py")
     opts = dict(o[2:].split("=", 1) for o in cmd[5:])
     assert opts["browser.gatherUsageStats"] == "false"
     assert opts["server.headless"] == "true"

@@ -18,7 +18,7 @@ import sys
 import streamlit as st
 
 import engine
-from ui import assets, mapview, results, state
+from ui import assets, mapview, preload, results, state
 from ui import query as q
 from ui.state import ss
 from ui.thumbs import Thumbnails
@@ -44,7 +44,9 @@ def index_path() -> str | None:
 # --- loaded once per server process ---------------------------------------------------------
 @st.cache_resource(show_spinner="Opening the index and loading the encoder (once per server)…")
 def load_index(path: str):
-    idx = engine.open(path)
+    idx = preload.opened(path)  # `glb ui` loads it when the server starts
+    if idx is None:
+        idx = engine.open(path)
     # Load the encoder and open the thumbnail store now, so the analyst's first query is fast.
     first = idx.search("warm-up", k=1)
     if len(first):

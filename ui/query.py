@@ -6,7 +6,6 @@ Every engine error (engine.GLBError) becomes `Outcome.error`, a one-line message
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import io
@@ -381,41 +380,32 @@ def bounds(geoms) -> list[list[float]] | None:
 
 
 # --- exports -----------------------------------------------------------------------------
+def _query(req: Request | None) -> dict | None:
+    if req is None:
+        return None
+    return {"mode": req.mode, "text": req.text.strip() or None,
+            "tile_id": req.tile_id.strip() or None, "image": req.image_name or None,
+            "modality": list(req.modalities) or None, "sensor": list(req.sensors) or None,
+            "start": str(req.start) if req.start else None,
+            "end": str(req.end) if req.end else None,
+            "region": req.region.strip() or None, "k": req.k,
+            "undated": req.undated, "calibrated": req.calibrated,
+            "diversify": req.diversify, "min_relevance": req.min_relevance}
+
+
 def to_geojson(results, req: Request | None = None) -> bytes:
     """The results as a GeoJSON FeatureCollection (same shape as `glb search --json`)."""
-    out = results.copy()
-    out["acquired"] = [_date(v) or None for v in out["acquired"]]
-    # a string: 64-bit ids lose digits as JavaScript numbers
-    out["tile_id"] = out["tile_id"].astype("int64").astype(str)
-    fc = json.loads(out.to_json(drop_id=True, na="null"))
-    if req is not None:
-        fc["query"] = {"mode": req.mode, "text": req.text.strip() or None,
-                       "tile_id": req.tile_id.strip() or None, "image": req.image_name or None,
-                       "modality": list(req.modalities) or None, "sensor": list(req.sensors) or None,
-                       "start": str(req.start) if req.start else None,
-                       "end": str(req.end) if req.end else None,
-                       "region": req.region.strip() or None, "k": req.k,
-                       "undated": req.undated, "calibrated": req.calibrated,
-                       "diversify": req.diversify, "min_relevance": req.min_relevance}
-    return json.dumps(fc).encode()
+    return engine.export_results(results, "geojson", query=_query(req))
 
 
 def to_csv(results) -> bytes:
     """The results as CSV: attributes, footprint centre (lon, lat) and footprint as WKT."""
-    df = results.drop(columns="geometry").copy()
-    df["acquired"] = [_date(v) for v in df["acquired"]]
-    df["tile_id"] = df["tile_id"].astype("int64").astype(str)
-    df["scene_id"] = df["scene_id"].astype(str)
-    import shapely
+    return engine.export_results(results, "csv")
 
-    c = shapely.centroid(results.geometry.to_numpy())  # lon/lat centre of each small footprint
-    df["lon"] = [round(float(p.x), 7) for p in c]
-    df["lat"] = [round(float(p.y), 7) for p in c]
-    df["footprint_wkt"] = [g.wkt for g in results.geometry]
-    buf = io.StringIO()
-    # text columns quoted: tile ids (19 digits) stay text, not numbers that lose digits
-    df.to_csv(buf, index=False, quoting=csv.QUOTE_NONNUMERIC)
-    return buf.getvalue().encode()
+
+def to_parquet(results, req: Request | None = None) -> bytes:
+    """The results as GeoParquet (geopandas, DuckDB spatial, QGIS read it as it is)."""
+    return engine.export_results(results, "parquet", query=_query(req))
 
 
 def file_name(req: Request, ext: str, when: dt.datetime | None = None) -> str:

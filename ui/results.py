@@ -55,7 +55,7 @@ def show(req: q.Request, outcome: q.Outcome | None, thumbs: Thumbnails, height: 
     ranking_note(req, res)
     # One view at a time: the table's grid is a large script the browser need not load (or
     # build) until the analyst asks for it.
-    view_col, dl1, dl2 = st.columns([1, 1, 1], vertical_alignment="center")
+    view_col, dl1, dl2, dl3 = st.columns([1, 1, 1, 1], vertical_alignment="center")
     view = view_col.selectbox("View", ["Gallery", "Table"], key="view",
                               label_visibility="collapsed")
     dl1.download_button("GeoJSON", q.to_geojson(res, req), file_name=q.file_name(req, "geojson"),
@@ -63,6 +63,9 @@ def show(req: q.Request, outcome: q.Outcome | None, thumbs: Thumbnails, height: 
                         width="stretch")
     dl2.download_button("CSV", q.to_csv(res), file_name=q.file_name(req, "csv"), mime="text/csv",
                         on_click="ignore", key="dl_csv", width="stretch")
+    dl3.download_button("GeoParquet", q.to_parquet(res, req), file_name="glb-results.parquet",
+                        mime="application/vnd.apache.parquet", on_click="ignore",
+                        key="dl_parquet", width="stretch")
     if ss.selected:
         picked(res, thumbs)
     with st.container(height=max(300, height - (260 if ss.selected else 150)), border=False):
