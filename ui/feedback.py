@@ -77,6 +77,18 @@ def card(tid: str) -> None:
              type="primary" if mark is False else "secondary", help="Mark as not what you are looking for")
 
 
+def card_button(col, row, tid: str) -> None:
+    """The marks' entry in ui.results.CARD_BUTTONS."""
+    with col:
+        card(tid)
+
+
+def register(buttons: list) -> None:
+    """Puts the marks on every result card once (the page script reruns; this module may be
+    reloaded, so an earlier copy of card_button is replaced, not doubled)."""
+    buttons[:] = [f for f in buttons if getattr(f, "__module__", None) != __name__] + [card_button]
+
+
 def map_marks(features: dict) -> dict:
     """Adds each result's mark to its map feature (the map colours marked footprints)."""
     m = ss.get("marks", {})
@@ -119,23 +131,15 @@ def panel(idx, req: q.Request, outcome) -> None:
             except engine.GLBError as e:
                 st.error(str(e))
                 return
-            gj = df.copy()
-            gj["acquired"] = gj["acquired"].dt.strftime("%Y-%m-%d")
+            query = {"text": req.text or None, "like": pos, "unlike": neg}
             a, b = st.columns(2)
-            a.download_button("Marks GeoJSON", gj.to_json(drop_id=True, na="null"),
+            a.download_button("Marks GeoJSON", engine.export_results(df, "geojson", query=query),
                               file_name="glb-marks.geojson", mime="application/geo+json",
                               on_click="ignore", key="fb_dl_geojson", width="stretch")
-            b.download_button("Marks GeoParquet", _parquet(df), file_name="glb-marks.parquet",
+            b.download_button("Marks GeoParquet", engine.export_results(df, "parquet", query=query),
+                              file_name="glb-marks.parquet",
                               mime="application/vnd.apache.parquet", on_click="ignore",
                               key="fb_dl_parquet", width="stretch")
-
-
-def _parquet(df) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    df.to_parquet(buf)
-    return buf.getvalue()
 
 
 def save(idx, req: q.Request, name: str) -> str:

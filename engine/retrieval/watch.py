@@ -35,6 +35,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -369,7 +370,8 @@ def _check_one(d: Path, doc: dict, state: dict, snap, cache: dict) -> int:
         raise WatchError(f"min_score {min_score!r} is not a number")
     q = doc.get("query") or {}
     try:
-        filters = Filters.build(**{key: q.get(key) for key in FILTER_KEYS})
+        given: dict[str, Any] = {key: q.get(key) for key in FILTER_KEYS}
+        filters = Filters.build(**given)
     except InputError as e:
         raise WatchError(f"its filters are invalid ({e})") from None
     boundary = state.get("boundary") or []
