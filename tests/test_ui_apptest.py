@@ -450,7 +450,7 @@ def test_exports_and_map_features(small_index):
 
 def test_run_turns_engine_errors_into_messages(small_index):
     idx = engine.open(small_index)
-    assert "k must be between" in q.run(idx, q.Request(text="x", k=0)).error
+    assert "k must be a positive integer" in q.run(idx, q.Request(text="x", k=0)).error
     assert "starts" in q.run(idx, q.Request(text="x", start=dt.date(2020, 1, 2),
                                             end=dt.date(2020, 1, 1))).error
     assert q.run(idx, q.Request(text="x" * 3000)).error  # over the engine's text limit
