@@ -115,8 +115,11 @@ class Index:
     def encoder(self):
         if self._encoder is None:
             from .encoder import load_encoder
+            from .encoder.factory import shipped_checkpoint
 
-            self._encoder = load_encoder(self._checkpoint)
+            # an index built with an older released encoder keeps working with that encoder
+            built_with = self._snap.manifest.encoder.get("identity")
+            self._encoder = load_encoder(self._checkpoint or shipped_checkpoint(built_with))
         self._check_encoder(self._encoder)
         return self._encoder
 

@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", help="default: the released one")
     ev.add_argument("--out", help="write the table (markdown and JSON) here")
     ev.add_argument("--tasks", help="comma-separated subset")
+    ev.add_argument("--quick", action="store_true",
+                    help="smoke run: at most a few dozen images per split (not the card's numbers)")
 
     be = sub.add_parser("bench", help="benchmarks (see docs/BENCHMARKS.md)")
     be.add_argument("what", choices=["search", "index", "all"])
@@ -272,7 +274,8 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from training.evaluate import main as eval_main
 
-    return eval_main(args.checkpoint, out=args.out, tasks=args.tasks.split(",") if args.tasks else None)
+    return eval_main(args.checkpoint, out=args.out, tasks=args.tasks.split(",") if args.tasks else None,
+                     quick=args.quick)
 
 
 def cmd_bench(args) -> int:

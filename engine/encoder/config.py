@@ -22,6 +22,11 @@ class VisionConfig:
     wave_dim: int = 128
     wavegen_layers: int = 1
     wavegen_heads: int = 4
+    # v2 towers (engine/encoder/effnet.py); "vit" keeps the v1 architecture above
+    tower: str = "vit"
+    trunk: str = "efficientnet_lite0"
+    trunk_size: int = 128          # the tower resizes image_size inputs to this inside
+    head_hidden: int = 512
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,15 @@ MAX_BANDS = 256
 
 
 def create_image_tower(cfg: ModelConfig | str = DEFAULT_MODEL) -> ImageTower:
+    """The tower a config names: v1 ViT (`tower: vit`) or v2 pretrained CNN (`tower: effnet`)."""
     if isinstance(cfg, str):
         cfg = get_model_config(cfg)
+    if cfg.vision.tower == "effnet":
+        from .effnet import EffNetTower
+
+        return EffNetTower(cfg)
+    if cfg.vision.tower != "vit":
+        raise CheckpointError(f"model {cfg.name}: unknown tower {cfg.vision.tower!r}")
     return ImageTower(cfg)
 
 
@@ -169,6 +176,16 @@ def text_tower(text_cfg: TextConfig) -> MiniLMTextTower:
     return _TEXT_CACHE[key]
 
 
+def shipped_checkpoint(identity: str | None) -> Path | None:
+    """The checkpoint shipped in engine/checkpoints/ whose name an encoder identity
+    ("<name>@<sha256 prefix>") gives, when it is there and is not the default; None otherwise
+    (then the default loads, and a mismatch is refused by the index with a clear message)."""
+    if not identity or "@" not in identity:
+        return None
+    p = CHECKPOINT_DIR / f"{identity.split('@', 1)[0]}.safetensors"
+    return p if p.is_file() and p.resolve() != DEFAULT_CHECKPOINT.resolve() else None
+
+
 def load_encoder(checkpoint: str | Path | None = None, *, device: str | None = None,
                  model: str = DEFAULT_MODEL) -> Encoder:
     """The released checkpoint by default. With no checkpoint shipped, a randomly initialised
@@ -181,11 +198,11 @@ def load_encoder(checkpoint: str | Path | None = None, *, device: str | None = N
         log.warning(msg)
         torch.manual_seed(0)
         cfg = get_model_config(model)
-        return Encoder(ImageTower(cfg), cfg.text, name=f"{cfg.name}-untrained",
+        return Encoder(create_image_tower(cfg), cfg.text, name=f"{cfg.name}-untrained",
                        trained=False, device=device)
     cfg, state, meta = read_checkpoint(path)
     meta["sha256"] = _sha256(path)
-    tower = ImageTower(cfg)
+    tower = create_image_tower(cfg)
     load_state(tower, state, str(path))
     return Encoder(tower, cfg.text, name=meta.get("name", cfg.name), trained=True,
                    checkpoint=str(path), meta=meta, device=device)
