@@ -2,7 +2,7 @@
 
     import engine
     enc = engine.load_encoder()
-    idx = engine.open("path/to/index")
+    idx = engine.open("path/to/index")            # or engine.open(path, config=engine.SearchConfig(...))
     idx.search("flooded farmland", bbox=(min_lon, min_lat, max_lon, max_lat), k=20)
     engine.search("flooded farmland", bbox=(...), index="path/to/index")
 
@@ -21,8 +21,10 @@ from .errors import (CheckpointError, GLBError, IndexLockedError, IndexNotFoundE
                      InputError, RasterError, UnknownSensorError)
 from .modalities import MODALITIES  # noqa: E402
 
-_LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".index",
-         "open_index": ".index", "search": ".index", "open": ".index"}
+_LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".retrieval.index",
+         "open_index": ".retrieval.index", "search": ".retrieval.index", "open": ".retrieval.index",
+         "SearchConfig": ".retrieval.config", "PlannerConfig": ".retrieval.config",
+         "VectorIndexConfig": ".retrieval.config"}
 
 
 def __getattr__(name: str):
@@ -37,5 +39,6 @@ def __getattr__(name: str):
 
 
 __all__ = ["CheckpointError", "Encoder", "GLBError", "Index", "IndexLockedError",
-           "IndexNotFoundError", "InputError", "MODALITIES", "RasterError", "UnknownSensorError",
-           "load_encoder", "open", "open_index", "search"]
+           "IndexNotFoundError", "InputError", "MODALITIES", "PlannerConfig", "RasterError",
+           "SearchConfig", "UnknownSensorError", "VectorIndexConfig", "load_encoder", "open",
+           "open_index", "search"]

@@ -190,7 +190,7 @@ def cmd_search(args) -> int:
             args.text.encode("utf-8")
         except UnicodeEncodeError:
             raise InputError("query text is not valid UTF-8") from None
-    idx = engine.open(args.index, checkpoint=args.checkpoint)
+    idx = engine.open(args.index, checkpoint=args.checkpoint, config=engine.SearchConfig.from_env())
     kw = dict(bbox=args.bbox, region=args.region, k=args.k, modality=args.modality,
               sensor=args.sensor, start=args.start, end=args.end)
     if args.image:
@@ -211,7 +211,7 @@ def cmd_search(args) -> int:
         out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d")
         fc = json.loads(out.to_json(drop_id=True, na="null"))
         fc["query"] = {"text": args.text, "tile_id": args.tile_id, "image": args.image, "k": args.k,
-                       "bbox": args.bbox, "plan": idx.last_plan}
+                       "bbox": args.bbox, "plan": res.attrs.get("plan")}
         print(json.dumps(fc))
     else:
         if res.empty:
@@ -227,7 +227,7 @@ def cmd_search(args) -> int:
 def cmd_info(args) -> int:
     import engine
 
-    info = engine.open(args.index).info()
+    info = engine.open(args.index, config=engine.SearchConfig.from_env()).info()
     if args.json:
         print(json.dumps(info))
     else:
@@ -237,7 +237,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from engine.store.check import check_index
+    from engine.check import check_index
 
     problems, stats = check_index(args.index)
     if args.json:

@@ -9,7 +9,7 @@ import shapely
 import engine
 from conftest import SCENES, SMALL_SCENES, write_tif
 from engine.errors import IndexLockedError
-from engine.store.check import check_index
+from engine.check import check_index
 from engine.store.lock import WriterLock
 from indexer.runner import IndexOptions, run_index
 from indexer.tiling import plan_windows

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.store.check import check_index
+from engine.check import check_index
 
 
 def _seg(index):

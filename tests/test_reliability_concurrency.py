@@ -16,7 +16,7 @@ from pathlib import Path
 
 import engine
 from conftest import SCENES
-from engine.store.check import check_index, leftovers
+from engine.check import check_index, leftovers
 from engine.store.layout import Layout
 from hostile import storekit
 from hostile.tools import (ROOT, RULES, committed_tiles, popen_glb, read_state, stop)

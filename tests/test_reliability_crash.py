@@ -29,7 +29,7 @@ import pytest
 
 import engine
 from conftest import SCENES
-from engine.store.check import check_index, leftovers
+from engine.check import check_index, leftovers
 from engine.store.faults import POINTS
 from engine.store.layout import Layout
 from engine.store.lock import WriterLock

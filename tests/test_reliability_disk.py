@@ -28,7 +28,7 @@ import pytest
 
 import engine
 from conftest import SCENES, SMALL_SCENES
-from engine.store.check import check_index, leftovers
+from engine.check import check_index, leftovers
 from engine.store.layout import Layout
 from hostile.tools import ROOT, diff_states, digest, glb_cmd, read_state, stop
 

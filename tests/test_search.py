@@ -56,7 +56,7 @@ def test_recall_at_10_against_brute_force_at_every_selectivity(synth):
         for q in queries:
             truth = brute_force(rows, q, 10, region=region)
             got = idx.search(vector=q, bbox=bbox, k=10)
-            strategies.add(idx.last_plan["strategy"])
+            strategies.add(got.attrs["plan"]["strategy"])
             assert all(g.intersects(region) for g in got.geometry), name
             hits += len(set(got.tile_id) & set(truth))
             total += len(truth)

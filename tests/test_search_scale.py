@@ -10,25 +10,29 @@ import shapely
 
 import engine
 import synthetic
-from engine import vectors
-from engine.store.check import check_index
+from engine import PlannerConfig, SearchConfig, VectorIndexConfig
+from engine.check import check_index
 from test_search import boxes_by_selectivity, brute_force
+
+
+# the quantised path on a small index, with a codebook trained in seconds
+VECTORS = VectorIndexConfig(quant_min_rows=1000, nlist=64, pq_m=48, train_sample=16_000)
+
+
+def _index(path, **planner) -> engine.Index:
+    return engine.Index(path, config=SearchConfig(planner=PlannerConfig(**planner), vectors=VECTORS))
 
 
 @pytest.fixture(scope="module")
 def large(tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    mp.setattr(vectors, "QUANT_MIN_ROWS", 1000)
-    mp.setattr(vectors, "NLIST", 64)
-    mp.setattr(vectors, "PQ_M", 48)
-    mp.setattr(vectors, "TRAIN_SAMPLE", 16_000)
     # tighter clusters than tests/synthetic.py's default (near-uniform noise within a cluster,
     # where no quantised index can rank well): closer to real embeddings
     orig = synthetic.clustered_vectors
     mp.setattr(synthetic, "clustered_vectors", lambda rng, n, **kw: orig(rng, n, **{"spread": 0.15, **kw}))
     path, rows = synthetic.build(tmp_path_factory.mktemp("scale") / "index", n_scenes=40,
                                  tiles_per_scene=400, seed=5)
-    idx = engine.Index(path)
+    idx = _index(path)
     yield idx, rows, path
     mp.undo()
 
@@ -44,19 +48,16 @@ def test_large_path_is_used_and_persisted(large):
     mem = snap.memory_bytes()
     assert mem["vectors_in_ram"] == 0 and mem["tiles"] == 0
     # a second reader reuses the persisted quantiser and codes (same digest)
-    again = engine.Index(path).snapshot.vector_index
+    again = _index(path).snapshot.vector_index
     assert again.digest == snap.vector_index.digest
     problems, _ = check_index(path)
     assert problems == []
 
 
-def test_recall_at_10_at_every_selectivity(large, monkeypatch):
-    import engine.index as ei
-
-    idx, rows, _ = large
+def test_recall_at_10_at_every_selectivity(large):
+    _, rows, path = large
     # thresholds scaled to this small index so that every strategy is exercised
-    monkeypatch.setattr(ei, "PREFILTER_MAX_ROWS", 1500)
-    monkeypatch.setattr(ei, "MATERIALISE_MIN_ROWS", 4000)
+    idx = _index(path, prefilter_max_rows=1500, materialise_min_rows=4000)
     queries = synthetic.clustered_vectors(np.random.default_rng(11), 10)
     strategies = set()
     for name, bbox in list(boxes_by_selectivity(rows)) + [("none", None)]:
@@ -65,7 +66,7 @@ def test_recall_at_10_at_every_selectivity(large, monkeypatch):
         for q in queries:
             truth = brute_force(rows, q, 10, region=region)
             got = idx.search(vector=q, bbox=bbox, k=10)
-            strategies.add(idx.last_plan["strategy"])
+            strategies.add(got.attrs["plan"]["strategy"])
             if region is not None:
                 assert all(g.intersects(region) for g in got.geometry), name
             assert len(got) == len(truth), name
@@ -80,22 +81,17 @@ def test_recall_at_10_at_every_selectivity(large, monkeypatch):
     assert {"prefilter", "index", "index+selector", "index+postfilter"} <= strategies
 
 
-def test_selector_and_postfilter_paths(large, monkeypatch):
-    idx, rows, _ = large
-    import engine.index as ei
-
+def test_selector_and_postfilter_paths(large):
+    _, rows, path = large
     q = synthetic.clustered_vectors(np.random.default_rng(12), 1)[0]
     bbox = (-180, -90, 0, 90)
     truth = brute_force(rows, q, 10, region=shapely.box(*bbox))
-    monkeypatch.setattr(ei, "PREFILTER_MAX_ROWS", 100)
-    monkeypatch.setattr(ei, "MATERIALISE_MIN_ROWS", 10**9)
-    got = idx.search(vector=q, bbox=bbox, k=10)
-    assert idx.last_plan["strategy"] == "index+selector"
+    got = _index(path, prefilter_max_rows=100, materialise_min_rows=10**9).search(vector=q, bbox=bbox, k=10)
+    assert got.attrs["plan"]["strategy"] == "index+selector"
+    assert got.attrs["plan"]["nprobe"] >= VECTORS.min_nprobe
     assert len(set(got.tile_id) & set(truth)) >= 9
-    monkeypatch.setattr(ei, "MATERIALISE_MIN_ROWS", 10)
-    monkeypatch.setattr(ei, "MATERIALISE_MAX_FRACTION", 0.0)
-    got = idx.search(vector=q, bbox=bbox, k=10)
-    assert idx.last_plan["strategy"] == "index+postfilter"
+    got = _index(path, materialise_min_rows=10, materialise_max_fraction=0.0).search(vector=q, bbox=bbox, k=10)
+    assert got.attrs["plan"]["strategy"] == "index+postfilter"
     assert len(set(got.tile_id) & set(truth)) >= 9
 
 

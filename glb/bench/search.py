@@ -331,7 +331,8 @@ def _run(n_vectors: int, *, smoke: bool = False, root: Path | None = None, metho
     methods = list(methods or ["ours", "numpy", "duckdb_vss"])
     if smoke:
         root = Path(tempfile.mkdtemp(prefix="glb-bench-smoke-"))
-        os.environ["GLB_QUANT_MIN_ROWS"] = "2000"  # exercise the quantised path (workers inherit)
+        os.environ["GLB_QUANT_MIN_ROWS"] = "2000"  # exercise the quantised path (workers read it
+        # through SearchConfig.from_env())
         os.environ["GLB_PQ_M"] = "16"              # ... with a codebook trained in seconds
         repeats, n_queries = 2, n_queries or 4
         text_encoder = False
@@ -350,8 +351,10 @@ def _run(n_vectors: int, *, smoke: bool = False, root: Path | None = None, metho
     # the quantised path's derived files (trained quantiser, codes, Arrow tile files)
     with Timer() as prep:
         prepared = subprocess.run([sys.executable, "-c",
-                                   "import json,sys; from engine.vectors import prepare; "
-                                   "print(json.dumps(prepare(sys.argv[1])))", str(path)],
+                                   "import json,sys; from engine import SearchConfig; "
+                                   "from engine.retrieval.snapshot import prepare; "
+                                   "print(json.dumps(prepare(sys.argv[1], SearchConfig.from_env().vectors)))",
+                                   str(path)],
                                   capture_output=True, text=True)
     if prepared.returncode != 0:
         raise RuntimeError(f"prepare failed: {prepared.stderr.strip().splitlines()[-1:]}")

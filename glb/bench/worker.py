@@ -19,7 +19,7 @@ import numpy as np
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see engine/vectors.py
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see engine/__init__.py
 
 from .common import Timer, dir_bytes, proc_mem, summarise_runs  # noqa: E402
 
@@ -110,7 +110,7 @@ def ours(spec_path, out_path) -> None:
     import faiss
 
     import engine
-    from engine.filters import Filters
+    from engine.retrieval.filters import Filters
 
     spec = load_spec(spec_path)
     n_threads = int(spec.get("faiss_threads", 0) or 0)
@@ -122,7 +122,7 @@ def ours(spec_path, out_path) -> None:
     opens = []
     for _ in range(int(spec["open_repeats"])):
         with Timer() as t:
-            idx = engine.Index(path)
+            idx = engine.Index(path, config=engine.SearchConfig.from_env())
             snap = idx.snapshot
             vi = snap.vector_index
         opens.append(t.s)
@@ -138,7 +138,7 @@ def ours(spec_path, out_path) -> None:
 
     def one(i):
         res = idx.search(vector=q[i], k=10, **query_kwargs(spec, i))
-        return res.tile_id.to_numpy(), {"strategy": idx.last_plan.get("strategy")}
+        return res.tile_id.to_numpy(), {"strategy": res.attrs["plan"].get("strategy")}
 
     cases = _run_cases(spec, one, np.ones(len(q), bool))
     _trim()

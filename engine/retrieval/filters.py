@@ -20,9 +20,9 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from .errors import InputError
-from .geo import bbox_geometry, parse_region
-from .modalities import check_modality
+from ..errors import InputError
+from ..geo import bbox_geometry, parse_region
+from ..modalities import MODALITIES, check_modality
 
 EPOCH = dt.date(1970, 1, 1)
 
@@ -81,9 +81,13 @@ class Filters:
         return cls(geom, tuple(mods) if mods else None, tuple(sens) if sens else None, start_d, end_d)
 
     @property
+    def has_attributes(self) -> bool:
+        """Any filter besides the region (modality, sensor, dates)."""
+        return bool(self.modalities or self.sensors or self.start is not None or self.end is not None)
+
+    @property
     def empty(self) -> bool:
-        return self.region is None and not self.modalities and not self.sensors \
-            and self.start is None and self.end is None
+        return self.region is None and not self.has_attributes
 
     # --- region parts -------------------------------------------------------------------
     @property
@@ -111,8 +115,6 @@ class Filters:
         n = snap.n_tiles if rows is None else len(rows)
         m = np.ones(n, dtype=bool)
         if self.modalities:
-            from .modalities import MODALITIES
-
             codes = [MODALITIES.index(x) for x in self.modalities]
             m &= np.isin(sel(snap.modality_code), codes)
         if self.sensors:
@@ -153,8 +155,6 @@ class Filters:
         n = max(1, snap.n_tiles)
         f = 1.0
         if self.modalities:
-            from .modalities import MODALITIES
-
             f *= sum(int(snap.modality_counts[MODALITIES.index(x)]) for x in self.modalities) / n
         if self.sensors:
             f *= sum(int(snap.sensor_counts[snap.sensor_names.index(x)]) for x in self.sensors

@@ -3,7 +3,7 @@
 Loaded from the segments the manifest names. Kept in RAM: compact column arrays for filtering
 (tile ids, conservative float32 envelopes, modality/sensor codes, acquisition days), a lon/lat
 grid over the tiles (spatial candidates and cheap selectivity estimates, see
-`engine/filters.py`), and the vector index (`engine/vectors.py`: exact Flat with the vectors in
+`engine/retrieval/filters.py`), and the vector index (`engine/retrieval/vectors.py`: exact Flat with the vectors in
 RAM for small indexes; IVF-PQ codes with the float32 vectors memory-mapped from the segments for
 large ones). Large indexes also keep the full tile records on disk: each segment's
 tiles.parquet is copied once into an uncompressed Arrow file in `<index>/vindex/` that is
@@ -16,16 +16,22 @@ picked up by building a new Snapshot (reusing already-loaded segments) and swapp
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..modalities import MODALITIES
-from .layout import Layout
-from .manifest import Manifest, read_current, read_scenes, read_tombstones
-from .segment import read_tiles, read_vectors
+from ..store.files import try_atomic_write
+from ..store.layout import TILE_SCHEMA, Layout
+from ..store.manifest import CorruptIndexError, Manifest, read_current, read_scenes, read_tombstones
+from ..store.segment import read_tiles, read_vectors
+from . import vectors as vec
+from .config import DEFAULT, VectorIndexConfig
+from .filters import SpatialGrid
 
 NULL_DAY = -(2 ** 31)
 
@@ -78,22 +84,21 @@ def _compact(tiles: pa.Table) -> dict:
 
 class Snapshot:
     def __init__(self, layout: Layout, manifest: Manifest, current_name: str,
-                 cache: dict[str, LoadedSegment] | None = None):
-        from .. import vectors as vec
-
+                 cache: dict[str, LoadedSegment] | None = None,
+                 config: VectorIndexConfig = DEFAULT.vectors):
         self.layout = layout
+        self.config = config
         self.manifest = manifest
         self.current_name = current_name
         cache = cache or {}
         total = sum(int(s.n_rows) for s in manifest.segments)
-        self.large = total >= vec.QUANT_MIN_ROWS
+        self.large = total >= config.quant_min_rows
         self.segments: dict[str, LoadedSegment] = {}
         for info in manifest.segments:
             seg = cache.get(info.name)
             if seg is None or (isinstance(seg.vectors, np.memmap) != self.large):
                 seg = self._load_segment(info.name)
                 if seg.tiles.num_rows != seg.vectors.shape[0] or seg.tiles.num_rows != info.n_rows:
-                    from .manifest import CorruptIndexError
                     raise CorruptIndexError(
                         f"segment {info.name}: {seg.tiles.num_rows} tiles, {seg.vectors.shape[0]} "
                         f"vectors, manifest says {info.n_rows}")
@@ -155,13 +160,10 @@ class Snapshot:
         # vectors (float32) of live rows
         self.vectors = vec.RowVectors([s.vectors for s in segs] or [np.zeros((0, dim), np.float32)],
                                       dim, self.live_phys)
-        from ..filters import SpatialGrid
-
         self.grid = SpatialGrid(self.minx, self.miny, self.maxx, self.maxy)
         if self.large:  # the per-segment columns were copied into the arrays above: ~35 B a
             for seg in segs:  # tile at 10 M; recomputed from the mapped files on refresh
                 seg.cols = None
-        self._tiles: pa.Table | None = None
         self._duck = None
         self._duck_lock = threading.Lock()
         self._vindex = None
@@ -179,13 +181,11 @@ class Snapshot:
         immutable tiles.parquet; kept in memory if the index folder is not writable)."""
         import pyarrow.ipc as ipc
 
-        from ..vectors import _atomic_save
-
         path = self.layout.root / "vindex" / f"{name}.tiles.arrow"
         if path.is_file():
             try:
                 t = ipc.open_file(pa.memory_map(str(path))).read_all()
-                if t.schema.names == read_tiles_schema_names():
+                if t.schema.names == TILE_SCHEMA.names:
                     return t
             except (OSError, pa.ArrowInvalid):
                 pass
@@ -195,7 +195,7 @@ class Snapshot:
             with pa.OSFile(str(p), "wb") as f, ipc.new_file(f, t.schema) as w:
                 w.write_table(t, max_chunksize=65_536)
 
-        if _atomic_save(path, write):
+        if try_atomic_write(path, write):
             del t
             return ipc.open_file(pa.memory_map(str(path))).read_all()
         return t
@@ -203,28 +203,16 @@ class Snapshot:
     # --- lazily built search structures ------------------------------------------------
     @property
     def vector_index(self):
-        """Exact Flat (small) or IVF-PQ with exact re-ranking (large); see engine/vectors.py."""
+        """Exact Flat (small) or IVF-PQ with exact re-ranking (large); see engine/retrieval/vectors.py."""
         with self._vindex_lock:
             if self._vindex is None:
-                from .. import vectors as vec
-
                 if self.large:
                     segs = [(s.name, s.vectors, m) for s, m in zip(self.segments.values(), self._live_masks)]
-                    self._vindex = vec.build_ivfpq(self.layout.root, segs, self.vectors, self.dim)
+                    self._vindex = vec.build_ivfpq(self.layout.root, segs, self.vectors, self.dim,
+                                                   self.config)
                 else:
                     self._vindex = vec.FlatIndex(self.vectors)
             return self._vindex
-
-    @property
-    def faiss_index(self):
-        return self.vector_index.index
-
-    @property
-    def tiles(self) -> pa.Table:
-        """All live tile records with their segment name (O(n): for small indexes and exports)."""
-        if self._tiles is None:
-            self._tiles = self.take(np.arange(self.n_tiles))
-        return self._tiles
 
     def take(self, rows, columns: list[str] | None = None) -> pa.Table:
         """Tile records of live rows, in the order given, with a `segment` column."""
@@ -232,7 +220,6 @@ class Snapshot:
         phys = rows if self.live_phys is None else self.live_phys[rows]
         segs = list(self.segments.values())
         if not segs:
-            from .layout import TILE_SCHEMA
             t = TILE_SCHEMA.empty_table()
             t = t.select(columns) if columns else t
             return t.append_column("segment", pa.array([], pa.string()))
@@ -267,22 +254,12 @@ class Snapshot:
         return self.seg_names[int(np.searchsorted(self.seg_offsets, phys, side="right") - 1)]
 
     @property
-    def modality(self) -> np.ndarray:
-        names = np.array(list(MODALITIES) + [None] * (256 - len(MODALITIES)), dtype=object)
-        return names[self.modality_code]
-
-    @property
-    def sensor(self) -> np.ndarray:
-        return np.array(self.sensor_names, dtype=object)[self.sensor_code] if self.sensor_names \
-            else np.zeros(0, dtype=object)
-
-    @property
     def duck(self):
         """In-memory DuckDB: table `tiles` (row, tile_id, modality, sensor, acquired, geom) with
         an R-tree on geom. Built on first use (not used by the planner: see filters.py)."""
         with self._duck_lock:
             if self._duck is None:
-                from .duck import connect
+                from ..store.duck import connect
 
                 con = connect()
                 meta = self.take(np.arange(self.n_tiles),
@@ -324,11 +301,13 @@ class Snapshot:
         return read_scenes(self.layout, self.manifest)
 
     @classmethod
-    def load(cls, root, previous: "Snapshot | None" = None) -> "Snapshot":
+    def load(cls, root, previous: Snapshot | None = None,
+             config: VectorIndexConfig = DEFAULT.vectors) -> Snapshot:
+        """The generation CURRENT names; segments `previous` already loaded are reused."""
         layout = Layout(root)
         m = read_current(layout)
         cache = previous.segments if previous is not None else None
-        return cls(layout, m, layout.manifest(m.generation).name, cache)
+        return cls(layout, m, layout.manifest(m.generation).name, cache, config)
 
     def is_current(self) -> bool:
         try:
@@ -337,7 +316,14 @@ class Snapshot:
             return True  # index removed under us: keep serving what we have
 
 
-def read_tiles_schema_names() -> list[str]:
-    from .layout import TILE_SCHEMA
-
-    return TILE_SCHEMA.names
+def prepare(path: str | Path, config: VectorIndexConfig = DEFAULT.vectors) -> dict:
+    """Build (or check) the derived search files of an index: what `engine.open` would do on
+    first load, done ahead of time (after a bulk write, say). Returns a short description."""
+    t0 = time.perf_counter()
+    folder = Path(path) / "vindex"
+    before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    snap = Snapshot.load(path, config=config)
+    vi = snap.vector_index
+    after = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    return {"tiles": snap.n_tiles, "kind": vi.kind, "seconds": time.perf_counter() - t0,
+            "reused": bool(before) and not (after - before), **vi.describe()}

@@ -28,11 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import GLBError
-from ..render import JPEG_MAGIC
-from .layout import Layout
-from .manifest import read_current, read_scenes, read_tombstones
-from .segment import read_tiles, read_vectors
+from .errors import GLBError
+from .render import JPEG_MAGIC
+from .store.layout import Layout
+from .store.manifest import read_current, read_scenes, read_tombstones
+from .store.segment import read_tiles, read_vectors
 
 MAX_EXAMPLES = 3
 
@@ -237,7 +237,7 @@ def _check_tiles(name: str, tiles: pa.Table, scene_of: dict) -> list[str]:
 
 def _check_in_duckdb(layout: Layout, m, segments, dead_t: pa.Table) -> list[str]:
     """The same counts through DuckDB's own Parquet reader."""
-    from .duck import connect
+    from .store.duck import connect
 
     try:
         con = connect(extensions=())
@@ -274,7 +274,7 @@ def _check_in_duckdb(layout: Layout, m, segments, dead_t: pa.Table) -> list[str]
 
 def _check_search(path, n_live: int, first_vec) -> list[str]:
     try:
-        from ..index import Index
+        from .retrieval.index import Index
 
         idx = Index(path)
         info = idx.info()

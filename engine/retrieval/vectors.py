@@ -1,12 +1,12 @@
-"""Vector indexes behind `engine/index.py`'s planner: exact Flat for small indexes, IVF-PQ with
+"""Vector indexes behind `engine/retrieval/index.py`'s planner: exact Flat for small indexes, IVF-PQ with
 exact re-ranking for large ones.
 
-Small (fewer live tiles than `QUANT_MIN_ROWS`): every vector in RAM (float32) behind a FAISS
+Small (fewer live tiles than `VectorIndexConfig.quant_min_rows`): every vector in RAM (float32) behind a FAISS
 `IndexFlatIP`; every answer is exact.
 
-Large: an `IndexIVFPQ` (inner product, `NLIST` lists, `PQ_M` bytes a vector) holds only codes
+Large: an `IndexIVFPQ` (inner product, `nlist` lists, `pq_m` bytes a vector) holds only codes
 and row ids in RAM; the float32 vectors stay on disk in the segments' own `vectors.npy`
-(memory-mapped) and are read only to re-rank the `RERANK` best approximate candidates exactly,
+(memory-mapped) and are read only to re-rank the `rerank` best approximate candidates exactly,
 so every returned score is exact. The coarse quantiser and PQ codebooks are trained once per
 index on a sample and persisted in `<index>/vindex/`; each segment's codes (`sa_encode`: list
 number + PQ code per row) are persisted there too, keyed by the quantiser's digest, so a reader
@@ -15,7 +15,7 @@ rebuild, never correctness. A reader that cannot write there (read-only index) k
 memory.
 
 Filtered search within an explicit candidate set uses a filter-aware probe count: the lists
-are taken nearest first until they hold at least `SCAN_TARGET` candidates, and FAISS scans them
+are taken nearest first until they hold at least `scan_target` candidates, and FAISS scans them
 with the candidate set as an `IDSelectorBitmap`.
 """
 
@@ -23,33 +23,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-# FAISS's OpenMP threads spin while they wait by default: on a small shared machine (2 cores,
-# other work running) that made training 7x slower than a single thread (83 s vs 12 s measured
-# under load 7). Passive waiting costs little when the machine is quiet. Must be set before
-# FAISS's OpenMP runtime loads; a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from ..store.files import try_atomic_write
+from .config import VectorIndexConfig
 
 log = logging.getLogger("glb.vectors")
 
-QUANT_MIN_ROWS = int(os.environ.get("GLB_QUANT_MIN_ROWS", "50000"))
-NLIST = int(os.environ.get("GLB_NLIST", "1024"))
-PQ_M = int(os.environ.get("GLB_PQ_M", "96"))   # bytes per vector in the PQ code (384-d: 4 dims per sub-quantiser)
-NPROBE = 128              # lists scanned for an unfiltered query (1/8 of them: see BENCHMARKS.md)
-RERANK = 640              # approximate candidates re-ranked exactly (at least 3 k)
-SCAN_TARGET = 32_000      # filtered candidates the probed lists must hold (filter-aware nprobe)
-MIN_NPROBE = 8
-TRAIN_SAMPLE = 65_536
-ENCODE_CHUNK = 131_072
 
-
-def _empty(dim: int = 0):
+def _empty():
     return np.zeros(0, np.int64), np.zeros(0, np.float32)
 
 
@@ -134,18 +119,6 @@ def inner_products(x: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out
 
 
-def top_k_of(rows: np.ndarray, scores: np.ndarray, tile_ids: np.ndarray, k: int):
-    """Best k by score (ties by tile id), descending."""
-    if len(rows) == 0:
-        return _empty()
-    if len(rows) > k:
-        top = np.argpartition(-scores, k - 1)[:k]
-    else:
-        top = np.arange(len(rows))
-    order = top[np.lexsort((tile_ids[rows[top]], -scores[top]))]
-    return rows[order], scores[order]
-
-
 class FlatIndex:
     """Exact: all vectors in RAM, FAISS IndexFlatIP; filtered search via an id bitmap."""
 
@@ -201,7 +174,7 @@ class IVFPQIndex:
     kind = "ivfpq"
 
     def __init__(self, index, vectors: RowVectors, assign: np.ndarray, digest: str, build_s: float,
-                 nprobe: int | None = None):
+                 config: VectorIndexConfig):
         self.index = index
         self.vectors = vectors
         self.assign = assign            # list number of each live row (int16/int32)
@@ -209,10 +182,11 @@ class IVFPQIndex:
         self.nlist = index.nlist
         self.digest = digest
         self.build_s = build_s
-        self.nprobe = int(nprobe or NPROBE)
+        self.config = config
+        self.nprobe = config.nprobe
+        self.rerank_depth = config.rerank
         self.centroids = index.quantizer.reconstruct_n(0, index.nlist)
         self.list_sizes = np.bincount(assign, minlength=index.nlist)
-        self._local = threading.local()
 
     def memory_bytes(self) -> int:
         import faiss
@@ -246,58 +220,48 @@ class IVFPQIndex:
         return rows[order], s[order]
 
     def search(self, q: np.ndarray, k: int, *, want: int | None = None, nprobe: int | None = None):
-        """Best `want` (default RERANK, at least 3 k) by PQ over `nprobe` lists, re-ranked exactly."""
-        return self.rerank(q, self.candidates(q, max(want or 0, RERANK, 3 * k), nprobe))
+        """Best `want` (at least the configured re-rank depth and 3 k) by PQ over `nprobe`
+        lists, re-ranked exactly."""
+        return self.rerank(q, self.candidates(q, max(want or 0, self.rerank_depth, 3 * k), nprobe))
 
     def probes_for(self, q: np.ndarray, rows: np.ndarray, target: int | None = None) -> tuple[int, int]:
-        """Fewest nearest lists that together hold `target` (default SCAN_TARGET) of `rows`
+        """Fewest nearest lists that together hold `target` (default: `scan_target`) of `rows`
         (filter-aware nprobe), and how many entries those lists hold (the scan's cost)."""
         counts = np.bincount(self.assign[rows], minlength=self.nlist)
         order = np.argsort(-(self.centroids @ q))
         cum = np.cumsum(counts[order])
-        # at least SCAN_TARGET candidates, and at least the share of them an unfiltered search
-        # scans of the whole index (NPROBE / nlist): large filtered sets need it just the same
+        # at least scan_target candidates, and at least the share of them an unfiltered search
+        # scans of the whole index (nprobe / nlist): large filtered sets need it just the same
         share = int(np.ceil(len(rows) * min(1.0, self.nprobe / self.nlist)))
-        need = min(max(target or SCAN_TARGET, share), len(rows))
-        nprobe = int(min(self.nlist, max(MIN_NPROBE, np.searchsorted(cum, need) + 1)))
+        need = min(max(target or self.config.scan_target, share), len(rows))
+        nprobe = int(min(self.nlist, max(self.config.min_nprobe, np.searchsorted(cum, need) + 1)))
         return nprobe, int(self.list_sizes[order[:nprobe]].sum())
 
+    def probes_for_want(self, q: np.ndarray, rows: np.ndarray, want: int) -> int:
+        """The filter-aware probe count for `want` candidates among `rows`."""
+        return self.probes_for(q, rows, max(self.config.scan_target, max(want, self.rerank_depth)))[0]
+
     def search_in(self, q: np.ndarray, want: int, rows: np.ndarray, nprobe: int | None = None):
+        """Best `want` (at least the re-rank depth) among `rows`, over `nprobe` lists (default:
+        the filter-aware count), re-ranked exactly."""
         import faiss
 
-        want = max(want, RERANK)
+        want = max(want, self.rerank_depth)
         if nprobe is None:
-            nprobe, _ = self.probes_for(q, rows, max(SCAN_TARGET, want))
+            nprobe = self.probes_for_want(q, rows, want)
         mask = np.zeros(self.n, dtype=bool)
         mask[rows] = True
         bitmap = np.packbits(mask, bitorder="little")
         sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))
         p = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
         _, r = self.index.search(q[None], min(want, len(rows)), params=p)
-        self.last_nprobe = nprobe
         return self.rerank(q, r[0])
 
     def describe(self) -> dict:
         return {"kind": self.kind, "nlist": self.nlist, "pq_m": self.index.pq.M,
-                "nprobe": self.nprobe, "rerank": RERANK, "scan_target": SCAN_TARGET,
+                "nprobe": self.nprobe, "rerank": self.rerank_depth,
+                "scan_target": self.config.scan_target,
                 "quantizer": self.digest}
-
-
-def _atomic_save(path: Path, write) -> bool:
-    """Write through a temporary file and rename; False when the folder is not writable."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
-        return True
-    except OSError as e:
-        log.warning("cannot persist %s (%s); keeping it in memory", path, e)
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        return False
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -305,12 +269,12 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         np.save(f, arr)
 
 
-def _train(vectors: RowVectors, dim: int, nlist: int, m: int, seed: int = 0):
+def _train(vectors: RowVectors, dim: int, nlist: int, m: int, train_sample: int, seed: int = 0):
     import faiss
 
     n = len(vectors)
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, size=min(n, max(TRAIN_SAMPLE, 40 * nlist)), replace=False))
+    sample = np.sort(rng.choice(n, size=min(n, max(train_sample, 40 * nlist)), replace=False))
     x = vectors.take(sample)
     q = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFPQ(q, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
@@ -320,14 +284,13 @@ def _train(vectors: RowVectors, dim: int, nlist: int, m: int, seed: int = 0):
     return index
 
 
-def load_quantizer(root: Path, vectors: RowVectors, dim: int, *, nlist: int | None = None,
-                   m: int | None = None):
+def load_quantizer(root: Path, vectors: RowVectors, dim: int, config: VectorIndexConfig):
     """-> (trained empty IndexIVFPQ, digest). Trained once per index; the first reader to
     publish it wins (hard link: never replaced), later readers use that one."""
     import faiss
 
-    nlist = int(nlist or min(NLIST, max(16, len(vectors) // 64)))
-    m = int(m or PQ_M)
+    nlist = min(config.nlist, max(16, len(vectors) // 64))
+    m = config.pq_m
     folder = root / "vindex"
     name = f"quantizer-ivf{nlist}-pq{m}.faiss"
     path = folder / name
@@ -335,24 +298,17 @@ def load_quantizer(root: Path, vectors: RowVectors, dim: int, *, nlist: int | No
         raw = path.read_bytes()
         index = faiss.deserialize_index(np.frombuffer(raw, np.uint8))
         return index, hashlib.sha256(raw).hexdigest()[:16]
-    index = _train(vectors, dim, nlist, m)
+    index = _train(vectors, dim, nlist, m, config.train_sample)
     raw = faiss.serialize_index(index).tobytes()
-    tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(raw)
-        try:
-            os.link(tmp, path)          # fails if another reader published first
-        except FileExistsError:
-            tmp.unlink(missing_ok=True)
-            return load_quantizer(root, vectors, dim, nlist=nlist, m=m)
-        tmp.unlink(missing_ok=True)
-    except OSError as e:
-        log.warning("cannot persist the vector quantiser in %s (%s); keeping it in memory", folder, e)
+        try_atomic_write(path, lambda p: p.write_bytes(raw), exclusive=True)
+    except FileExistsError:  # another reader published first: use theirs
+        return load_quantizer(root, vectors, dim, config)
     return index, hashlib.sha256(raw).hexdigest()[:16]
 
 
-def segment_codes(root: Path, segment: str, part: np.ndarray, trained, digest: str) -> np.ndarray:
+def segment_codes(root: Path, segment: str, part: np.ndarray, trained, digest: str,
+                  chunk: int) -> np.ndarray:
     """sa_encode codes (list number + PQ code) of every physical row of one segment, cached."""
     path = root / "vindex" / f"{segment}.{digest}.codes.npy"
     if path.is_file():
@@ -362,25 +318,25 @@ def segment_codes(root: Path, segment: str, part: np.ndarray, trained, digest: s
                 return codes
         except (OSError, ValueError):
             pass
-    outs = [trained.sa_encode(np.ascontiguousarray(part[i:i + ENCODE_CHUNK], dtype=np.float32))
-            for i in range(0, part.shape[0], ENCODE_CHUNK)]
+    outs = [trained.sa_encode(np.ascontiguousarray(part[i:i + chunk], dtype=np.float32))
+            for i in range(0, part.shape[0], chunk)]
     codes = np.concatenate(outs) if outs else np.zeros((0, trained.sa_code_size()), np.uint8)
-    _atomic_save(path, lambda p: _save_npy(p, codes))
+    try_atomic_write(path, lambda p: _save_npy(p, codes))
     return codes
 
 
 def build_ivfpq(root: Path, segments: list[tuple[str, np.ndarray, np.ndarray | None]],
-                vectors: RowVectors, dim: int) -> IVFPQIndex:
+                vectors: RowVectors, dim: int, config: VectorIndexConfig) -> IVFPQIndex:
     """segments: (name, memory-mapped float32 vectors, live mask or None) in row order."""
     import faiss
 
     t0 = time.perf_counter()
-    trained, digest = load_quantizer(root, vectors, dim)
+    trained, digest = load_quantizer(root, vectors, dim, config)
     index = faiss.clone_index(trained)
     coarse = trained.coarse_code_size()
     parts = []
     for name, part, live in segments:
-        codes = segment_codes(root, name, part, trained, digest)
+        codes = segment_codes(root, name, part, trained, digest, config.encode_chunk)
         parts.append(codes if live is None else codes[live])
     codes = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else
                                                             np.zeros((0, trained.sa_code_size()), np.uint8))
@@ -403,7 +359,7 @@ def build_ivfpq(root: Path, segments: list[tuple[str, np.ndarray, np.ndarray | N
     del codes, order
     assign = np.concatenate(assign_parts) if assign_parts else np.zeros(0, np.int16)
     _gc(root, {name for name, _, _ in segments}, digest)
-    return IVFPQIndex(index, vectors, assign, digest, time.perf_counter() - t0)
+    return IVFPQIndex(index, vectors, assign, digest, time.perf_counter() - t0, config)
 
 
 def _gc(root: Path, live_segments: set[str], digest: str, grace_s: float = 600) -> None:
@@ -423,18 +379,3 @@ def _gc(root: Path, live_segments: set[str], digest: str, grace_s: float = 600) 
                 p.unlink()
         except OSError:
             pass
-
-
-def prepare(path: str | Path) -> dict:
-    """Build (or check) the derived search files of an index: what `engine.open` would do on
-    first load, done ahead of time (after a bulk write, say). Returns a short description."""
-    from .store.snapshot import Snapshot
-
-    t0 = time.perf_counter()
-    folder = Path(path) / "vindex"
-    before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    snap = Snapshot.load(path)
-    vi = snap.vector_index
-    after = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    return {"tiles": snap.n_tiles, "kind": vi.kind, "seconds": time.perf_counter() - t0,
-            "reused": bool(before) and not (after - before), **vi.describe()}

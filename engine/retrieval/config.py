@@ -1,0 +1,80 @@
+"""The search knobs, as data: frozen objects handed to `engine.open(path, config=...)`.
+
+Nothing here reads the environment on import. `SearchConfig.from_env()` is the one explicit
+place where GLB_* variables override defaults; the CLI and the benchmark workers call it, a
+library user passes what they want.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class VectorIndexConfig:
+    """The vector index (engine/retrieval/vectors.py): exact Flat below `quant_min_rows` live
+    tiles, IVF-PQ with exact re-ranking at or above."""
+
+    quant_min_rows: int = 50_000   # live tiles from which the index is quantised
+    nlist: int = 1024              # IVF lists (fewer for smaller indexes: n / 64, at least 16)
+    pq_m: int = 96                 # bytes per vector in the PQ code (384-d: 4 dims a sub-quantiser)
+    nprobe: int = 128              # lists scanned for an unfiltered query
+    rerank: int = 640              # approximate candidates re-scored exactly (at least 3 k)
+    scan_target: int = 32_000      # filtered candidates the probed lists must hold
+    min_nprobe: int = 8
+    train_sample: int = 65_536     # vectors the quantiser is trained on (at least 40 per list)
+    encode_chunk: int = 131_072    # rows encoded at a time when a segment's codes are made
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Where the filter planner (engine/retrieval/planner.py) switches strategy."""
+
+    prefilter_max_rows: int = 20_000            # candidates scored exactly, no index (flat)
+    prefilter_max_rows_quantised: int = 4096    # IVF-PQ: always exact up to here; up to
+    exact_row_cost: int = 125                   # prefilter_max_rows when cheaper than the scan
+    prefilter_max_fraction: float = 0.05        # (flat index) or this fraction of the index
+    materialise_min_rows: int = 262_144         # candidate sets up to this size (or fraction)
+    materialise_max_fraction: float = 0.2       # are listed; broader ones are post-filtered
+
+
+# GLB_* variable -> (section, field) that `from_env` overrides
+ENV = {"GLB_QUANT_MIN_ROWS": ("vectors", "quant_min_rows"), "GLB_NLIST": ("vectors", "nlist"),
+       "GLB_PQ_M": ("vectors", "pq_m"), "GLB_NPROBE": ("vectors", "nprobe")}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    vectors: VectorIndexConfig = field(default_factory=VectorIndexConfig)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None,
+                 base: SearchConfig | None = None) -> SearchConfig:
+        """`base` (default: the defaults) with the GLB_* variables of `environ` (default:
+        os.environ) applied; a value that is not a positive integer is an InputError."""
+        environ = os.environ if environ is None else environ
+        cfg = base or cls()
+        for var, (section, name) in ENV.items():
+            raw = environ.get(var)
+            if raw is None or raw == "":
+                continue
+            try:
+                value = int(raw)
+            except ValueError:
+                value = 0
+            if value <= 0:
+                raise InputError(f"{var}={raw!r}: expected a positive integer")
+            cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
+        return cfg
+
+    def describe(self) -> dict:
+        return {f.name: {g.name: getattr(getattr(self, f.name), g.name)
+                         for g in fields(getattr(self, f.name))} for f in fields(self)}
+
+
+DEFAULT = SearchConfig()
