@@ -88,3 +88,68 @@ def test_batch_norm_stays_frozen_in_training_mode(v2_tower):
                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
     finally:
         v2_tower.eval()
+
+
+# The released checkpoints: sha256 of the files in engine/checkpoints/ (a new release changes
+# this line, on purpose: indexes record the identity name@sha256[:12])
+RELEASED_V2 = "602750971819d34bbb7119878a74f1b1ee8cd20d150463becb4470cb18b7319e"
+RELEASED_V1 = "4dbda1111d66"
+
+
+def test_released_checkpoint_identity():
+    from engine.encoder import load_encoder
+    from engine.encoder.factory import DEFAULT_CHECKPOINT, V1_CHECKPOINT
+
+    enc = load_encoder(device="cpu")
+    assert enc.trained and enc.name == "glb-effnet-l0" and enc.meta["sha256"] == RELEASED_V2
+    assert enc.identity == f"glb-effnet-l0@{RELEASED_V2[:12]}"
+    assert DEFAULT_CHECKPOINT.stat().st_size <= 40 * 2**20
+    assert enc.describe()["image_size"] == 64
+    old = load_encoder(V1_CHECKPOINT, device="cpu")
+    assert old.identity == f"glb-vit-s8@{RELEASED_V1}"
+    x = np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64), dtype=np.uint8)
+    a, b = enc.encode_image(x, [0.665, 0.56, 0.49]), old.encode_image(x, [0.665, 0.56, 0.49])
+    assert a.shape == b.shape == (2, 384) and np.abs(a - b).max() > 0.1  # two different models
+
+
+def test_an_index_built_with_v1_keeps_working(tmp_path):
+    """Opening it loads the encoder it was built with; adding v2 tiles to it is refused."""
+    from conftest import SMALL_SCENES
+
+    import engine
+    from engine.encoder import load_encoder
+    from engine.encoder.factory import V1_CHECKPOINT
+    from indexer.runner import IndexOptions, run_index
+
+    v1 = load_encoder(V1_CHECKPOINT, device="cpu")
+    path = tmp_path / "old"
+    rep = run_index(SMALL_SCENES[1:2], path, options=IndexOptions(progress=False), encoder=v1,
+                    echo=lambda m: None)
+    assert rep.ok
+    ix = engine.open(path)
+    res = ix.search("water", k=3)
+    assert len(res) == 3 and ix.encoder.identity == v1.identity
+    with pytest.raises(Exception, match="glb-vit-s8@"):
+        run_index(SMALL_SCENES[2:3], path, options=IndexOptions(progress=False),
+                  encoder=load_encoder(device="cpu"), echo=lambda m: None)
+    assert len(engine.open(path).search("water", k=50)) == len(ix.search("water", k=50))
+
+
+def test_glb_eval_quick_runs(tmp_path):
+    """The CI smoke test of `glb eval --quick`: every task on a few dozen images, one table."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-m", "glb", "eval", "--quick", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((tmp_path / "eval.json").read_text())
+    assert rep["identity"] == f"glb-effnet-l0@{RELEASED_V2[:12]}"
+    tasks = {row["task"] for row in rep["rows"]}
+    assert any("aid val" in t for t in tasks) and any("ucm test" in t for t in tasks)
+    assert any("nearest centroid" in t for t in tasks) and len(rep["rows"]) >= 15
+    assert all(0 <= row["value"] <= 1 for row in rep["rows"])
+    assert rep["speed"]["rgb"]["tiles_per_s"] > 0

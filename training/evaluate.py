@@ -225,3 +225,18 @@ def main(checkpoint: str | None, out: str | None = None, tasks: list[str] | None
                                                  "seconds": time.time() - t0, "rows": rows,
                                                  "speed": perf}, indent=1))
     return 0
+
+
+if __name__ == "__main__":
+    # python -m training.evaluate speed [CHECKPOINT ...]: tiles/s of each checkpoint (default: the
+    # released one), measured one after the other in this process, so the shared machine's load
+    # is as alike as it can be between them
+    import sys
+
+    from engine.encoder import load_encoder
+
+    if len(sys.argv) < 2 or sys.argv[1] != "speed":
+        raise SystemExit("usage: python -m training.evaluate speed [CHECKPOINT ...]")
+    for ck in sys.argv[2:] or [None]:
+        e = load_encoder(ck, device="cpu")
+        print(json.dumps({"identity": e.identity, **measure_speed(e)}))

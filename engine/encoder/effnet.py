@@ -154,8 +154,18 @@ class EffNetTower(nn.Module):
         last = self.blocks_suffix[-1][-1].conv_pwl.out_channels
         feat = mid + last + self.conv_head.out_channels
         self.prefix_channels = mid
-        self.head = nn.Sequential(nn.LayerNorm(feat), nn.Linear(feat, v.head_hidden), nn.GELU(),
-                                  nn.Linear(v.head_hidden, cfg.embed_dim))
+        if v.head_linear:
+            # a linear map (training initialises it by ridge regression onto the caption
+            # embeddings) plus an MLP correction that starts at zero
+            self.head_norm = nn.LayerNorm(feat)
+            self.head_linear = nn.Linear(feat, cfg.embed_dim)
+            self.head_mlp = nn.Sequential(nn.Linear(feat, v.head_hidden), nn.GELU(),
+                                          nn.Linear(v.head_hidden, cfg.embed_dim))
+            nn.init.zeros_(self.head_mlp[-1].weight)
+            nn.init.zeros_(self.head_mlp[-1].bias)
+        else:
+            self.head = nn.Sequential(nn.LayerNorm(feat), nn.Linear(feat, v.head_hidden), nn.GELU(),
+                                      nn.Linear(v.head_hidden, cfg.embed_dim))
 
     def set_modality(self, modality: str) -> None:  # the stem reads wavelengths, not names
         pass
@@ -183,6 +193,9 @@ class EffNetTower(nn.Module):
         return torch.cat([mid_mean, last.mean((2, 3)), head.mean((2, 3))], dim=1)
 
     def embed_features(self, feats: torch.Tensor) -> torch.Tensor:
+        if self.cfg.vision.head_linear:
+            h = self.head_norm(feats)
+            return F.normalize(self.head_linear(h) + self.head_mlp(h), dim=-1)
         return F.normalize(self.head(feats), dim=-1)
 
     def suffix(self, mid: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,8 @@ from .vit import ImageTower
 log = logging.getLogger("glb.encoder")
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
-DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "glb-vit-s8.safetensors"
+DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "glb-effnet-l0.safetensors"   # v2 (docs/MODEL_CARD.md)
+V1_CHECKPOINT = CHECKPOINT_DIR / "glb-vit-s8.safetensors"             # v1, still loadable
 MIN_SIDE = 16
 MAX_BANDS = 256
 
