@@ -7,7 +7,7 @@ PORT   ?= 8501
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test install sample-index ui browser bench train train-gpu train-loo-ucm train-v1 ablations clean
+.PHONY: demo test lint install sample-index ui browser bench train train-gpu train-loo-ucm train-v1 ablations clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,12 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
-test: install browser
+# Static checks (config in pyproject.toml): ruff over the repository, mypy over engine/.
+lint: install
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m mypy
+
+test: install browser lint
 	GLB_DATA=$(DATA) $(BIN)/python -m pytest -q
 
 # The released encoder (v2, docs/MODEL_CARD.md): `train` on the CPU, resumable with --resume;

@@ -12,19 +12,31 @@ needs the encoder (training, a GPU box) does not need those libraries installed.
 
 import os
 
-# Before torch (and its OpenMP runtime) loads: idle OpenMP threads sleep instead of spinning.
-# On two shared cores spinning threads starve every other process (indexing measured 41.6 vs
-# 143.6 tiles/s under load; docs/BENCHMARKS.md). Set the variable yourself to override.
+# The one place this is set, before torch or FAISS (and their OpenMP runtime) load: idle
+# OpenMP threads sleep instead of spinning, which on a small shared machine starves every other
+# process (measured in docs/BENCHMARKS.md). Code that loads torch or FAISS imports `engine`
+# first; a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .errors import (CheckpointError, GLBError, IndexLockedError, IndexNotFoundError,  # noqa: E402
-                     InputError, RasterError, UnknownSensorError)
-from .modalities import MODALITIES  # noqa: E402
+from .errors import (
+    CheckpointError,
+    CorruptIndexError,
+    EncoderMismatchError,
+    GLBError,
+    IndexLockedError,
+    IndexNotFoundError,
+    IndexWriteError,
+    InputError,
+    RasterError,
+    UnknownSensorError,
+)
+from .modalities import MODALITIES
 
 _LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".retrieval.index",
          "open_index": ".retrieval.index", "search": ".retrieval.index", "open": ".retrieval.index",
          "SearchConfig": ".retrieval.config", "PlannerConfig": ".retrieval.config",
-         "VectorIndexConfig": ".retrieval.config"}
+         "VectorIndexConfig": ".retrieval.config", "check_k": ".retrieval.index",
+         "parse_wavelengths": ".sensors"}
 
 
 def __getattr__(name: str):
@@ -38,7 +50,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'engine' has no attribute {name!r}")
 
 
-__all__ = ["CheckpointError", "Encoder", "GLBError", "Index", "IndexLockedError",
-           "IndexNotFoundError", "InputError", "MODALITIES", "PlannerConfig", "RasterError",
-           "SearchConfig", "UnknownSensorError", "VectorIndexConfig", "load_encoder", "open",
-           "open_index", "search"]
+__all__ = ["CheckpointError", "CorruptIndexError", "Encoder", "EncoderMismatchError", "GLBError",
+           "Index", "IndexLockedError", "IndexNotFoundError", "IndexWriteError", "InputError",
+           "MODALITIES", "PlannerConfig", "RasterError", "SearchConfig", "UnknownSensorError",
+           "VectorIndexConfig", "check_k", "load_encoder", "open", "open_index", "parse_wavelengths",
+           "search"]

@@ -195,7 +195,7 @@ def _group(keys: list, values: np.ndarray):
 
 def _check_tiles(name: str, tiles: pa.Table, scene_of: dict) -> list[str]:
     """Metadata of a segment's live tiles agrees with their scenes and their footprints."""
-    out = []
+    out: list[str] = []
     if tiles.num_rows == 0:
         return out
     sids = tiles.column("scene_id").to_pylist()

@@ -1,5 +1,5 @@
-"""Errors the engine raises on bad input. Each message names the file or argument at fault,
-fits on one line, and says what to do where there is something to do."""
+"""Every error class the engine raises (all exported by `engine`). Each message names the file
+or argument at fault, fits on one line, and says what to do where there is something to do."""
 
 
 class GLBError(Exception):
@@ -28,3 +28,16 @@ class IndexLockedError(GLBError):
 
 class CheckpointError(GLBError):
     """A checkpoint that is missing or does not match the architecture."""
+
+
+class IndexWriteError(GLBError):
+    """The index cannot be written (read-only, disk full, not a folder); what is published
+    is unchanged."""
+
+
+class CorruptIndexError(GLBError):
+    """An index whose files contradict each other or cannot be read; `glb check` says where."""
+
+
+class EncoderMismatchError(GLBError):
+    """An index built with another encoder (or store format) than the one writing to it."""

@@ -11,7 +11,7 @@ import json
 import math
 
 import shapely
-from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
+from shapely.geometry import MultiPolygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from .errors import InputError

@@ -10,6 +10,8 @@ The image tower encodes log10(λ), so these land in their own range (optical -0.
 thermal ~1.0, radar ~4.5-4.8, elevation 6.0).
 """
 
+from typing import Literal, overload
+
 MODALITIES = ("rgb", "multispectral", "sar", "hyperspectral", "infrared", "elevation")
 
 C_BAND_UM = 55_500.0
@@ -22,7 +24,16 @@ LWIR_UM = 11.0
 RGB_UM = (0.665, 0.560, 0.490)
 
 
+@overload
+def check_modality(modality: str | None, *, allow_none: Literal[False] = False) -> str: ...
+
+
+@overload
+def check_modality(modality: str | None, *, allow_none: bool) -> str | None: ...
+
+
 def check_modality(modality: str | None, *, allow_none: bool = False) -> str | None:
+    """`modality` if it is one of MODALITIES (None too with `allow_none`), else InputError."""
     from .errors import InputError
 
     if modality is None and allow_none:

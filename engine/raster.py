@@ -65,7 +65,7 @@ def open_raster(source: str | Path | bytes, *, name: str | None = None):
         from rasterio.io import MemoryFile
 
         memfile = MemoryFile(bytes(source))
-        opener = lambda: memfile.open(driver=UPLOAD_DRIVERS)  # noqa: E731
+        opener = lambda: memfile.open(driver=UPLOAD_DRIVERS)
         size = len(source)
     else:
         p = Path(source)
@@ -80,7 +80,7 @@ def open_raster(source: str | Path | bytes, *, name: str | None = None):
             raise RasterError(f"{label}: empty file (0 bytes)")
         if not os.access(p, os.R_OK):
             raise RasterError(f"{label}: not readable (permission denied)")
-        opener = lambda: rasterio.open(p)  # noqa: E731
+        opener = lambda: rasterio.open(p)
     try:
         try:
             ds = opener()
@@ -230,29 +230,39 @@ def read_window(ds, info: RasterInfo, window, indexes=None) -> tuple[np.ndarray,
         if arr.dtype.itemsize > 4:  # the encoder computes in float32: 1e300 would become Inf
             with np.errstate(invalid="ignore"):
                 invalid |= (np.abs(arr) > np.finfo(np.float32).max).any(axis=0)
-    return arr, ~invalid
+    return arr, np.asarray(~invalid)
 
 
 def gdal_reason(e: BaseException) -> str:
     """The first line of GDAL's own message: rasterio's "Read failed. See previous exception"
     keeps the reason in the exception it was raised from."""
-    msgs = []
-    while e is not None and len(msgs) < 5:
-        msgs.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
-        e = e.__cause__ or e.__context__
+    msgs: list[str] = []
+    cur: BaseException | None = e
+    while cur is not None and len(msgs) < 5:
+        msgs.append(str(cur).splitlines()[0] if str(cur) else type(cur).__name__)
+        cur = cur.__cause__ or cur.__context__
     useful = [m for m in msgs if "See previous exception" not in m] or msgs
     return useful[0][:160]
 
 
 def fill_invalid(arr: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """No-data pixels take their band's median over the valid pixels (keeps statistics sane
-    for the encoder; the tile was only kept if mostly valid)."""
+    """A copy of `arr` (C,H,W) whose invalid pixels take their band's median over its valid
+    ones (0 where a band has none), keeping the dtype (integers rounded): keeps statistics sane
+    for the encoder. `valid` is True where a pixel is good, (H,W) for all bands or (C,H,W) per
+    band. The one owner of this rule: the indexer, query images and training all use it."""
+    out = np.array(arr, copy=True)
+    if valid.ndim == 2:
+        valid = np.broadcast_to(valid, arr.shape)
     if valid.all():
-        return arr
-    out = arr.copy()
+        return out
     for b in range(arr.shape[0]):
-        good = arr[b][valid]
-        out[b][~valid] = np.median(good) if good.size else 0
+        bad = ~valid[b]
+        if bad.any():
+            good = arr[b][~bad]
+            fill = np.median(good) if good.size else 0
+            if arr.dtype.kind in "ui":
+                fill = np.round(fill)
+            out[b][bad] = np.asarray(fill).astype(arr.dtype)
     return out
 
 

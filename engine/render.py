@@ -77,9 +77,9 @@ def to_rgb8(arr: np.ndarray, wavelengths, modality: str, valid: np.ndarray | Non
     return np.stack([_stretch(d[i], valid, limits[i] if limits else None) for i in range(3)], -1)
 
 
-# Thumbnails are JPEG: at 64-128 px a q90 JPEG is ~4x smaller than the PNG and ~4-9x faster to
-# encode (measured in the reader's profile, where PNG thumbnails were a third of its time). JPEG
-# has no alpha, so no-data pixels are painted this grey (the UI's placeholder colour).
+# Thumbnails are JPEG: at 64-128 px a q90 JPEG is several times smaller than the PNG and faster
+# to encode (the reader's profile in docs/BENCHMARKS.md, where PNG thumbnails were a large share
+# of its time). JPEG has no alpha, so no-data pixels are painted this grey (the UI's placeholder colour).
 NODATA_RGB = (238, 241, 244)
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -103,5 +103,5 @@ def png_bytes(rgb: np.ndarray, max_side: int | None = None, alpha: np.ndarray | 
     if max_side and max(img.size) > max_side:
         img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)  # ~3x faster than the default 6, ~10 % larger
+    img.save(buf, format="PNG", compress_level=1)  # much faster than the default 6, a little larger
     return buf.getvalue()

@@ -55,8 +55,11 @@ def registry() -> dict[str, Sensor]:
             description=s.get("description", ""),
             value_scale=s.get("value_scale"),
         )
-        assert sensor.modality in MODALITIES, name
-        assert len(sensor.bands) == len(sensor.wavelengths), name
+        if sensor.modality not in MODALITIES:
+            raise ValueError(f"sensors.toml: {name}: modality {sensor.modality!r} is not one of {MODALITIES}")
+        if len(sensor.bands) != len(sensor.wavelengths):
+            raise ValueError(f"sensors.toml: {name}: {len(sensor.bands)} bands but "
+                             f"{len(sensor.wavelengths)} wavelengths")
         out[name] = sensor
     return out
 
@@ -70,18 +73,20 @@ def get_sensor(name: str) -> Sensor:
         ) from None
 
 
-def parse_wavelengths(text: str | list | tuple) -> tuple[float, ...]:
-    """'0.665,0.56,0.49' or a sequence -> validated tuple of µm values."""
+def parse_wavelengths(text: str | list | tuple, name: str = "--wavelengths") -> tuple[float, ...]:
+    """'0.665, 0.56,0.49' (commas or semicolons) or a sequence -> validated tuple of µm values.
+    `name` is how the caller's user knows the field (a CLI flag, a form label)."""
     try:
-        items = text.replace(" ", "").split(",") if isinstance(text, str) else list(text)
+        items = text.replace(" ", "").replace(";", ",").split(",") if isinstance(text, str) else list(text)
         values = tuple(float(v) for v in items if v != "")
     except (TypeError, ValueError):
-        raise InputError(f"--wavelengths {text!r}: expected comma-separated numbers in µm") from None
+        raise InputError(f"{name} {str(text)[:80]!r}: expected numbers in µm separated by commas, "
+                         f"e.g. 0.665,0.56,0.49") from None
     if not values:
-        raise InputError("--wavelengths is empty: give one value in µm per band")
+        raise InputError(f"{name} is empty: give one value in µm per band")
     for v in values:
         if not (v == v) or v <= 0 or v > 1e7:
-            raise InputError(f"--wavelengths: {v} is not a wavelength in µm (0 < λ ≤ 1e7)")
+            raise InputError(f"{name}: {v} is not a wavelength in µm (0 < λ ≤ 1e7)")
     return values
 
 
@@ -109,7 +114,8 @@ def explicit_layout(
             value_scale=value_scale if value_scale is not None else s.value_scale,
             evidence="--sensor",
         )
-    assert wavelengths is not None
+    if wavelengths is None:
+        raise UnknownSensorError(f"{where}give --sensor or --wavelengths for its {n_bands} bands")
     if len(wavelengths) != n_bands:
         raise UnknownSensorError(
             f"{where}--wavelengths gives {len(wavelengths)} values but the file has {n_bands} bands"
@@ -222,6 +228,8 @@ def detect(
     wl = []
     for bt in band_tags:
         v = bt.get("CENTRAL_WAVELENGTH_UM") or bt.get("wavelength") or bt.get("WAVELENGTH")
+        if v is None:
+            break
         try:
             wl.append(float(v))
         except (TypeError, ValueError):

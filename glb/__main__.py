@@ -1,3 +1,5 @@
+"""`python -m glb`: the `glb` command."""
+
 from .cli import main
 
 raise SystemExit(main())

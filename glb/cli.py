@@ -12,11 +12,11 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see engine/__init__.py
+
+import engine  # before any command loads torch or FAISS: it sets OMP_WAIT_POLICY
 
 DEFAULT_INDEX = os.environ.get("GLB_INDEX", ".glb/index")
 
@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     ix.add_argument("--checkpoint", help="encoder checkpoint (default: the released one)")
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
     ix.add_argument("--json", action="store_true", help="print the run report as JSON")
+    ix.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="run on a Ray cluster (pip install '.[ray]'): ADDRESS (HOST:PORT, auto, "
+                         "ray://HOST:PORT) or, alone, a local one; index and scenes on a shared "
+                         "filesystem")
 
     se = sub.add_parser("search", help="search an index by text, tile id or image file")
     se.add_argument("text", nargs="?", help="what to look for")
@@ -93,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true")
     be.add_argument("--smoke", action="store_true", help="seconds-long version for CI")
     be.add_argument("--write", help="write the markdown report here")
-    be.add_argument("--methods", help="search: comma-separated subset of ours,numpy,duckdb_vss "
+    be.add_argument("--methods", help="search: comma-separated subset of ours,ours_disk,ours_gpu,numpy,duckdb_vss "
                                       "(results merge into an existing report)")
     return p
 
@@ -161,11 +165,18 @@ def cmd_index(args) -> int:
     opts = IndexOptions(TileOptions(args.tile_size, stride, args.max_nodata, args.batch_size),
                         prune=args.prune, commit_every=args.commit_every,
                         progress=not args.quiet and sys.stderr.isatty())
-    echo = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    echo = lambda m: print(m, file=sys.stderr)
+    distributor = None
+    if args.ray is not None:
+        from indexer.ray_distributor import RayDistributor, parse_ray_flag
+
+        distributor = RayDistributor(parse_ray_flag(args.ray))
+        distributor.preflight()
     # The encoder loads once the writer lock is held: a second run started at the same time
     # is refused at once instead of after loading a model.
     report = run_index(args.paths, args.index, rules_file=args.rules, override=override,
-                       options=opts, encoder=lambda: _encoder(args), echo=echo)
+                       options=opts, encoder=lambda: _encoder(args), echo=echo,
+                       distributor=distributor)
     for line in report.failed:
         print(f"glb index: failed: {_one_line(line)}", file=sys.stderr)
     if report.missing:
@@ -182,7 +193,6 @@ def cmd_index(args) -> int:
 
 
 def cmd_search(args) -> int:
-    import engine
     from engine.errors import InputError
 
     if args.text is not None:
@@ -225,8 +235,6 @@ def cmd_search(args) -> int:
 
 
 def cmd_info(args) -> int:
-    import engine
-
     info = engine.open(args.index, config=engine.SearchConfig.from_env()).info()
     if args.json:
         print(json.dumps(info))
@@ -284,7 +292,7 @@ def cmd_bench(args) -> int:
 
     if args.vectors < 1024:
         raise InputError(f"--vectors {args.vectors} is below the minimum of 1024")
-    known = {"ours", "numpy", "duckdb_vss"}
+    known = {"ours", "ours_disk", "ours_gpu", "numpy", "duckdb_vss"}
     if args.methods and not set(args.methods.split(",")) <= known:
         raise InputError(f"--methods {args.methods!r}: choose from {', '.join(sorted(known))}")
     return bench_main(args)

@@ -1,31 +1,35 @@
 """Reader: files -> batches of tiles ready for the encoder (clip-retrieval's reader stage).
 
-A work unit is one scene, or a group of chips. Scenes are read a strip of tiles at a time
+`UnitReader(units, encoder, options)` is the stage the runner takes: called with a stop event
+it yields, per work unit (sources.plan_work), that unit's `TileBatch`es and then one `UnitDone`
+carrying each file's record or error. `read_unit` reads one unit on its own (what a distributor
+would run elsewhere). A work unit is one scene, or a group of chips. Scenes are read a strip of tiles at a time
 (never the whole raster), tiles that are mostly no-data are dropped, the rest are filled,
 preprocessed for the encoder, given an EPSG:4326 footprint and a thumbnail.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 import shapely
+import torch
 from shapely.geometry import Polygon, box
 
 from engine.errors import GLBError, RasterError
 from engine.geo import footprint_4326
-from engine.raster import (check_georeferenced, fill_invalid, gdal_reason, layout_of, open_raster,
-                           read_window)
+from engine.raster import check_georeferenced, fill_invalid, gdal_reason, layout_of, open_raster, read_window
 from engine.render import jpeg_bytes, png_bytes, stretch_limits, to_rgb8
 from engine.sensors import BandLayout
 from engine.store.writer import scene_id_for, tile_id_for
 
-from .sources import Source
+from .sources import Source, content_change, file_fingerprint, sha256_of
 from .tiling import MIN_TILE, plan_windows
 
 THUMB_SIDE = 128
@@ -49,6 +53,7 @@ class TileBatch:
     tiles: list[dict]                # TILE_SCHEMA rows
     thumbs: list[bytes]
     scene_keys: list[str]            # path of the scene each tile belongs to
+    read_s: float = 0.0              # seconds the reader spent on this batch (set by UnitReader)
 
 
 @dataclass
@@ -65,19 +70,6 @@ class SceneResult:
 class UnitDone:
     unit: int
     scenes: list[SceneResult] = field(default_factory=list)
-
-
-def file_fingerprint(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def display_name(path: Path) -> str:
@@ -268,7 +260,7 @@ def chip_footprint(lon: float, lat: float, side_m: float):
     return box(max(-180.0, lon - dlon), max(-90.0, lat - dlat), min(180.0, lon + dlon), min(90.0, lat + dlat))
 
 
-def read_chip(source: Source, encoder, sha: str | None = None):
+def read_chip(source: Source, sha: str | None = None):
     """One chip file -> (pixels, valid, layout, scene record, tile row, thumbnail, overview)."""
     import json
 
@@ -308,7 +300,7 @@ def read_chips(unit: int, sources: list[Source], encoder, opts: TileOptions,
     groups: dict[tuple, list] = {}
     for src, res, sha in zip(sources, results, shas):
         try:
-            arr, valid, lay, record, tile, thumb, overview = read_chip(src, encoder, sha)
+            arr, valid, lay, record, tile, thumb, overview = read_chip(src, sha)
         except GLBError as e:
             res.error = str(e)
             continue
@@ -327,7 +319,51 @@ def read_chips(unit: int, sources: list[Source], encoder, opts: TileOptions,
             for arr, *_ in chunk:  # chips differ in size: preprocess each to the model's size
                 x, wl = encoder.preprocess(arr, lay.wavelengths, lay.modality, lay.value_scale)
                 xs.append(x)
-            assert all(x.shape[-1] == size for x in xs)
+            if any(x.shape[-1] != size for x in xs):  # the encoder's contract, not the data's
+                raise RuntimeError(f"the encoder preprocessed chips to {sorted({x.shape[-1] for x in xs})} "
+                                   f"pixels, not its image size {size}")
             yield TileBatch(unit, lay, torch.cat(xs), wl, [c[2] for c in chunk],
                             [c[3] for c in chunk], [c[4] for c in chunk])
 
+
+def read_unit(unit: int, items: list[tuple[Source, dict | None]], encoder,
+              opts: TileOptions) -> Iterator[TileBatch | UnitDone]:
+    """One work unit: its TileBatches, then its UnitDone. A file that cannot be read becomes
+    that file's error (never an exception); a file whose content is unchanged is re-stamped."""
+    results = [SceneResult(src) for src, _ in items]
+    live, shas = [], []
+    for (src, prev), r in zip(items, results):
+        change = content_change(src, prev)
+        r.error, r.restamp = change.error, change.restamp
+        if change.sha is not None:
+            live.append((src, r))
+            shas.append(change.sha)
+    if items and items[0][0].kind == "chip":
+        yield from read_chips(unit, [s for s, _ in live], encoder, opts, [r for _, r in live], shas)
+    elif live:
+        src, r = live[0]
+        try:
+            yield from read_scene(unit, src, encoder, opts, r, shas[0])
+        except GLBError as e:
+            r.error = str(e)
+        except Exception as e:  # noqa: BLE001 - a broken file must not stop the run
+            r.error = f"{src.path}: unexpected {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+    yield UnitDone(unit, results)
+
+
+class UnitReader:
+    """The reader stage: every unit in order, each batch stamped with its read time."""
+
+    def __init__(self, units: list[list[tuple[Source, dict | None]]], encoder, opts: TileOptions):
+        self.units, self.encoder, self.opts = units, encoder, opts
+
+    def __call__(self, stop: threading.Event) -> Iterator[TileBatch | UnitDone]:
+        for u, items in enumerate(self.units):
+            if stop.is_set():
+                return
+            t0 = time.perf_counter()
+            for item in read_unit(u, items, self.encoder, self.opts):
+                if isinstance(item, TileBatch):
+                    item.read_s = time.perf_counter() - t0
+                yield item
+                t0 = time.perf_counter()

@@ -92,12 +92,27 @@ def load_rules(path: str | Path | None) -> list[Rule]:
             get_sensor(r["sensor"])
         if r.get("modality"):
             check_modality(r["modality"])
+        where = f"--rules {p}: rule {i + 1}"
         acquired = r.get("acquired")
-        if isinstance(acquired, str):
-            acquired = dt.date.fromisoformat(acquired)
+        if isinstance(acquired, dt.datetime):
+            acquired = acquired.date()
+        elif isinstance(acquired, str):
+            try:
+                acquired = dt.date.fromisoformat(acquired)
+            except ValueError:
+                raise InputError(f"{where}: acquired {acquired[:40]!r} is not a date (YYYY-MM-DD)") from None
+        elif acquired is not None and not isinstance(acquired, dt.date):
+            raise InputError(f"{where}: acquired must be a date (YYYY-MM-DD), got {acquired!r}")
+        if r.get("date_regex"):
+            try:
+                groups = re.compile(r["date_regex"]).groupindex
+            except (re.error, TypeError) as e:
+                raise InputError(f"{where}: date_regex is not a regular expression ({e})") from None
+            if "year" not in groups:
+                raise InputError(f"{where}: date_regex needs a (?P<year>...) group")
         locate = r.get("locate")
         if locate and not (locate == "lon_lat_name" or locate.startswith("csv:")):
-            raise InputError(f"--rules {p}: rule {i + 1}: locate must be 'lon_lat_name' or 'csv:<file>'")
+            raise InputError(f"{where}: locate must be 'lon_lat_name' or 'csv:<file>'")
         if locate and locate.startswith("csv:"):
             table = Path(locate[4:])
             if not table.is_absolute():

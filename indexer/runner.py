@@ -1,38 +1,51 @@
-"""Runner: ties reader -> mapper -> store writer for one `glb index` run.
+"""Runner: one `glb index` run, and the small loop that ties the indexer's stages.
 
-Incremental and idempotent: a file whose size and mtime match the index is skipped; one whose
-content hash matches is only re-stamped; a changed one is re-indexed (its old tiles retired in
-the same commit); `prune` removes files that are gone. Commits happen every `commit_every`
-tiles or `commit_seconds`, and at the end; Ctrl-C commits what is complete and stops.
+`run_stages(reader, mapper, writer, prefetcher)` is the whole pipeline (clip-retrieval's
+runner); every stage is an argument, so any can be replaced (a test passes fakes):
+- reader (`reader.UnitReader`): `reader(stop)` yields, per work unit, `TileBatch`es and then
+  one `UnitDone`; it stops early once `stop` is set;
+- mapper (`mapper.Embedder`): `mapper(batch)` -> float32 vectors (n, d), one per tile;
+- writer (`writer.SceneWriter`): `writer.write(batch, vectors)` keeps them, `writer.unit_done(done)`
+  stages the unit's files in the store and commits when due;
+- prefetcher (`prefetch.ThreadPrefetcher`): `prefetcher.run(reader)` yields the reader's items,
+  read ahead in another thread.
+Each batch's stage times (read, wait for the reader, embed, write) are logged at DEBUG and
+summed into `RunReport.stage_seconds`. A distributor that spreads work units over machines
+(issue 13) takes the units from `sources.plan_work` and runs `reader.read_unit` + the mapper
+where they are; whatever it yields back (batches with their vectors, then `UnitDone`) goes to
+the same writer.
+
+`run_index` does the rest: the writer lock, discovery and change detection (sources.py), the
+final commit, pruning, Ctrl-C, the report. Incremental and idempotent: a file whose size and
+mtime match the index is skipped; one whose content hash matches is only re-stamped; a
+changed one is re-indexed (its old tiles retired in the same commit); `prune` removes files
+that are gone. Ctrl-C commits what is complete and stops.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import stat
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from engine.errors import GLBError
-from engine.store.files import IndexWriteError
+from engine.errors import GLBError, IndexWriteError
 from engine.store.lock import WriterLock
 from engine.store.manifest import read_current
-from engine.store.writer import StagedScene, StoreWriter
+from engine.store.writer import StoreWriter
 
-from .distributor import LocalDistributor
 from .mapper import Embedder
-from .reader import (SceneResult, TileBatch, TileOptions, UnitDone, file_fingerprint, read_chips,
-                     read_scene, sha256_of)
+from .prefetch import ThreadPrefetcher
+from .reader import TileBatch, TileOptions, UnitDone, UnitReader
 from .rules import load_rules
-from .sources import discover
-
-CHIPS_PER_UNIT = 256
+from .sources import discover, missing_paths, plan_work
+from .writer import SceneWriter
 
 log = logging.getLogger("glb.indexer")
 
@@ -64,6 +77,7 @@ class RunReport:
     seconds: float = 0.0
     recovered_lock: dict | None = None
     cleaned_files: int = 0
+    stage_seconds: dict = field(default_factory=dict)   # read / wait / map / write totals
 
     @property
     def ok(self) -> bool:
@@ -104,10 +118,14 @@ class _Interrupt:
 
 def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None,
               override: dict | None = None, options: IndexOptions | None = None,
-              encoder=None, echo=print, lock: WriterLock | None = None) -> RunReport:
+              encoder=None, echo=print, lock: WriterLock | None = None,
+              distributor=None) -> RunReport:
     """`encoder`: an Encoder, a callable returning one (called once the writer lock is held, so
     a run that cannot write fails before loading a model), or None for the released one.
-    `lock`: the index's writer lock when the caller already holds it."""
+    `lock`: the index's writer lock when the caller already holds it. `distributor`: where the
+    work units run; None: here, through `run_stages`. Otherwise an object whose
+    `run(found, writer, encoder, opts, report, echo)` indexes `plan_units(found, writer,
+    report)` elsewhere and stages each unit's outcome (writer.py) into `writer` (issue 13)."""
     opts = options or IndexOptions()
     t0 = time.monotonic()
     # The lock first: a second run started at the same time leaves before walking the archive.
@@ -135,15 +153,17 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
                  f"its unfinished commit was discarded ({report.cleaned_files} files) and this run "
                  f"continues from generation {writer.manifest.generation}")
         try:
-            _run(found, writer, encoder, opts, report, echo)
-            if opts.prune or report.missing:
-                gone = [p for p in writer.scene_paths()
-                        if any(_under(p, r) for r in found.roots) and not Path(p).exists()]
-                if opts.prune:
-                    for p in gone:
-                        writer.remove(p)
-                    report.removed = len(gone)
-                report.missing = 0 if opts.prune else len(gone)
+            if distributor is None:
+                _index_units(plan_units(found, writer, report), writer, encoder, opts, report)
+            else:
+                distributor.run(found, writer, encoder, opts, report, echo)
+            # gone files are noticed even without --prune, so the report can say so
+            gone = missing_paths(writer.scene_paths(), found.roots)
+            if opts.prune:
+                for p in gone:
+                    writer.remove(p)
+                report.removed = len(gone)
+            report.missing = 0 if opts.prune else len(gone)
             res = writer.commit()
         except OSError as e:  # disk full, read-only, quota: nothing half-written is published
             raise _write_failed(index_dir, writer, report, e) from None
@@ -177,140 +197,116 @@ def _write_failed(index_dir, writer: StoreWriter, report: RunReport, e: OSError)
         f"not in it: run the same command again once the disk is writable")
 
 
-def _regular(path: Path) -> bool:
+# --- the pipeline ----------------------------------------------------------------------------
+class Reader(Protocol):
+    def __call__(self, stop: threading.Event) -> Iterator[TileBatch | UnitDone]: ...
+
+
+class Mapper(Protocol):
+    def __call__(self, batch: TileBatch) -> np.ndarray: ...
+
+
+class Writer(Protocol):
+    def write(self, batch: TileBatch, vectors: np.ndarray) -> None: ...
+
+    def unit_done(self, done: UnitDone) -> None: ...
+
+
+class Prefetcher(Protocol):
+    def run(self, produce: Callable[[threading.Event], Iterator]) -> Iterator: ...
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage over a run. `read`: the reader's own time (in its thread);
+    `wait`: the runner blocked on the reader (read time not hidden by prefetching)."""
+    read: float = 0.0
+    wait: float = 0.0
+    map: float = 0.0
+    write: float = 0.0
+    batches: int = 0
+    units: int = 0
+    stopped: bool = False
+
+    def totals(self) -> dict:
+        return {k: round(getattr(self, k), 3) for k in ("read", "wait", "map", "write")} | \
+            {"batches": self.batches, "units": self.units}
+
+
+_END = object()
+
+
+def run_stages(reader: Reader, mapper: Mapper, writer: Writer, prefetcher: Prefetcher,
+               should_stop: Callable[[], bool] = lambda: False) -> StageTimes:
+    """Every item the reader yields, through the mapper to the writer, in order, until the
+    reader is done or `should_stop()` (checked after each item) says to stop."""
+    times = StageTimes()
+    stream = prefetcher.run(reader)
     try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return True  # let the read report why it cannot
+        while True:
+            t0 = time.perf_counter()
+            item = next(stream, _END)
+            t1 = time.perf_counter()
+            if item is _END:
+                break
+            times.wait += t1 - t0
+            if isinstance(item, UnitDone):
+                writer.unit_done(item)
+                times.write += time.perf_counter() - t1
+                times.units += 1
+            else:
+                vectors = mapper(item)
+                t2 = time.perf_counter()
+                writer.write(item, vectors)
+                t3 = time.perf_counter()
+                read_s = float(getattr(item, "read_s", 0.0))
+                times.read += read_s
+                times.map += t2 - t1
+                times.write += t3 - t2
+                times.batches += 1
+                log.debug("unit %d: %d tiles; read %.3f s, waited %.3f s, embedded %.3f s, "
+                          "written %.3f s", item.unit, len(vectors), read_s, t1 - t0, t2 - t1, t3 - t2)
+            if should_stop():
+                times.stopped = True
+                break
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    return times
 
 
-def _under(path: str, root: Path) -> bool:
-    p = Path(path)
-    return p == root or root in p.parents
+def plan_units(found, writer: StoreWriter, report: RunReport) -> list[list]:
+    """The run's work units (sources.plan_work against the index's records); unchanged files
+    and files that cannot be stat'ed are counted in `report`."""
+    work = plan_work(found, writer.scene)
+    report.unchanged += work.unchanged
+    report.failed.extend(work.problems)
+    log.info("%d work units to index (%d files unchanged), into generation %d onwards",
+             len(work.units), work.unchanged, writer.manifest.generation + 1)
+    return work.units
 
 
-def _run(found, writer: StoreWriter, encoder, opts: IndexOptions, report: RunReport, echo) -> None:
-    # Decide what needs work: unchanged files cost one stat.
-    todo = []
-    for src in found.sources:
-        prev = writer.scene(str(src.path))
-        try:
-            size, mtime = file_fingerprint(src.path)
-        except OSError as e:
-            report.failed.append(f"{src.path}: cannot stat ({e.strerror})")
-            continue
-        if prev is not None and prev["size"] == size and prev["mtime_ns"] == mtime:
-            report.unchanged += 1
-            continue
-        todo.append((src, prev))
-    # Gone files are noticed even without --prune, so the report can say so.
-    report.missing = sum(1 for p in writer.scene_paths()
-                         if any(_under(p, r) for r in found.roots) and not Path(p).exists())
-    units: list[list] = []
-    chip_groups: dict[str, list] = {}
-    for src, prev in todo:
-        if src.kind == "chip":
-            chip_groups.setdefault(src.group, []).append((src, prev))
-        else:
-            units.append([(src, prev)])
-    for items in chip_groups.values():
-        for i in range(0, len(items), CHIPS_PER_UNIT):
-            units.append(items[i:i + CHIPS_PER_UNIT])
-
-    def produce(stop: threading.Event):
-        for u, items in enumerate(units):
-            if stop.is_set():
-                return
-            res = [SceneResult(src) for src, _ in items]
-            shas, live = [], []
-            for (src, prev), r in zip(items, res):
-                if not _regular(src.path):  # a FIFO would block the run forever on open()
-                    r.error = f"{src.path}: not a regular file (a pipe, socket or device); skipped"
-                    continue
-                try:
-                    sha = sha256_of(src.path)
-                except OSError as e:
-                    r.error = f"{src.path}: cannot read ({e.strerror})"
-                    continue
-                if prev is not None and prev["sha256"] == sha:
-                    try:
-                        size, mtime = file_fingerprint(src.path)
-                    except OSError as e:
-                        r.error = f"{src.path}: cannot stat ({e.strerror})"
-                        continue
-                    r.restamp = {"size": size, "mtime_ns": mtime}
-                    continue
-                shas.append(sha)
-                live.append((src, r))
-            if items[0][0].kind == "chip":
-                yield from read_chips(u, [s for s, _ in live], encoder, opts.tile,
-                                      [r for _, r in live], shas)
-            elif live:
-                src, r = live[0]
-                try:
-                    yield from read_scene(u, src, encoder, opts.tile, r, shas[0])
-                except GLBError as e:
-                    r.error = str(e)
-                except Exception as e:  # noqa: BLE001 - a broken file must not stop the run
-                    r.error = f"{src.path}: unexpected {type(e).__name__}: {str(e).splitlines()[0][:160]}"
-            yield UnitDone(u, res)
-
-    log.info("indexing %d files (%d unchanged) into generation %d onwards", len(todo),
-             report.unchanged, writer.manifest.generation + 1)
-    embed = Embedder(encoder)
-    pending: dict[int, list[tuple[TileBatch, np.ndarray]]] = {}
-    last_commit = time.monotonic()
-    bar = None
+def _index_units(units: list[list], writer: StoreWriter, encoder, opts: IndexOptions,
+                 report: RunReport) -> None:
+    bar, progress = None, None
     if opts.progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(units), unit="unit", desc="indexing", leave=False, dynamic_ncols=True)
+
+        def progress(done: UnitDone) -> None:
+            bar.update(1)
+            bar.set_postfix(tiles=report.tiles_added, failed=len(report.failed))
+
+    stage_writer = SceneWriter(writer, report, opts.commit_seconds, on_unit=progress)
     with _Interrupt() as interrupt:
-        stream = LocalDistributor().run(produce)
         try:
-            for item in stream:
-                if isinstance(item, TileBatch):
-                    pending.setdefault(item.unit, []).append((item, embed(item)))
-                else:
-                    _stage(item, pending.pop(item.unit, []), writer, report)
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(tiles=report.tiles_added, failed=len(report.failed))
-                    if writer.should_commit() or time.monotonic() - last_commit > opts.commit_seconds:
-                        writer.commit()
-                        last_commit = time.monotonic()
-                if interrupt.flag.is_set():
-                    report.interrupted = True
-                    break
+            times = run_stages(UnitReader(units, encoder, opts.tile), Embedder(encoder),
+                               stage_writer, ThreadPrefetcher(), should_stop=interrupt.flag.is_set)
         finally:
-            stream.close()
             if bar is not None:
                 bar.close()
-
-
-def _stage(done: UnitDone, batches, writer: StoreWriter, report: RunReport) -> None:
-    by_scene: dict[str, tuple[list, list, list]] = {}
-    for batch, vecs in batches:
-        for tile, thumb, key, v in zip(batch.tiles, batch.thumbs, batch.scene_keys, vecs):
-            t, th, vs = by_scene.setdefault(key, ([], [], []))
-            t.append(tile), th.append(thumb), vs.append(v)
-    for r in done.scenes:
-        if r.restamp is not None:
-            writer.touch(str(r.source.path), **r.restamp)
-            report.restamped += 1
-            report.unchanged += 1
-            continue
-        if r.error or r.record is None:
-            report.failed.append(r.error or f"{r.source.path}: not read")
-            continue
-        tiles, thumbs, vecs = by_scene.get(str(r.source.path), ([], [], []))
-        dim = writer.encoder.get("dim", 384)
-        vectors = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)
-        if not np.isfinite(vectors).all():
-            report.failed.append(f"{r.source.path}: the encoder gave NaN or Inf for "
-                                 f"{int((~np.isfinite(vectors).all(axis=1)).sum())} of its tiles "
-                                 f"(pixel values out of range?); not indexed")
-            continue
-        writer.stage(StagedScene(r.record, tiles, vectors, thumbs, r.overview))
-        report.indexed += 1
-        report.tiles_added += len(tiles)
+    report.interrupted = times.stopped
+    report.stage_seconds = times.totals()
+    log.info("stage seconds: %s", report.stage_seconds)

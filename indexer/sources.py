@@ -1,9 +1,13 @@
 """Which files a run indexes, as what: walk the given paths, apply --rules and the command
-line's overrides, and report paths that do not exist."""
+line's overrides, and report paths that do not exist (`discover`); then which of them changed
+since they were indexed, grouped into work units (`plan_work`, `content_change`)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,3 +86,102 @@ def discover(paths: list[str | Path], rules: list[Rule], cli_override: dict | No
             else:
                 skip("not imagery")
     return Discovery(sources, problems, skipped, roots)
+
+
+# --- change detection --------------------------------------------------------------------
+CHIPS_PER_UNIT = 256  # chips read and embedded together (one work unit)
+
+Known = Callable[[str], "dict | None"]   # path -> the index's record of it (size, mtime_ns, sha256)
+
+
+@dataclass
+class WorkPlan:
+    """What a run must read: work units (one scene, or up to CHIPS_PER_UNIT chips of one
+    group), each a list of (source, the index's record of it or None)."""
+    units: list[list[tuple[Source, dict | None]]]
+    unchanged: int                               # size and mtime match the index: not read
+    problems: list[str]                          # one line each
+
+
+def plan_work(found: Discovery, known: Known) -> WorkPlan:
+    """Unchanged files (same size and mtime as indexed) cost one stat; the rest become work
+    units. Whether a changed file's content really changed is decided when it is read
+    (`content_change`), in the reader's thread."""
+    todo, unchanged, problems = [], 0, []
+    for src in found.sources:
+        prev = known(str(src.path))
+        try:
+            size, mtime = file_fingerprint(src.path)
+        except OSError as e:
+            problems.append(f"{src.path}: cannot stat ({e.strerror})")
+            continue
+        if prev is not None and prev["size"] == size and prev["mtime_ns"] == mtime:
+            unchanged += 1
+            continue
+        todo.append((src, prev))
+    units: list[list[tuple[Source, dict | None]]] = []
+    chip_groups: dict[str, list] = {}
+    for src, prev in todo:
+        if src.kind == "chip":
+            chip_groups.setdefault(src.group, []).append((src, prev))
+        else:
+            units.append([(src, prev)])
+    for items in chip_groups.values():
+        for i in range(0, len(items), CHIPS_PER_UNIT):
+            units.append(items[i:i + CHIPS_PER_UNIT])
+    return WorkPlan(units, unchanged, problems)
+
+
+def missing_paths(indexed: Iterable[str], roots: list[Path]) -> list[str]:
+    """Indexed files under the run's roots that no longer exist."""
+    return [p for p in indexed if any(is_under(p, r) for r in roots) and not Path(p).exists()]
+
+
+def is_under(path: str, root: Path) -> bool:
+    p = Path(path)
+    return p == root or root in p.parents
+
+
+@dataclass
+class ContentCheck:
+    """A changed-looking file, hashed: `sha` to index it, `restamp` when only its size/mtime
+    changed (same content: update the record), `error` when it cannot be read."""
+    sha: str | None = None
+    restamp: dict | None = None
+    error: str | None = None
+
+
+def content_change(src: Source, prev: dict | None) -> ContentCheck:
+    if not _regular(src.path):  # a FIFO would block the run forever on open()
+        return ContentCheck(error=f"{src.path}: not a regular file (a pipe, socket or device); skipped")
+    try:
+        sha = sha256_of(src.path)
+    except OSError as e:
+        return ContentCheck(error=f"{src.path}: cannot read ({e.strerror})")
+    if prev is not None and prev["sha256"] == sha:
+        try:
+            size, mtime = file_fingerprint(src.path)
+        except OSError as e:
+            return ContentCheck(error=f"{src.path}: cannot stat ({e.strerror})")
+        return ContentCheck(restamp={"size": size, "mtime_ns": mtime})
+    return ContentCheck(sha=sha)
+
+
+def file_fingerprint(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # let the read report why it cannot

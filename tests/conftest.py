@@ -50,6 +50,24 @@ def small_index(tmp_path_factory, encoder):
     return path
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole test session (starting one takes seconds): two CPUs,
+    no GPU; its workers import this checkout (indexer/ray_distributor.py sets PYTHONPATH)."""
+    import ray
+
+    from engine.cluster import RayOptions, connect
+
+    if ray.is_initialized():
+        yield ray
+        return
+    connect(RayOptions(local_cpus=2, local_gpus=0))
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
 @pytest.fixture
 def index_copy(small_index, tmp_path):
     """A private copy of the small index that a test may change."""

@@ -8,7 +8,7 @@ import pytest
 
 from glb.cli import main
 
-METHODS = ["ours", "numpy", "duckdb_vss"]
+METHODS = ["ours", "ours_disk", "numpy", "duckdb_vss"]
 SELECTIVITIES = ["0.001%", "0.01%", "0.1%", "1%", "10%", "100%"]
 
 
@@ -36,6 +36,11 @@ def test_bench_search_smoke_json_shape(capsys, tmp_path, monkeypatch):
     # the ground truth is the NumPy method: it must agree with itself
     assert all(r["methods"]["numpy"]["selectivity"][s]["recall_at_10"] in (None, 1.0) for s in SELECTIVITIES)
     assert r["methods"]["ours"]["index"]["kind"] == "ivfpq"  # smoke forces the quantised path
+    # the same lists memory-mapped from disk: the same answers
+    disk = r["methods"]["ours_disk"]
+    assert disk["index"]["lists_on_disk"] is True and r["methods"]["ours"]["index"]["lists_on_disk"] is False
+    for s in SELECTIVITIES:
+        assert disk["selectivity"][s]["recall_at_10"] == r["methods"]["ours"]["selectivity"][s]["recall_at_10"], s
 
 
 @pytest.mark.slow

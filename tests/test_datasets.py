@@ -16,11 +16,10 @@ from PIL import Image
 from scipy import ndimage
 from scipy.io import loadmat
 
+from conftest import DATA
 from engine.modalities import C_BAND_UM, ELEVATION_UM, LWIR_UM, MODALITIES, X_BAND_UM
 from engine.sensors import get_sensor
 from training.datasets import DATASETS, load
-
-from conftest import DATA
 
 UNLABELLED = {"jasper_ridge", "urban", "scenes_unlabelled"}  # captions may be empty
 DTYPES = {np.dtype(t) for t in ("uint8", "uint16", "int16", "float32")}

@@ -8,8 +8,8 @@ import shapely
 
 import engine
 from conftest import SCENES, SMALL_SCENES, write_tif
-from engine.errors import IndexLockedError
 from engine.check import check_index
+from engine.errors import IndexLockedError
 from engine.store.lock import WriterLock
 from indexer.runner import IndexOptions, run_index
 from indexer.tiling import plan_windows
@@ -208,7 +208,7 @@ def test_huge_declared_dimensions_are_refused(tmp_path, encoder):
     p = tmp_path / "huge.tif"
     with rasterio.open(p, "w", driver="GTiff", count=1, width=200_000, height=200_000, dtype="uint8",
                        crs="EPSG:32633", transform=from_origin(0, 0, 1, 1), tiled=True,
-                       sparse_ok=True, compress="deflate") as ds:
+                       sparse_ok=True, compress="deflate"):
         pass
     assert p.stat().st_size < 10_000_000
     r = index([p], tmp_path / "index", encoder)

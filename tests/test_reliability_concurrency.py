@@ -13,13 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-
 import engine
 from conftest import SCENES
 from engine.check import check_index, leftovers
 from engine.store.layout import Layout
 from hostile import storekit
-from hostile.tools import (ROOT, RULES, committed_tiles, popen_glb, read_state, stop)
+from hostile.tools import ROOT, RULES, committed_tiles, popen_glb, read_state, stop
 from indexer.runner import IndexOptions, run_index
 
 MIN_SEARCHES = int(os.environ.get("GLB_MIN_SEARCHES", "500"))

@@ -34,8 +34,7 @@ from engine.store.faults import POINTS
 from engine.store.layout import Layout
 from engine.store.lock import WriterLock
 from hostile import storekit
-from hostile.tools import (ROOT, RULES, committed_tiles, diff_states, popen_glb, read_state,
-                           stop)
+from hostile.tools import ROOT, RULES, committed_tiles, diff_states, popen_glb, read_state, stop
 
 KILL_POINTS = int(os.environ.get("GLB_KILL_POINTS", "4"))
 SEED = int(os.environ.get("GLB_KILL_SEED", "20240606"))

@@ -18,8 +18,8 @@ import shapely
 
 import engine
 from conftest import SMALL_SCENES, write_tif
-from engine.errors import GLBError
 from engine.check import check_index
+from engine.errors import GLBError
 from hostile.corpus import FILES, QUERIES
 from hostile.tools import ROOT, diff_states, digest, read_state
 from indexer.runner import IndexOptions, run_index

@@ -14,7 +14,6 @@ from engine import PlannerConfig, SearchConfig, VectorIndexConfig
 from engine.check import check_index
 from test_search import boxes_by_selectivity, brute_force
 
-
 # the quantised path on a small index, with a codebook trained in seconds
 VECTORS = VectorIndexConfig(quant_min_rows=1000, nlist=64, pq_m=48, train_sample=16_000)
 

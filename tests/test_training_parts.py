@@ -57,7 +57,7 @@ def test_progressive_merge_never_worse_than_base_on_the_dev_score():
     good = {"w": torch.tensor([1.0, 0, 0, 0])}
     bad = {"w": torch.tensor([0, -1.0, 0, 0])}
     target = torch.tensor([0.75, 0, 0, 0])
-    score = lambda s: -float((s["w"] - target).abs().sum())  # noqa: E731
+    score = lambda s: -float((s["w"] - target).abs().sum())
     merged, hist = progressive_merge(base, {"good": good, "bad": bad}, score, log=lambda m: None)
     assert torch.allclose(merged["w"], target)
     assert [h.get("lambda") for h in hist[1:]] == [0.75, 0.0]

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.encoder.factory import Encoder
+from engine.store.files import atomic_write
 
 log = logging.getLogger("glb.train.cache")
 CACHE_VERSION = 5
@@ -209,8 +210,6 @@ def build_cache(cfg: dict, encoder: Encoder, cache_dir: Path, log_fn=print) -> C
                   {"built_s": time.time() - t0, "samples": sum(len(g) for g in out_groups),
                    "key": cache_key(cfg)})
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(cache, tmp)
-    tmp.rename(path)
+    atomic_write(path, lambda p: torch.save(cache, p), durable=False)
     log_fn(f"cache: {cache.info['samples']} samples, {len(out_groups)} groups, built in {cache.info['built_s']:.0f} s")
     return cache

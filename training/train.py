@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -31,24 +30,15 @@ from engine.encoder.factory import Encoder
 from engine.encoder.vit import ImageTower
 
 from .cache import Cache, Group, build_cache
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import load_config
 from .loss import MultiPositiveSigLipLoss, distillation_loss, positives_mask
 from .merge import progressive_merge
 from .model import TrainModel
+from .params import make_optimizer
+from .scheduler import warmup_cosine_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_config(path: str | Path) -> dict:
-    p = Path(path)
-    if not p.exists() and not p.suffix:
-        p = ROOT / "training" / "configs" / f"{path}.json"
-    cfg = json.loads(Path(p).read_text())
-    base = cfg.pop("extends", None)
-    if base:  # a config may extend another and override top-level keys
-        parent = load_config(Path(p).parent / base)
-        parent.update(cfg)
-        cfg = parent
-    return cfg
 
 
 def seed_everything(seed: int) -> None:
@@ -218,24 +208,13 @@ class Trainer:
             self.model.load_state_dict(torch.load(final, map_location=self.device, weights_only=True))
             return {}
         opt_cfg = self.cfg.get("optim", {})
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": opt_cfg.get("weight_decay", 0.05)},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
-        warm = max(1, int(steps * opt_cfg.get("warmup", 0.05)))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
+        opt = make_optimizer(self.model, lr, opt_cfg)
+        sched = warmup_cosine_schedule(opt, steps, opt_cfg.get("warmup", 0.05))
         ckpt = self.out / f"{name}-ckpt.pt"
         start = 0
         rng = np.random.default_rng(seed)
         if resume and ckpt.exists():
-            st = torch.load(ckpt, map_location=self.device, weights_only=False)
-            self.model.load_state_dict(st["model"])
-            opt.load_state_dict(st["opt"])
-            sched.load_state_dict(st["sched"])
-            start = st["step"]
-            rng.bit_generator.state = st["rng"]
-            torch.set_rng_state(st["torch_rng"])
+            start = load_checkpoint(ckpt, self.model, opt, sched, rng, self.device)
             self.log(f"{name}: resuming at step {start}")
         pools = self.pools(groups)
         replay = self.pools(replay_groups) if replay_groups else None
@@ -259,11 +238,7 @@ class Trainer:
                          + f" lr {sched.get_last_lr()[0]:.2e} {rate:.0f} samples/s", data={"stage": name, "step": step + 1, **avg, "samples_per_s": rate})
                 hist = []
             if (step + 1) % every == 0 and step + 1 < steps:
-                tmp = ckpt.with_suffix(".tmp")
-                torch.save({"model": self.model.state_dict(), "opt": opt.state_dict(),
-                            "sched": sched.state_dict(), "step": step + 1,
-                            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, tmp)
-                os.replace(tmp, ckpt)
+                save_checkpoint(ckpt, self.model, opt, sched, step + 1, rng)
         self.model.eval()
         torch.save(self.model.state_dict(), final)
         ckpt.unlink(missing_ok=True)

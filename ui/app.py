@@ -232,7 +232,7 @@ try:
     main()
 except engine.GLBError as e:
     st.error(str(e))
-except Exception as e:  # noqa: BLE001 - a bug: a message in the page, the traceback in the log
+except Exception as e:  # a bug: a message in the page, the traceback in the log
     log.exception("search page failed")
     st.error(f"Something went wrong ({type(e).__name__}: {str(e)[:200]}). The details are in "
              "the server's log.")

@@ -50,8 +50,9 @@ def _wait_up(url: str, proc, timeout: float = 120) -> None:
 
 def measure(index: str, queries: list[str], chromium: str = "/usr/bin/chromium") -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as the server runs (ui/launch.py)
-    import engine
     from playwright.sync_api import sync_playwright
+
+    import engine
 
     idx = engine.open(index)
     idx.search("warm-up", k=1)
@@ -96,7 +97,7 @@ def measure(index: str, queries: list[str], chromium: str = "/usr/bin/chromium")
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-    med = lambda v: f"median {statistics.median(v):.2f} s, max {max(v):.2f} s"  # noqa: E731
+    med = lambda v: f"median {statistics.median(v):.2f} s, max {max(v):.2f} s"
     print(f"engine alone:            {med(eng)}")
     print(f"results shown (20 cards): {med(shown)}")
     print(f"all thumbnails:          {med(pictures)}")

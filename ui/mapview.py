@@ -12,12 +12,12 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import threading
 from pathlib import Path
 
+from engine.store.files import try_atomic_write
 from ui import assets
 
 FRONTEND = Path(__file__).resolve().parent / "static" / "map"
@@ -60,10 +60,8 @@ def site(idx, generation: int) -> tuple[Path, str]:
             sid = str(ov["scene_id"])
             name = hashlib.sha1(sid.encode()).hexdigest()[:20] + ".png"  # no user text in paths
             path = ov_dir / name
-            if not path.exists():
-                tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(ov["png"])
-                os.replace(tmp, path)
+            if not path.exists():  # sessions write these concurrently: one atomic writer
+                try_atomic_write(path, lambda p, png=ov["png"]: p.write_bytes(png))
             rec = scenes.loc[sid] if sid in scenes.index else None
             acquired = rec["acquired"] if rec is not None else None
             out.append({

@@ -143,29 +143,10 @@ class Outcome:
     note: str = ""  # what the upload was read as
 
 
-def _check_k(k) -> int:
-    try:
-        k = int(k)
-    except (TypeError, ValueError):
-        raise engine.InputError(f"k {k!r} is not a number") from None
-    if not 1 <= k <= MAX_K:
-        raise engine.InputError(f"k must be between 1 and {MAX_K}, got {k}")
-    return k
-
-
 def parse_wavelengths(text: str) -> tuple[float, ...] | None:
     """'0.665, 0.56,0.49' -> (0.665, 0.56, 0.49); '' -> None. Band centres in µm."""
     text = (text or "").strip()
-    if not text:
-        return None
-    try:
-        values = tuple(float(v) for v in text.replace(";", ",").split(",") if v.strip())
-    except ValueError:
-        raise engine.InputError(f"band centres {text!r}: expected numbers in µm separated by "
-                                "commas, e.g. 0.665,0.56,0.49") from None
-    if not values or not all(math.isfinite(v) and v > 0 for v in values):
-        raise engine.InputError(f"band centres {text!r}: each must be a positive number in µm")
-    return values
+    return engine.parse_wavelengths(text, name="band centres") if text else None
 
 
 def read_upload(req: Request):
@@ -187,7 +168,7 @@ def run(idx, req: Request) -> Outcome:
     try:
         if req.mode not in MODES:
             raise engine.InputError(f"unknown query mode {req.mode!r}")
-        kw = {"k": _check_k(req.k), "modality": list(req.modalities) or None,
+        kw = {"k": engine.check_k(req.k, MAX_K), "modality": list(req.modalities) or None,
               "sensor": list(req.sensors) or None, "start": req.start, "end": req.end}
         if req.start and req.end and req.start > req.end:
             raise engine.InputError(f"the date range starts ({req.start}) after it ends ({req.end})")

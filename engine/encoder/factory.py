@@ -103,7 +103,7 @@ class Encoder:
 
     @property
     def text(self) -> MiniLMTextTower:
-        """Loaded on first use: indexing never needs it (5-7 s saved per cron run)."""
+        """Loaded on first use: indexing never needs it (every cron run saves its load time)."""
         return text_tower(self.text_config)
 
     def encode_text(self, texts: list[str] | str) -> np.ndarray:

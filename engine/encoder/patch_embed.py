@@ -25,7 +25,8 @@ class WavelengthEncoding(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        assert dim % 2 == 0
+        if dim % 2:
+            raise ValueError(f"the wavelength embedding needs an even dimension, got {dim}")
         freqs = 2 * math.pi * torch.logspace(math.log10(0.05), math.log10(300.0), dim // 2)
         self.register_buffer("freqs", freqs, persistent=False)
 
@@ -54,10 +55,6 @@ class WavelengthPatchEmbed(nn.Module):
         nn.init.zeros_(self.to_bias.bias)
         nn.init.normal_(self.bias_token, std=0.02)
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def band_conditioning(self, wavelengths: torch.Tensor) -> torch.Tensor:
-        """(C,) -> (wave_dim,) summary of the band set (mean of band encodings)."""
-        return self.embed(self.encode(wavelengths)).mean(0)
 
     def generate(self, wavelengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = wavelengths.shape[0]

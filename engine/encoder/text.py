@@ -20,7 +20,7 @@ MAX_TEXT_CHARS = 2000
 SMALL_BATCH = 8
 
 
-def validate_texts(texts: list[str]) -> list[str]:
+def validate_texts(texts: list[str] | str) -> list[str]:
     if isinstance(texts, str):
         texts = [texts]
     out = []
@@ -68,8 +68,8 @@ class MiniLMTextTower(torch.nn.Module):
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
                                return_tensors="pt")
         if len(texts) <= SMALL_BATCH:
-            # A query is a few dozen tokens: one thread does it in ~15 ms, while two threads
-            # spin-waiting on a loaded machine took 0.5 s (measured by ui/latency.py).
+            # A query is a few dozen tokens: one thread does it quickly, while several threads
+            # spin-waiting on a loaded machine made it many times slower (ui/latency.py measures it).
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
@@ -82,7 +82,7 @@ class MiniLMTextTower(torch.nn.Module):
         pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
 
-    def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    def encode(self, texts: list[str] | str, batch_size: int = 256) -> np.ndarray:
         texts = validate_texts(texts)
         if len(texts) > 4096:  # more than the cache holds: encode straight through
             return np.concatenate([self._encode(texts[i:i + batch_size])

@@ -28,6 +28,11 @@ class VectorIndexConfig:
     min_nprobe: int = 8
     train_sample: int = 65_536     # vectors the quantiser is trained on (at least 40 per list)
     encode_chunk: int = 131_072    # rows encoded at a time when a segment's codes are made
+    lists_ram_budget: int = 2 * 2**30  # IVF codes + ids above this many bytes: lists on disk,
+    #                                    memory-mapped (engine/retrieval/ondisk.py); 1 = always
+    use_gpu: int = 1               # 1: the index on a GPU where CUDA + faiss-gpu are (retrieval/gpu.py)
+    gpu_flat_max_rows: int = 20_000_000  # GPU: exact up to here (fp16: 15 GB at 20 M x 384), IVF above
+    gpu_fp16: int = 1              # GPU flat storage: 1 float16, 0 float32
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,9 @@ class PlannerConfig:
 
 # GLB_* variable -> (section, field) that `from_env` overrides
 ENV = {"GLB_QUANT_MIN_ROWS": ("vectors", "quant_min_rows"), "GLB_NLIST": ("vectors", "nlist"),
-       "GLB_PQ_M": ("vectors", "pq_m"), "GLB_NPROBE": ("vectors", "nprobe")}
+       "GLB_PQ_M": ("vectors", "pq_m"), "GLB_NPROBE": ("vectors", "nprobe"),
+       "GLB_IVF_RAM_BUDGET": ("vectors", "lists_ram_budget"),
+       "GLB_GPU_FLAT_MAX_ROWS": ("vectors", "gpu_flat_max_rows")}
 
 
 @dataclass(frozen=True)

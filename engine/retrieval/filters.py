@@ -141,10 +141,6 @@ class Filters:
             env |= (minx <= x1) & (maxx >= x0) & (miny <= y1) & (maxy >= y0)
         return env
 
-    def mask(self, snap) -> np.ndarray:
-        """O(n): envelope and attributes over every row."""
-        return self.env_mask(snap) & self.attr_mask(snap)
-
     def check_rows(self, snap, rows: np.ndarray) -> np.ndarray:
         """Envelope + attributes for a few rows (post-filtering)."""
         return self.env_mask(snap, rows) & self.attr_mask(snap, rows)
@@ -200,7 +196,8 @@ class Filters:
 
     # --- DuckDB: exact predicate with the R-tree -----------------------------------------
     def sql(self) -> tuple[str, list]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         if self.region is not None:
             # WKT from shapely's own writer of an already-parsed geometry: no user text reaches
             # the SQL. A literal (not a parameter) lets DuckDB use the R-tree.
@@ -305,7 +302,8 @@ class SpatialGrid:
         if self.n == 0:
             return np.zeros(0, np.int64)
         (cxa, cxb, cya, cyb), (sxa, sxb, sya, syb) = self._ranges(b)
-        sure, test = [], []
+        sure: list[np.ndarray] = []
+        test: list[np.ndarray] = []
         if cxa <= cxb and cya <= cyb:
             off, nx, perm = self.offsets, self.nx, self.perm
             for cy in range(cya, cyb + 1):

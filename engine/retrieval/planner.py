@@ -1,25 +1,9 @@
 """The filter planner: the true top-k inside the filters, at any selectivity.
 
-`top_k(snap, q, k, filters, config)` asks the snapshot's lon/lat grid how many tiles the region
-can hold (an upper bound that costs O(grid rows), see filters.py) and the attribute counts how
-many pass the other filters, then picks one strategy:
-- "index+postfilter" (broad: more than `materialise_min_rows` and `materialise_max_fraction` of
-  the index): the vector index is searched unfiltered for ~(depth / selectivity) rows (IVF-PQ:
-  with the unfiltered probe count), the filters are checked on those rows only, and the search
-  widens (more rows, twice the lists) until enough pass. Cost ~ the index search, never O(index).
-- otherwise the candidates are listed (grid cells -> envelope test -> attribute mask):
-  - "prefilter" (few: at most `prefilter_max_rows`, or `prefilter_max_fraction` of a flat index;
-    for IVF-PQ up to `prefilter_max_rows_quantised`, and beyond that while scoring them costs
-    less than scanning the lists that hold them): their vectors are scored exactly;
-  - "index+selector" (many): the index is searched restricted to them by a FAISS id bitmap
-    (IVF-PQ: with a filter-aware probe count), asking for more than k, widening until k survive.
-Every path scores its final candidates exactly and refines footprints exactly (shapely, only
-where the envelope does not settle it). With the flat index (small indexes) all of it is exact;
-with IVF-PQ (large ones) recall@10 is measured by `glb bench search` and
-tests/test_search_scale.py.
-
-The plan (strategy, candidate count, index kind, probes) is returned with the rows, never kept
-in shared state: one Index serves concurrent searches.
+`top_k(snap, q, k, filters, config)` picks one strategy per query (index, prefilter,
+index+selector, index+postfilter) from cheap estimates; docs/ARCHITECTURE.md ("Filtered search")
+is the one description of how, and `PlannerConfig` holds the thresholds. The plan is returned
+with the rows, never kept in shared state: one Index serves concurrent searches.
 """
 
 from __future__ import annotations
@@ -131,7 +115,7 @@ def _postfilter(snap: Snapshot, vi, q, k: int, filters: Filters, frac: float, pl
     return out_rows, out_scores, plan
 
 
-def sort_rows(snap: Snapshot, rows: np.ndarray, scores: np.ndarray):
+def sort_rows(snap: Snapshot, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Descending score, ties by tile id."""
     if len(rows) == 0:
         return rows.astype(np.int64), scores.astype(np.float32)
@@ -139,7 +123,8 @@ def sort_rows(snap: Snapshot, rows: np.ndarray, scores: np.ndarray):
     return rows[order].astype(np.int64), scores[order].astype(np.float32)
 
 
-def refine(snap: Snapshot, filters: Filters, rows: np.ndarray, scores: np.ndarray, k: int):
+def refine(snap: Snapshot, filters: Filters, rows: np.ndarray, scores: np.ndarray,
+           k: int) -> tuple[np.ndarray, np.ndarray]:
     """The first k rows (in score order) whose footprint really meets the region."""
     if filters.region is None:
         return rows[:k], scores[:k]

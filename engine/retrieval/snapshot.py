@@ -24,10 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..errors import CorruptIndexError
 from ..modalities import MODALITIES
 from ..store.files import try_atomic_write
 from ..store.layout import TILE_SCHEMA, Layout
-from ..store.manifest import CorruptIndexError, Manifest, read_current, read_scenes, read_tombstones
+from ..store.manifest import Manifest, read_current, read_scenes, read_tombstones
 from ..store.segment import read_tiles, read_vectors
 from . import vectors as vec
 from .config import DEFAULT, VectorIndexConfig
@@ -74,9 +75,11 @@ def _compact(tiles: pa.Table) -> dict:
         cols[c] = f(tiles.column(c).to_numpy(zero_copy_only=False).astype(np.float64))
     mod = pc.index_in(tiles.column("modality"), value_set=pa.array(MODALITIES)).to_numpy(zero_copy_only=False)
     cols["modality"] = np.where(np.isnan(mod.astype(float)), 255, mod).astype(np.uint8) if n else np.zeros(0, np.uint8)
-    sens = tiles.column("sensor").combine_chunks().dictionary_encode() if n else None
-    cols["sensor_names"] = [str(s) for s in sens.dictionary.to_pylist()] if n else []
-    cols["sensor_local"] = sens.indices.to_numpy(zero_copy_only=False).astype(np.int32) if n else np.zeros(0, np.int32)
+    cols["sensor_names"], cols["sensor_local"] = [], np.zeros(0, np.int32)
+    if n:
+        sens = tiles.column("sensor").combine_chunks().dictionary_encode()
+        cols["sensor_names"] = [str(s) for s in sens.dictionary.to_pylist()]
+        cols["sensor_local"] = sens.indices.to_numpy(zero_copy_only=False).astype(np.int32)
     acq = pc.cast(tiles.column("acquired"), pa.int32()).fill_null(NULL_DAY)
     cols["acquired"] = acq.to_numpy().astype(np.int32) if n else np.zeros(0, np.int32)
     return cols
@@ -107,6 +110,7 @@ class Snapshot:
             self.segments[info.name] = seg
         self.dim = dim = int(manifest.encoder.get("dim", 384))
         segs = list(self.segments.values())
+        seg_cols: list[dict] = [c for s in segs if (c := s.cols) is not None]  # all, set above
         self.seg_names = [s.name for s in segs]
         self.seg_offsets = np.cumsum([0] + [s.tiles.num_rows for s in segs]).astype(np.int64)
         n_phys = int(self.seg_offsets[-1])
@@ -120,7 +124,7 @@ class Snapshot:
             for i, s in enumerate(segs):
                 ids = dead.filter(pc.equal(dead.column("segment"), s.name)).column("tile_id").to_numpy()
                 if len(ids):
-                    m = ~np.isin(s.cols["tile_id"], ids)
+                    m = ~np.isin(seg_cols[i]["tile_id"], ids)
                     live_masks[i] = m
                     alive[self.seg_offsets[i]:self.seg_offsets[i + 1]] = m
             if not alive.all():
@@ -128,7 +132,7 @@ class Snapshot:
         self._live_masks = live_masks
 
         def cat(key, dtype):
-            parts = [s.cols[key] for s in segs]
+            parts = [c[key] for c in seg_cols]
             a = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
             return a if self.live_phys is None else a[self.live_phys]
 
@@ -138,11 +142,11 @@ class Snapshot:
         self.modality_code = cat("modality", np.uint8)
         self.acquired_days = cat("acquired", np.int32)
         # sensors: one dictionary for the snapshot
-        names = sorted({n for s in segs for n in s.cols["sensor_names"]})
+        names = sorted({n for c in seg_cols for n in c["sensor_names"]})
         self.sensor_names = names
         pos = {n: i for i, n in enumerate(names)}
-        sparts = [np.asarray([pos[n] for n in s.cols["sensor_names"]], np.int32)[s.cols["sensor_local"]]
-                  if len(s.cols["sensor_local"]) else np.zeros(0, np.int32) for s in segs]
+        sparts = [np.asarray([pos[n] for n in c["sensor_names"]], np.int32)[c["sensor_local"]]
+                  if len(c["sensor_local"]) else np.zeros(0, np.int32) for c in seg_cols]
         sc = np.concatenate(sparts).astype(np.uint16 if len(names) < 65535 else np.int32) if sparts \
             else np.zeros(0, np.uint16)
         self.sensor_code = sc if self.live_phys is None else sc[self.live_phys]
@@ -206,12 +210,18 @@ class Snapshot:
         """Exact Flat (small) or IVF-PQ with exact re-ranking (large); see engine/retrieval/vectors.py."""
         with self._vindex_lock:
             if self._vindex is None:
-                if self.large:
+                from . import gpu
+
+                # on a GPU, exact search stays fastest up to gpu_flat_max_rows (gpu.py)
+                gpu_flat = bool(self.config.use_gpu) and self.n_tiles <= self.config.gpu_flat_max_rows \
+                    and gpu.gpu_count() > 0
+                if self.large and not gpu_flat:
                     segs = [(s.name, s.vectors, m) for s, m in zip(self.segments.values(), self._live_masks)]
                     self._vindex = vec.build_ivfpq(self.layout.root, segs, self.vectors, self.dim,
                                                    self.config)
                 else:
                     self._vindex = vec.FlatIndex(self.vectors)
+                self._vindex = gpu.to_gpu(self._vindex, self.config)
             return self._vindex
 
     def take(self, rows, columns: list[str] | None = None) -> pa.Table:
@@ -229,7 +239,7 @@ class Snapshot:
             m = np.flatnonzero(seg == si)
             local = phys[m] - self.seg_offsets[si]
             # per record batch: Table.take on a chunked column concatenates every chunk first
-            # (a full copy of the segment: ~11 ms a query at 500 k tiles)
+            # (a full copy of the segment, per query)
             batches, offs = segs[si].batches()
             b = np.searchsorted(offs, local, side="right") - 1
             for bi in np.unique(b):

@@ -85,7 +85,7 @@ class RowVectors:
             return np.zeros(0, np.float32)
         rows = np.asarray(rows, dtype=np.int64)
         ordered = bool(np.all(rows[1:] >= rows[:-1]))
-        order = None if ordered else np.argsort(rows, kind="stable")
+        order = np.arange(len(rows)) if ordered else np.argsort(rows, kind="stable")
         s = np.empty(len(rows), np.float32)
         step = 32_768
         for i in range(0, len(rows), step):
@@ -106,8 +106,7 @@ class RowVectors:
 
 def inner_products(x: np.ndarray, q: np.ndarray) -> np.ndarray:
     """x @ q with FAISS's single-threaded SIMD kernel: for one query, BLAS's threads cost more
-    than they give (6 k x 384: 0.5 ms here against 12 ms for numpy's matmul on a busy 2-core
-    machine, where OpenBLAS's threads wait for cores)."""
+    than they give on a busy machine, where OpenBLAS's threads wait for cores."""
     import faiss
 
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -188,9 +187,13 @@ class IVFPQIndex:
         self.centroids = index.quantizer.reconstruct_n(0, index.nlist)
         self.list_sizes = np.bincount(assign, minlength=index.nlist)
 
+    on_disk = False   # inverted lists memory-mapped from vindex/ivf-*.ivfdata (engine/retrieval/ondisk.py)
+
     def memory_bytes(self) -> int:
         import faiss
 
+        if self.on_disk:
+            return int(self.assign.nbytes + self.centroids.nbytes * 2)
         inv = faiss.extract_index_ivf(self.index).invlists
         codes = sum(inv.list_size(i) for i in range(self.nlist)) * (inv.code_size + 8)
         return int(codes + self.assign.nbytes + self.centroids.nbytes * 2)
@@ -259,7 +262,7 @@ class IVFPQIndex:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "nlist": self.nlist, "pq_m": self.index.pq.M,
-                "nprobe": self.nprobe, "rerank": self.rerank_depth,
+                "lists_on_disk": self.on_disk, "nprobe": self.nprobe, "rerank": self.rerank_depth,
                 "scan_target": self.config.scan_target,
                 "quantizer": self.digest}
 
@@ -330,8 +333,28 @@ def build_ivfpq(root: Path, segments: list[tuple[str, np.ndarray, np.ndarray | N
     """segments: (name, memory-mapped float32 vectors, live mask or None) in row order."""
     import faiss
 
+    from . import ondisk
+
     t0 = time.perf_counter()
     trained, digest = load_quantizer(root, vectors, dim, config)
+    if len(vectors) * (trained.code_size + 8) > config.lists_ram_budget:
+        def live_codes():
+            for name, part, live in segments:
+                codes = segment_codes(root, name, part, trained, digest, config.encode_chunk)
+                yield codes if live is None else codes[live]
+
+        rows = [(name, int(part.shape[0] if live is None else live.sum())) for name, part, live in segments]
+        try:
+            index, assign = ondisk.build_or_load(root, trained, digest, live_codes, rows)
+        except (OSError, RuntimeError) as e:  # e.g. a read-only index folder: lists in RAM
+            log.warning("on-disk inverted lists unavailable (%s); keeping them in memory",
+                        str(e).splitlines()[0][:160])
+        else:
+            _gc(root, {name for name, _, _ in segments}, digest)
+            ondisk.gc(root, ondisk.lists_key(digest, rows))
+            out = IVFPQIndex(index, vectors, assign, digest, time.perf_counter() - t0, config)
+            out.on_disk = True
+            return out
     index = faiss.clone_index(trained)
     coarse = trained.coarse_code_size()
     parts = []
@@ -369,8 +392,8 @@ def _gc(root: Path, live_segments: set[str], digest: str, grace_s: float = 600) 
         return
     now = time.time()
     for p in folder.iterdir():
-        if p.name.startswith("quantizer-"):
-            continue
+        if p.name.startswith("quantizer-") or p.name.lstrip(".").startswith("ivf-"):
+            continue  # on-disk lists: engine/retrieval/ondisk.gc
         seg = p.name.lstrip(".").split(".")[0]
         if seg in live_segments or (root / "segments" / seg).is_dir():
             continue

@@ -15,7 +15,7 @@ def extension_path(name: str) -> str:
     import importlib
 
     mod = importlib.import_module(f"duckdb_extension_{name}")
-    found = sorted(Path(mod.__file__).parent.rglob(f"{name}.duckdb_extension"))
+    found = sorted(Path(str(mod.__file__)).parent.rglob(f"{name}.duckdb_extension"))
     if not found:
         raise RuntimeError(f"duckdb-extension-{name} is installed but holds no {name}.duckdb_extension")
     return str(found[-1])

@@ -17,15 +17,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import GLBError
+from ..errors import IndexWriteError
 from .faults import crash_point
 
 log = logging.getLogger("glb.store")
 
-
-class IndexWriteError(GLBError):
-    """The index cannot be written (read-only, disk full, not a folder); what is published
-    is unchanged."""
+__all__ = ["IndexWriteError", "atomic_write", "atomic_write_bytes", "fsync_dir", "fsync_file",
+           "temp_path", "try_atomic_write"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -46,7 +44,7 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
 
 
-def atomic_write(path: Path, write: Callable[[Path], None], *, durable: bool = True,
+def atomic_write(path: Path, write: Callable[[Path], object], *, durable: bool = True,
                  crash: str | None = None, exclusive: bool = False) -> None:
     """Make `path` by calling `write(tmp)` on a temporary file beside it, then renaming it.
 
@@ -85,7 +83,7 @@ def atomic_write_bytes(path: Path, data: bytes, crash: str | None = None) -> Non
     atomic_write(path, lambda p: p.write_bytes(data), crash=crash)
 
 
-def try_atomic_write(path: Path, write: Callable[[Path], None], *, exclusive: bool = False) -> bool:
+def try_atomic_write(path: Path, write: Callable[[Path], object], *, exclusive: bool = False) -> bool:
     """Best-effort `atomic_write` of a derived file (not fsynced): False, with one warning,
     when the folder cannot be written. With `exclusive`, an existing file raises
     FileExistsError (another process published first)."""

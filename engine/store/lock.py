@@ -15,9 +15,8 @@ import socket
 import time
 from pathlib import Path
 
-from ..errors import IndexLockedError
+from ..errors import IndexLockedError, IndexWriteError
 from .faults import crash_point
-from .files import IndexWriteError
 
 
 def _alive(pid: int) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import GLBError, IndexNotFoundError
+from ..errors import CorruptIndexError, IndexNotFoundError
 from .faults import crash_point
 from .files import atomic_write_bytes, fsync_file
 from .layout import FORMAT_VERSION, SCENE_SCHEMA, Layout
@@ -52,10 +52,6 @@ class Manifest:
         d = json.loads(raw)
         d["segments"] = [SegmentInfo(**s) for s in d.get("segments", [])]
         return cls(**d)
-
-
-class CorruptIndexError(GLBError):
-    pass
 
 
 MANIFEST_NAME = re.compile(r"[0-9]{9}\.json")

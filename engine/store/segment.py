@@ -23,10 +23,22 @@ def new_segment_name(generation: int) -> str:
 def write_segment(layout: Layout, name: str, tiles: pa.Table, vectors: np.ndarray,
                   thumbs: pa.Table, overviews: pa.Table) -> Path:
     """Write into a hidden folder, fsync, rename into place. Returns the final folder."""
-    assert tiles.num_rows == vectors.shape[0] == thumbs.num_rows
+    tmp = write_segment_files(layout, f".{name}.tmp", tiles, vectors, thumbs, overviews)
+    return install_segment(layout, tmp, name)
+
+
+def write_segment_files(layout: Layout, tmp_name: str, tiles: pa.Table, vectors: np.ndarray,
+                        thumbs: pa.Table, overviews: pa.Table) -> Path:
+    """Write a segment's files into the hidden folder `segments/<tmp_name>` and fsync them;
+    nothing reads it until `install_segment` renames it. A folder of that name left by an
+    earlier attempt is replaced, so a retried write leaves one copy."""
+    if not tiles.num_rows == vectors.shape[0] == thumbs.num_rows:
+        raise ValueError(f"segment {tmp_name}: {tiles.num_rows} tiles, {vectors.shape[0]} vectors, "
+                         f"{thumbs.num_rows} thumbnails")
+    if not tmp_name.startswith(".") or "/" in tmp_name:
+        raise ValueError(f"{tmp_name!r}: an unpublished segment folder is a hidden name in segments/")
     layout.segments.mkdir(parents=True, exist_ok=True)
-    final = layout.segment(name)
-    tmp = layout.segments / f".{name}.tmp"
+    tmp = layout.segments / tmp_name
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -42,6 +54,13 @@ def write_segment(layout: Layout, name: str, tiles: pa.Table, vectors: np.ndarra
         fsync_file(f)
     fsync_dir(tmp)
     crash_point("segment.synced")
+    return tmp
+
+
+def install_segment(layout: Layout, tmp: Path, name: str) -> Path:
+    """Rename a written hidden segment folder to its final name (still unnamed by any manifest
+    until the commit publishes one)."""
+    final = layout.segment(name)
     os.rename(tmp, final)
     fsync_dir(layout.segments)
     crash_point("segment.renamed")

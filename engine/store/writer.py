@@ -25,13 +25,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import GLBError
+from ..errors import CorruptIndexError, EncoderMismatchError, GLBError
 from .files import fsync_dir
 from .layout import OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout
 from .lock import WriterLock
-from .manifest import (CorruptIndexError, Manifest, SegmentInfo, publish, read_current, read_scenes,
-                       read_tombstones, write_tombstones)
-from .segment import new_segment_name, read_tiles, write_segment
+from .manifest import (
+    Manifest,
+    SegmentInfo,
+    publish,
+    read_current,
+    read_scenes,
+    read_tombstones,
+    write_tombstones,
+)
+from .segment import install_segment, new_segment_name, read_tiles, write_segment
 
 log = logging.getLogger("glb.store")
 
@@ -57,6 +64,16 @@ class StagedScene:
 
 
 @dataclass
+class WrittenSegment:
+    """Scenes whose tiles another process already wrote into a hidden, fsynced segment folder
+    (`segment.write_segment_files`), for this writer to commit: the distributed indexer's
+    writers run on workers, the commit stays here. `folder` is None for scenes without tiles."""
+    folder: str | None
+    n_rows: int
+    scenes: list[dict]                 # SCENE_SCHEMA rows, n_tiles set (segment filled at commit)
+
+
+@dataclass
 class CommitResult:
     generation: int
     scenes_added: int
@@ -68,10 +85,6 @@ class CommitResult:
 class _State:
     scenes: dict[str, dict] = field(default_factory=dict)   # path -> scene row
     tombstones: set[tuple[str, int]] = field(default_factory=set)  # (segment, tile_id)
-
-
-class EncoderMismatchError(GLBError):
-    pass
 
 
 class StoreWriter:
@@ -110,6 +123,7 @@ class StoreWriter:
         self.staged: list[StagedScene] = []
         self.removed: list[str] = []
         self.touched: dict[str, dict] = {}
+        self.written: list[WrittenSegment] = []
         self._staged_tiles = 0
 
     # --- queries -------------------------------------------------------------------
@@ -125,12 +139,31 @@ class StoreWriter:
 
     # --- changes -------------------------------------------------------------------
     def stage(self, scene: StagedScene) -> None:
-        assert len(scene.tiles) == scene.vectors.shape[0] == len(scene.thumbs)
+        if not len(scene.tiles) == scene.vectors.shape[0] == len(scene.thumbs):
+            raise GLBError(f"{scene.record['path']}: {len(scene.tiles)} tiles, {scene.vectors.shape[0]} "
+                           f"vectors and {len(scene.thumbs)} thumbnails; not indexed")
         if not np.isfinite(scene.vectors).all():  # one NaN row would poison every search
             raise GLBError(f"{scene.record['path']}: its embeddings contain NaN or Inf; not indexed")
         self.staged = [s for s in self.staged if s.record["path"] != scene.record["path"]]
         self.staged.append(scene)
         self._staged_tiles = sum(len(s.tiles) for s in self.staged)
+
+    def stage_written(self, seg: WrittenSegment) -> None:
+        """Stage a segment written elsewhere; the next commit renames it into place under a
+        name of its generation and publishes it with everything else staged."""
+        if seg.folder is not None and (not seg.folder.startswith(".") or "/" in seg.folder
+                                       or not (self.layout.segments / seg.folder).is_dir()):
+            raise GLBError(f"{self.layout.segments / str(seg.folder)}: not a written segment folder")
+        if seg.n_rows != sum(int(r["n_tiles"] or 0) for r in seg.scenes):
+            raise GLBError(f"{seg.folder}: {seg.n_rows} rows but its scenes count "
+                           f"{sum(int(r['n_tiles'] or 0) for r in seg.scenes)} tiles")
+        pending = {s.record["path"] for s in self.staged} | \
+            {r["path"] for w in self.written for r in w.scenes}
+        dup = [r["path"] for r in seg.scenes if r["path"] in pending]
+        if dup:  # its rows cannot be dropped from a written segment: refuse rather than duplicate
+            raise GLBError(f"{dup[0]}: staged twice in one commit")
+        self.written.append(seg)
+        self._staged_tiles += seg.n_rows
 
     def remove(self, path: str) -> None:
         if path in self.state.scenes:
@@ -145,7 +178,7 @@ class StoreWriter:
         return self._staged_tiles >= self.commit_every
 
     def commit(self) -> CommitResult | None:
-        if not self.staged and not self.removed and not self.touched:
+        if not self.staged and not self.removed and not self.touched and not self.written:
             return None
         gen = self.manifest.generation + 1
         scenes = dict(self.state.scenes)
@@ -188,6 +221,17 @@ class StoreWriter:
                        n_tiles=len(s.tiles))
             scenes[rec["path"]] = rec
             added_tiles += len(s.tiles)
+        for w in self.written:
+            wname = None
+            if w.folder is not None and w.n_rows:
+                wname = new_segment_name(gen)
+                install_segment(self.layout, self.layout.segments / w.folder, wname)
+                segments.append(SegmentInfo(name=wname, n_rows=w.n_rows))
+            for r in w.scenes:
+                retire(r["path"])
+                n = int(r["n_tiles"] or 0)
+                scenes[r["path"]] = dict(r, segment=wname if n else None, indexed_at=now)
+                added_tiles += n
 
         m = Manifest(generation=gen, encoder=self.encoder, segments=segments,
                      n_tiles=sum(int(r["n_tiles"] or 0) for r in scenes.values()))
@@ -199,10 +243,12 @@ class StoreWriter:
             write_tombstones(self.layout, m.tombstones_file, tombstones)
         fsync_dir(self.layout.manifests)
         publish(self.layout, m)
-        result = CommitResult(gen, len(self.staged), added_tiles, deleted)
+        result = CommitResult(gen, len(self.staged) + sum(len(w.scenes) for w in self.written),
+                              added_tiles, deleted)
         self.manifest = m
         self.state = _State(scenes, tombstones)
         self.staged, self.removed, self.touched, self._staged_tiles = [], [], {}, 0
+        self.written = []
         log.info("committed generation %d: +%d tiles, -%d tiles", gen, added_tiles, deleted)
         return result
 
@@ -212,7 +258,7 @@ class StoreWriter:
         data become one segment, committed at once by the same steps as `commit` (segment,
         scenes file, tombstones carried over, manifest, CURRENT). `records` are SCENE_SCHEMA
         rows whose `n_tiles` count their rows in `tiles`; no scene may already be indexed."""
-        if self.staged or self.removed or self.touched:
+        if self.staged or self.removed or self.touched or self.written:
             raise GLBError("commit the staged changes before a bulk commit")
         dup = [r["path"] for r in records if r["path"] in self.state.scenes]
         if dup:
@@ -223,7 +269,7 @@ class StoreWriter:
         gen = self.manifest.generation + 1
         segments = list(self.manifest.segments)
         name = new_segment_name(gen) if n else None
-        if n:
+        if name is not None:
             th = pa.Table.from_pydict({"tile_id": tiles.column("tile_id"),
                                        "jpeg": thumbs if thumbs is not None else [b""] * n},
                                       schema=THUMB_SCHEMA)
@@ -319,7 +365,8 @@ class StoreWriter:
 
         if len(self.manifest.segments) <= 1 and not self.state.tombstones:
             return None
-        assert not self.staged and not self.removed, "commit staged changes before compacting"
+        if self.staged or self.removed:
+            raise RuntimeError("commit staged changes before compacting")
         n_dead = len(self.state.tombstones)
         tiles_parts, vec_parts, thumb_parts, ov_parts = [], [], [], []
         live_scene_ids = {s["scene_id"] for s in self.state.scenes.values()}

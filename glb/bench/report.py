@@ -8,7 +8,8 @@ from pathlib import Path
 
 CASE_ORDER = ["0.001%", "0.01%", "0.1%", "1%", "10%", "100%", "none", "modality", "date",
               "bbox+modality+date"]
-LABEL = {"ours": "ours (engine.search)", "numpy": "NumPy brute force", "duckdb_vss": "DuckDB VSS + spatial"}
+LABEL = {"ours": "ours (engine.search)", "ours_disk": "ours, IVF lists on disk",
+         "ours_gpu": "ours, vector index on the GPU", "numpy": "NumPy brute force", "duckdb_vss": "DuckDB VSS + spatial"}
 
 
 def _f(v, nd=2):
@@ -23,7 +24,8 @@ def search_tables(r: dict) -> str:
     lines = []
     n = r["tiles"]
     lines.append(f"#### {n:,} vectors\n")
-    lines.append(f"Load average: start {r.get('loadavg_start')}, ours {r.get('loadavg_ours')}, "
+    disk_load = f"ours_disk {r.get('loadavg_ours_disk')}, " if r.get("loadavg_ours_disk") else ""
+    lines.append(f"Load average: start {r.get('loadavg_start')}, ours {r.get('loadavg_ours')}, {disk_load}"
                  f"numpy {r.get('loadavg_numpy')}, duckdb {r.get('loadavg_duckdb')}, end {r.get('loadavg_end')}. "
                  f"{r['queries_per_case']} queries per case, {r['repeats']} runs; p50/p99 are medians over "
                  f"runs, [min–max] over runs.\n")
@@ -43,7 +45,7 @@ def search_tables(r: dict) -> str:
                 continue
             sel = sel if sel is not None else x.get("selectivity")
             extra = ""
-            if m == "ours" and x.get("strategy"):
+            if m in ("ours", "ours_disk", "ours_gpu") and x.get("strategy"):
                 extra = " (" + ", ".join(f"{k}" for k in x["strategy"]) + ")"
             if m == "duckdb_vss" and x.get("plan"):
                 extra = f" ({x['plan']})"
@@ -61,7 +63,7 @@ def search_tables(r: dict) -> str:
             continue
         b = v.get("bytes_per_vector", {})
         note = ""
-        if m == "ours":
+        if m in ("ours", "ours_disk", "ours_gpu"):
             o = v["open_s"]
             if v.get("build_s") is None:
                 v["build_s"] = round(v["write_s"] + v["prepare_s"], 2)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data
-from .common import Timer, dir_bytes, loadavg, machine, median_spread, pct, proc_mem
+from .common import Timer, loadavg, machine, median_spread, proc_mem
 
 SELECTIVITIES = [("0.001%", 1e-5), ("0.01%", 1e-4), ("0.1%", 1e-3), ("1%", 1e-2), ("10%", 1e-1),
                  ("100%", 1.0)]
@@ -79,7 +79,7 @@ def make_workload(a: dict, w, n_queries: int, seed: int = 7):
     Q = data.queries(w, n_queries * len(cases), seed=seed)
     rows = []
     for ci, c in enumerate(cases):
-        for j in range(n_queries):
+        for _ in range(n_queries):
             bbox = (np.nan,) * 4
             mod, start, end = -1, NONE_DAY, NONE_DAY
             if ci < len(SELECTIVITIES):
@@ -207,8 +207,8 @@ def numpy_brute_force(path: Path, a: dict, Q, rows, timed, repeats: int, truth_i
 
 
 def _run_local(cases, case_of, search, timed, repeats, spec, budget_s):
-    from .worker import recall
     from .common import summarise_runs
+    from .worker import recall
 
     out = {}
     for ci, c in enumerate(cases):
@@ -249,9 +249,9 @@ def text_encoder_latency(n: int = 40, repeats: int = 3, echo=print) -> dict:
     rng = np.random.default_rng(0)
     runs = []
     enc.encode_text(["warm up the tokenizer"])
-    for r in range(repeats):
+    for _ in range(repeats):
         lat = []
-        for i in range(n):
+        for _ in range(n):
             # a nonce: the text tower caches what it has encoded (also across sizes in one run)
             text = " ".join(rng.choice(words, int(rng.integers(2, 6)))) + f" #{time.perf_counter_ns()}"
             t0 = time.perf_counter()
@@ -328,7 +328,7 @@ def _run(n_vectors: int, *, smoke: bool = False, root: Path | None = None, metho
     import faiss
 
     root = Path(root or DEFAULT_ROOT)
-    methods = list(methods or ["ours", "numpy", "duckdb_vss"])
+    methods = list(methods or ["ours", "ours_disk", "numpy", "duckdb_vss"])
     if smoke:
         root = Path(tempfile.mkdtemp(prefix="glb-bench-smoke-"))
         os.environ["GLB_QUANT_MIN_ROWS"] = "2000"  # exercise the quantised path (workers read it
@@ -380,11 +380,20 @@ def _run(n_vectors: int, *, smoke: bool = False, root: Path | None = None, metho
     np.savez(spec_file, **spec)
     spec_loaded = {**spec, "cases": cases}
     methods_out = {}
-    if "ours" in methods:
-        result["loadavg_ours"] = loadavg()
-        o = _worker("ours", spec_file, echo)
+    for m, worker in (("ours", "ours"), ("ours_disk", "ours_disk"), ("ours_gpu", "ours_gpu")):
+        if m not in methods:
+            continue
+        if m == "ours_gpu":
+            from engine.retrieval.gpu import gpu_count
+
+            if gpu_count() == 0:
+                methods_out[m] = {"skipped": "no GPU: faiss here has no CUDA build or sees no device "
+                                             "(pip install '.[gpu]' on a CUDA host)"}
+                continue
+        result[f"loadavg_{m}"] = loadavg()
+        o = _worker(worker, spec_file, echo)
         mem = o["memory"]
-        methods_out["ours"] = {
+        methods_out[m] = {
             "build_s": round(built["write_s"] + prep.s, 2), "data_reused": built["reused"],
             "write_s": round(built["write_s"], 2), "prepare_s": round(prep.s, 2),
             "prepare_reused_files": bool(prep_info.get("reused")),
@@ -397,7 +406,7 @@ def _run(n_vectors: int, *, smoke: bool = False, root: Path | None = None, metho
                 "disk_derived": round(o["disk"]["vindex"] / n, 1)},
             "memory_detail": mem, "index": o["build"], "selectivity": {}, "filters": {},
             "spatial_candidates": o["spatial"], "duckdb_rtree_build_s": o["duckdb_rtree_build_s"]}
-        _split(methods_out["ours"], o["cases"])
+        _split(methods_out[m], o["cases"])
     if "numpy" in methods:
         result["loadavg_numpy"] = loadavg()
         in_ram = n * data.DIM * 4 <= 4 * 2 ** 30

@@ -17,11 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-import os
+import engine  # before any command loads torch or FAISS: it sets OMP_WAIT_POLICY
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see engine/__init__.py
-
-from .common import Timer, dir_bytes, proc_mem, summarise_runs  # noqa: E402
+from .common import Timer, dir_bytes, proc_mem, summarise_runs
 
 EPOCH = dt.date(1970, 1, 1)
 NONE_DAY = -(2 ** 31)
@@ -106,10 +104,14 @@ def _run_cases(spec, search_one, timed) -> dict:
     return out
 
 
-def ours(spec_path, out_path) -> None:
+def ours(spec_path, out_path, lists_on_disk: bool = False, gpu: bool = False) -> None:
+    """`lists_on_disk`: the IVF lists memory-mapped from disk (engine/retrieval/ondisk.py)
+    whatever their size; `gpu`: the vector index on the GPU (engine/retrieval/gpu.py), else
+    always the CPU path. The spatial comparison is left to the plain run."""
+    import dataclasses
+
     import faiss
 
-    import engine
     from engine.retrieval.filters import Filters
 
     spec = load_spec(spec_path)
@@ -117,12 +119,17 @@ def ours(spec_path, out_path) -> None:
     if n_threads:
         faiss.omp_set_num_threads(n_threads)
     path = spec["index"]
+    config = engine.SearchConfig.from_env()
+    config = dataclasses.replace(config, vectors=dataclasses.replace(config.vectors, use_gpu=int(gpu)))
+    if lists_on_disk:
+        config = dataclasses.replace(config, vectors=dataclasses.replace(config.vectors, lists_ram_budget=1))
+        _ = engine.Index(path, config=config).snapshot.vector_index  # the lists file: built once, not timed
     _trim()
     before = proc_mem()
     opens = []
     for _ in range(int(spec["open_repeats"])):
         with Timer() as t:
-            idx = engine.Index(path, config=engine.SearchConfig.from_env())
+            idx = engine.Index(path, config=config)
             snap = idx.snapshot
             vi = snap.vector_index
         opens.append(t.s)
@@ -152,12 +159,12 @@ def ours(spec_path, out_path) -> None:
     spatial = {}
     case_of = spec["case"]
     duck_build = None
-    want_duck = bool(int(spec["duck_rtree"]))
+    want_duck = bool(int(spec["duck_rtree"])) and not lists_on_disk and not gpu
     if want_duck:
         with Timer() as t:
             con = snap.duck
         duck_build = t.s
-    for ci, c in enumerate(spec["cases"]):
+    for ci, c in enumerate([] if lists_on_disk or gpu else spec["cases"]):
         qs = [i for i in range(len(q)) if int(case_of[i]) == ci and not np.isnan(spec["bbox"][i][0])
               and int(spec["modality"][i]) < 0 and int(spec["start"][i]) == NONE_DAY][:20]
         if not qs:
@@ -177,7 +184,7 @@ def ours(spec_path, out_path) -> None:
             if want_duck:
                 cur = con.cursor()
                 t0 = time.perf_counter()
-                r3 = cur.execute(f"SELECT row FROM tiles WHERE {f.sql()[0]}").fetchnumpy()["row"]
+                cur.execute(f"SELECT row FROM tiles WHERE {f.sql()[0]}").fetchnumpy()
                 d.append((time.perf_counter() - t0) * 1000)
                 cur.close()
         spatial[c] = {"candidates_p50": int(np.median(counts)), "grid_p50_ms": round(float(np.median(g)), 3),
@@ -199,7 +206,6 @@ def duckdb_vss(spec_path, out_path) -> None:
     index (VSS, metric ip) and an R-tree, one SQL query per search."""
     import pyarrow as pa
 
-    from engine.modalities import MODALITIES
     from engine.store.duck import connect
     from engine.store.layout import Layout
     from engine.store.manifest import read_current
@@ -281,4 +287,6 @@ def duckdb_vss(spec_path, out_path) -> None:
 
 if __name__ == "__main__":
     what, spec_path, out_path = sys.argv[1:4]
-    {"ours": ours, "duckdb": duckdb_vss}[what](spec_path, out_path)
+    {"ours": ours, "ours_disk": lambda s, o: ours(s, o, lists_on_disk=True),
+     "ours_gpu": lambda s, o: ours(s, o, gpu=True),
+     "duckdb": duckdb_vss}[what](spec_path, out_path)

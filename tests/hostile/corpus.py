@@ -297,7 +297,7 @@ def _unit(dim=384, seed=0):
 
 def QUERIES() -> list[QueryCase]:
     u = _unit()
-    img = lambda: np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)  # noqa: E731
+    img = lambda: np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
     rgb_wl = [0.665, 0.56, 0.49]
     q = []
     add = q.append

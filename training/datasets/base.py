@@ -172,25 +172,6 @@ def patch_starts(length: int, size: int, stride: int) -> list[int]:
     return starts
 
 
-def fill_invalid(arr: np.ndarray, invalid: np.ndarray) -> np.ndarray:
-    """Replace invalid pixels (NaN / no-data; mask (C,H,W) or (H,W)) by each band's median of
-    the valid ones (0 where a band has none); keeps the dtype."""
-    arr = np.array(arr, copy=True)
-    if invalid.ndim == 2:
-        invalid = np.broadcast_to(invalid, arr.shape)
-    if not invalid.any():
-        return arr
-    for b in range(arr.shape[0]):
-        bad = invalid[b]
-        if bad.any():
-            good = arr[b][~bad]
-            fill = np.median(good) if good.size else 0
-            if arr.dtype.kind in "ui":
-                fill = np.round(fill)
-            arr[b][bad] = np.asarray(fill).astype(arr.dtype)
-    return arr
-
-
 def check_sample(s: Sample) -> Sample:
     """Cheap invariants every dataset's samples must meet (used in _load and in tests)."""
     assert s.pixels.ndim == 3, (s.key, s.pixels.shape)

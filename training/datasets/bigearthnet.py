@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from engine.raster import fill_invalid
+
 from ._text import dedupe, join_words
-from .base import EODataset, Sample, check_sample, fill_invalid, sensor_wavelengths
+from .base import EODataset, Sample, check_sample, sensor_wavelengths
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 SIZE = 120
@@ -127,7 +129,7 @@ class BigEarthNetS1(_BigEarthNet):
             with rasterio.open(d / f"{d.name}_{pol}.tif") as ds:
                 bands.append(ds.read(1).astype(np.float32, copy=False))
         arr = np.stack(bands)
-        arr = fill_invalid(arr, ~np.isfinite(arr))
+        arr = fill_invalid(arr, np.isfinite(arr))
         meta = self._meta(d)
         return check_sample(Sample(
             pixels=arr,

@@ -38,9 +38,10 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from engine.modalities import ELEVATION_UM
+from engine.raster import fill_invalid
 
 from ._text import article, dedupe, join_words, percent
-from .base import AIRBORNE_TEMPLATES, EODataset, Sample, check_sample, fill_invalid, hash_split
+from .base import AIRBORNE_TEMPLATES, EODataset, Sample, check_sample, hash_split
 
 TILE = 64
 MAX_NODATA = 0.10
@@ -230,7 +231,7 @@ class Elevation(EODataset):
     def _tile(self, path: str, r: int, c: int) -> tuple[np.ndarray, tuple, dict]:
         z, invalid, px, geo = _read_scene(path)
         t = z[r:r + TILE, c:c + TILE]
-        t = fill_invalid(t[None], invalid[r:r + TILE, c:c + TILE][None])
+        t = fill_invalid(t[None], ~invalid[r:r + TILE, c:c + TILE][None])
         return t, px, geo
 
     def _load(self, rec):

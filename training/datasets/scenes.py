@@ -22,8 +22,10 @@ from functools import lru_cache
 import numpy as np
 import rasterio
 
-from .base import EODataset, Sample, check_sample, fill_invalid, hash_split
+from engine.raster import fill_invalid
 from engine.sensors import get_sensor
+
+from .base import EODataset, Sample, check_sample, hash_split
 
 TILE = 64
 MAX_NODATA = 0.10
@@ -85,9 +87,9 @@ class ScenesUnlabelled(EODataset):
             arr = ds.read(window=rasterio.windows.Window(c, r, TILE, TILE))
         if arr.shape[0] != len(s.wavelengths):
             raise ValueError(f"{p}: {arr.shape[0]} bands, sensor {s.name} has {len(s.wavelengths)}")
-        arr = fill_invalid(arr, _invalid(str(p))[r:r + TILE, c:c + TILE])
+        arr = fill_invalid(arr, ~_invalid(str(p))[r:r + TILE, c:c + TILE])
         if arr.dtype.kind == "f":
-            arr = fill_invalid(arr, ~np.isfinite(arr))
+            arr = fill_invalid(arr, np.isfinite(arr))
         return check_sample(Sample(
             pixels=arr,
             wavelengths=s.wavelengths,

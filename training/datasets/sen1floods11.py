@@ -21,8 +21,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from engine.raster import fill_invalid
+
 from ._text import amount_words, dedupe, percent
-from .base import EODataset, Sample, check_sample, fill_invalid, sensor_wavelengths
+from .base import EODataset, Sample, check_sample, sensor_wavelengths
 
 PATCH = 64
 TEST_FROM_COL = 384
@@ -133,7 +135,7 @@ class Sen1Floods11S1(_Sen1Floods11):
         bad = ~np.isfinite(arr)
         if nodata is not None and np.isfinite(nodata):
             bad |= arr == nodata
-        return fill_invalid(arr, bad), "sentinel1"
+        return fill_invalid(arr, ~bad), "sentinel1"
 
 
 class Sen1Floods11S2(_Sen1Floods11):
@@ -151,4 +153,4 @@ class Sen1Floods11S2(_Sen1Floods11):
         if any(names) and names != expected:
             raise ValueError(f"{path}: unexpected band order {names}")
         bad = np.zeros(arr.shape, dtype=bool) if nodata is None else (arr == nodata)
-        return fill_invalid(arr, bad), "sentinel2-l1c"
+        return fill_invalid(arr, ~bad), "sentinel2-l1c"
