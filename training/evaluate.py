@@ -229,6 +229,7 @@ def main(checkpoint: str | None, out: str | None = None, tasks: list[str] | None
 
 if __name__ == "__main__":
     # python -m training.evaluate speed [CHECKPOINT ...]: tiles/s of each checkpoint (default: the
+    # released one; 512 tiles, median of 3),
     # released one), measured one after the other in this process, so the shared machine's load
     # is as alike as it can be between them
     import sys
@@ -239,4 +240,4 @@ if __name__ == "__main__":
         raise SystemExit("usage: python -m training.evaluate speed [CHECKPOINT ...]")
     for ck in sys.argv[2:] or [None]:
         e = load_encoder(ck, device="cpu")
-        print(json.dumps({"identity": e.identity, **measure_speed(e)}))
+        print(json.dumps({"identity": e.identity, **measure_speed(e, tiles=512, repeats=3)}))
