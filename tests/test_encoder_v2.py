@@ -114,9 +114,8 @@ def test_released_checkpoint_identity():
 
 def test_an_index_built_with_v1_keeps_working(tmp_path):
     """Opening it loads the encoder it was built with; adding v2 tiles to it is refused."""
-    from conftest import SMALL_SCENES
-
     import engine
+    from conftest import SMALL_SCENES
     from engine.encoder import load_encoder
     from engine.encoder.factory import V1_CHECKPOINT
     from indexer.runner import IndexOptions, run_index
