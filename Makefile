@@ -53,8 +53,8 @@ lint: install
 test: install browser lint
 	GLB_DATA=$(DATA) $(BIN)/python -m pytest -q
 
-# The released encoder (v2, docs/MODEL_CARD.md): `train` on the CPU, resumable with --resume;
-# `train-gpu` the larger recipe on one GPU; `train-loo-ucm` the leave-UCM-out run.
+# Encoder v2 (glb-effnet-l0, an option beside the default v1; docs/MODEL_CARD.md): `train`
+# on the CPU, resumable with --resume; `train-gpu` the larger recipe on one GPU; `train-loo-ucm` the leave-UCM-out run.
 # `train-v1` is the v1 (glb-vit-s8) recipe, its ablations and leave-Harvey-out run below.
 # Tables land in runs/<name>/eval/.
 train: install

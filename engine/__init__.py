@@ -1,10 +1,13 @@
 """GeoLangBind engine: encoder, store and search. Imports nothing from indexer, ui or training.
 
     import engine
-    enc = engine.load_encoder()
-    idx = engine.open("path/to/index")            # or engine.open(path, config=engine.SearchConfig(...))
+    enc = engine.load_encoder()            # ours; or by registry name (engine/encoder/encoders.toml):
+    enc = engine.load_encoder("dofa-clip-b16-224", weights="DIR")   # the paper's weights, user-supplied
+    idx = engine.open("path/to/index")     # queries use the encoder the index was built with;
+                                           # or engine.open(path, config=engine.SearchConfig(...))
     idx.search("flooded farmland", bbox=(min_lon, min_lat, max_lon, max_lat), k=20)
     engine.search("flooded farmland", bbox=(...), index="path/to/index")
+    engine.write_results(results, "found.parquet")   # or .geojson / .csv (engine/export.py)
 
 The search side (DuckDB, FAISS, shapely, geopandas) is imported on first use, so code that only
 needs the encoder (training, a GPU box) does not need those libraries installed.
@@ -36,7 +39,9 @@ _LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".retrieval
          "open_index": ".retrieval.index", "search": ".retrieval.index", "open": ".retrieval.index",
          "SearchConfig": ".retrieval.config", "PlannerConfig": ".retrieval.config",
          "VectorIndexConfig": ".retrieval.config", "check_k": ".retrieval.index",
-         "parse_wavelengths": ".sensors"}
+         "parse_wavelengths": ".sensors",
+         "parse_bbox": ".geo", "parse_region": ".geo", "bbox_geometry": ".geo",
+         "export_results": ".export", "write_results": ".export"}
 
 
 def __getattr__(name: str):
@@ -53,5 +58,5 @@ def __getattr__(name: str):
 __all__ = ["CheckpointError", "CorruptIndexError", "Encoder", "EncoderMismatchError", "GLBError",
            "Index", "IndexLockedError", "IndexNotFoundError", "IndexWriteError", "InputError",
            "MODALITIES", "PlannerConfig", "RasterError", "SearchConfig", "UnknownSensorError",
-           "VectorIndexConfig", "check_k", "load_encoder", "open", "open_index", "parse_wavelengths",
-           "search"]
+           "VectorIndexConfig", "bbox_geometry", "check_k", "export_results", "load_encoder", "open",
+           "open_index", "parse_bbox", "parse_region", "parse_wavelengths", "search", "write_results"]

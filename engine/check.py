@@ -33,6 +33,7 @@ from .render import JPEG_MAGIC
 from .store.layout import Layout
 from .store.manifest import read_current, read_scenes, read_tombstones
 from .store.segment import read_tiles, read_vectors
+from .store.verify import segment_damage
 
 MAX_EXAMPLES = 3
 
@@ -106,6 +107,7 @@ def check_index(path: str | Path, *, search: bool = True) -> tuple[list[str], di
     for info in m.segments:
         name = info.name
         d = layout.segment(name)
+        problems += segment_damage(layout, info)  # the lines every command prints (verify.py)
         try:
             tiles = read_tiles(layout, name)
             vec = read_vectors(layout, name, mmap=True)
@@ -180,9 +182,31 @@ def check_index(path: str | Path, *, search: bool = True) -> tuple[list[str], di
 
     if readable and len(readable) == len(m.segments):
         problems += _check_in_duckdb(layout, m, readable, dead_t)
+    derived = derived_problems(layout, m, readable, dim)
+    stats["derived_damaged"] = len(derived)
+    problems += [f"vindex/{p.name}: search cache out of step with the store ({why}); searches "
+                 f"rebuild it, `glb check --repair` does now" for p, why in derived]
     if search and not problems and len(all_live):
         problems += _check_search(path, len(all_live), first_vec)
     return problems, stats
+
+
+def derived_problems(layout: Layout, m, segments, dim: int) -> list[tuple[Path, str]]:
+    """Derived search files in vindex/ (tile records, quantiser, codes) that do not match
+    the segments they are made from, checked in full."""
+    from .retrieval import vectors
+    from .retrieval.snapshot import arrow_tiles_path, arrow_tiles_problem
+
+    out = []
+    for info in segments:
+        path = arrow_tiles_path(layout, info.name)
+        if path.is_file():
+            why = arrow_tiles_problem(layout, info.name)
+            if why:
+                out.append((path, why))
+    if dim:
+        out += vectors.derived_problems(layout.root, [(s.name, s.n_rows) for s in segments], dim)
+    return out
 
 
 def _group(keys: list, values: np.ndarray):

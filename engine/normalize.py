@@ -12,7 +12,11 @@ product. Rules, in order of precedence:
   >= 0 is linear power, converted to dB first;
 - elevation: relief only: (z - tile mean) / 50 m through asinh, so flat plains are ~0 and
   mountains saturate gently; absolute height says little about what is on the ground.
-Then a fixed standardisation ((x - 0.35) / 0.25) and clipping to a sane range.
+Then the encoder's own standardisation (its registry entry's `normalisation`, see `normalise`):
+- "glb" (ours): (x - 0.35) / 0.25, clipped to a sane range;
+- "siglip" (DOFA-CLIP): the 8-bit-scaled pixels the authors trained on, mapped to [-1, 1]
+  (mean = std = 0.5) for every modality: unit values clipped to [0, 1], then 2x - 1. Elevation
+  relief (signed) is shown as grey levels around mid-grey first (0.5 + relief / 6).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def to_unit_scale(x: np.ndarray, modality: str, value_scale: float | None = None
         raise InputError(f"pixels of dtype {dtype} are not imagery (expected integers or floats)")
     xf = x.astype(np.float32, copy=False)
     if modality == "elevation":
-        mean = xf.mean(axis=(2, 3), keepdims=True)
+        mean = xf.mean(axis=(2, 3), keepdims=True, dtype=np.float64)  # float32 sums overflow near 3e38
         return np.arcsinh((xf - mean) / 50.0).astype(np.float32)
     if value_scale:
         return xf / np.float32(value_scale)
@@ -56,3 +60,20 @@ def to_unit_scale(x: np.ndarray, modality: str, value_scale: float | None = None
 
 def standardise(unit: np.ndarray) -> np.ndarray:
     return np.clip((unit - 0.35) / 0.25, -4.0, 8.0).astype(np.float32)
+
+
+def siglip_standardise(unit: np.ndarray, modality: str) -> np.ndarray:
+    if modality == "elevation":
+        unit = 0.5 + unit / 6.0
+    return (np.clip(unit, 0.0, 1.0) * 2.0 - 1.0).astype(np.float32)
+
+
+def normalise(x: np.ndarray, modality: str, value_scale: float | None = None,
+              rule: str = "glb") -> np.ndarray:
+    """(B, C, H, W) pixels as stored -> the encoder's input values, by the encoder's rule."""
+    unit = to_unit_scale(x, modality, value_scale)
+    if rule == "glb":
+        return standardise(unit)
+    if rule == "siglip":
+        return siglip_standardise(unit, modality)
+    raise InputError(f"normalisation rule {rule!r} is unknown (known: glb, siglip)")

@@ -49,6 +49,23 @@ def _rasterio():
     return rasterio
 
 
+def _gdal_path(p: Path):
+    """GDAL takes paths as UTF-8 text: a file name that is not valid UTF-8 (bytes Python holds
+    as surrogates) is opened through a symlink with a plain name in a private temporary folder.
+    -> (path to open, folder to delete afterwards or None)."""
+    try:
+        str(p).encode("utf-8")
+        return p, None
+    except UnicodeEncodeError:
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="glb-open-")
+        suffix = "".join(c for c in p.suffix if c.isascii() and (c.isalnum() or c == "."))
+        alias = Path(folder) / f"scene{suffix}"
+        os.symlink(os.fsencode(p.resolve()), os.fsencode(alias))
+        return alias, folder
+
+
 @contextmanager
 def open_raster(source: str | Path | bytes, *, name: str | None = None):
     """Yield (dataset, RasterInfo) or raise RasterError naming the file and what is wrong."""
@@ -56,7 +73,7 @@ def open_raster(source: str | Path | bytes, *, name: str | None = None):
     from rasterio.errors import RasterioError
 
     label = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "upload")
-    memfile = None
+    memfile = alias_dir = None
     if isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
             raise RasterError(f"{label}: empty file (0 bytes)")
@@ -67,6 +84,10 @@ def open_raster(source: str | Path | bytes, *, name: str | None = None):
         memfile = MemoryFile(bytes(source))
         opener = lambda: memfile.open(driver=UPLOAD_DRIVERS)
         size = len(source)
+    elif isinstance(source, str) and source.startswith("/vsicurl/"):
+        # a remote cloud-optimised GeoTIFF: GDAL reads it with HTTP range requests
+        size = None
+        opener = lambda: rasterio.open(source)
     else:
         p = Path(source)
         if not p.exists():
@@ -80,7 +101,8 @@ def open_raster(source: str | Path | bytes, *, name: str | None = None):
             raise RasterError(f"{label}: empty file (0 bytes)")
         if not os.access(p, os.R_OK):
             raise RasterError(f"{label}: not readable (permission denied)")
-        opener = lambda: rasterio.open(p)
+        gdal_path, alias_dir = _gdal_path(p)
+        opener = lambda: rasterio.open(gdal_path)
     try:
         try:
             ds = opener()
@@ -95,6 +117,10 @@ def open_raster(source: str | Path | bytes, *, name: str | None = None):
             info = _check(ds, label, size)
             yield ds, info
     finally:
+        if alias_dir is not None:
+            import shutil
+
+            shutil.rmtree(alias_dir, ignore_errors=True)
         if memfile is not None:
             memfile.close()
 
@@ -168,8 +194,37 @@ def check_georeferenced(ds, info: RasterInfo) -> None:
         why = str(e).split("{")[0].strip(" '") or type(e).__name__  # not PROJ's JSON dump
         raise RasterError(f"{info.path}: its bounds cannot be put in longitude/latitude ({why[:120]}; "
                           f"CRS {' '.join(ds.crs.to_string().split())[:80]})") from None
-    if not all(np.isfinite(b)) or b[1] < -90.001 or b[3] > 90.001 or b[0] < -180.001 or b[2] > 180.001:
+    if not all(np.isfinite(b)) or not on_the_earth(b, ds.crs, t):
         raise RasterError(f"{info.path}: geotransform puts it outside the Earth (bounds {tuple(round(v, 3) for v in b)})")
+
+
+def on_the_earth(b, crs, t) -> bool:
+    """Lon/lat bounds that land on the Earth. Geographic grids may run past 180° (0..360
+    grids, tiles across the antimeridian such as 179..181, half-pixel-shifted global grids
+    -180.125..179.875, -90.125..90.125): up to one full turn wide and one pixel beyond a
+    pole; their footprints are wrapped and cut (engine/geo.py)."""
+    if b[1] >= -90.001 and b[3] <= 90.001 and b[0] >= -180.001 and b[2] <= 180.001:
+        return True
+    if crs is None or not crs.is_geographic:
+        return False
+    px, py = abs(t.a) + abs(t.b), abs(t.d) + abs(t.e)
+    return (b[2] - b[0] <= 360.0 + px + 1e-9 and -540.0 <= b[0] and b[2] <= 540.0
+            and b[1] >= -90.0 - py - 1e-9 and b[3] <= 90.0 + py + 1e-9)
+
+
+def scene_bounds(b) -> tuple[float, float, float, float]:
+    """A scene's lon/lat bounds as stored: within [-180, 180] x [-90, 90]; a scene whose
+    longitudes run past 180° (geographic grids: 179..181, 0..360) gets the full longitude
+    range when it crosses the antimeridian (its tiles' footprints are exact)."""
+    x0, y0, x1, y1 = (float(v) for v in b)
+    y0, y1 = max(-90.0, y0), min(90.0, y1)
+    if x0 >= -180.0 and x1 <= 180.0:
+        return x0, y0, x1, y1
+    shift = 360.0 * np.floor((x0 + 180.0) / 360.0)
+    x0, x1 = x0 - shift, x1 - shift
+    if x1 <= 180.0:
+        return x0, y0, x1, y1
+    return -180.0, y0, 180.0, y1
 
 
 def layout_of(ds, info: RasterInfo, override: dict | None = None) -> BandLayout:

@@ -28,11 +28,19 @@ def _stretch(x: np.ndarray, valid: np.ndarray | None = None, limits=None) -> np.
     lo, hi = limits if limits is not None else _limits(x, valid)
     if hi <= lo:
         hi = lo + 1e-6
-    return (np.clip((x - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    with np.errstate(invalid="ignore", over="ignore"):  # no-data (NaN, Inf) is painted over
+        y = np.clip((x - lo) / (hi - lo), 0, 1)
+    return (np.nan_to_num(y, nan=0.0) * 255).astype(np.uint8)
 
 
 def _hillshade(z: np.ndarray) -> np.ndarray:
-    gy, gx = np.gradient(z.astype(np.float32))
+    z = z.astype(np.float32)
+    ok = np.isfinite(z)
+    if not ok.all():  # no-data is painted over; a flat fill keeps it from shading its neighbours
+        fill = float(np.median(z[ok].astype(np.float64))) if ok.any() else 0.0  # float64: no overflow at 3e38
+        z = np.where(ok, z, np.float32(fill))
+    with np.errstate(over="ignore", invalid="ignore"):
+        gy, gx = np.gradient(z)
     slope = np.pi / 2 - np.arctan(np.hypot(gx, gy))
     aspect = np.arctan2(-gx, gy)
     az, alt = np.radians(315), np.radians(45)
@@ -41,8 +49,13 @@ def _hillshade(z: np.ndarray) -> np.ndarray:
 
 
 def display_channels(arr: np.ndarray, wavelengths, modality: str) -> np.ndarray:
-    """(C, H, W) raw -> (3, H, W) float32 display values before stretching."""
-    arr = np.asarray(arr)
+    """(C, H, W) raw -> (3, H, W) float32 display values before stretching (float64 beyond
+    float32's range becomes Inf, which counts as no-data, without a warning)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _display_channels(np.asarray(arr), wavelengths, modality)
+
+
+def _display_channels(arr: np.ndarray, wavelengths, modality: str) -> np.ndarray:
     wl = np.asarray(wavelengths, dtype=float)
     if modality == "elevation":
         z = arr[0].astype(np.float32)

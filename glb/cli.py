@@ -11,7 +11,9 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -27,7 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ix = sub.add_parser("index", help="index scenes and chip collections (incremental)")
-    ix.add_argument("paths", nargs="+", help="files or folders")
+    ix.add_argument("paths", nargs="*", help="files or folders")
+    ix.add_argument("--stac", action="append", metavar="CATALOG",
+                    help="a STAC catalogue, collection or item (file or http(s) URL) whose image "
+                         "assets to index; repeatable")
     ix.add_argument("--index", default=DEFAULT_INDEX, help="index folder (created if missing)")
     ix.add_argument("--rules", help="TOML rules: sensors, dates, chip locations, skips")
     ix.add_argument("--sensor", help="sensor of every file (see `glb sensors`)")
@@ -39,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     ix.add_argument("--batch-size", type=int, default=64)
     ix.add_argument("--commit-every", type=int, default=2048, help="tiles per commit")
     ix.add_argument("--prune", action="store_true", help="remove indexed files that no longer exist")
-    ix.add_argument("--checkpoint", help="encoder checkpoint (default: the released one)")
+    ix.add_argument("--checkpoint", help="our encoder's checkpoint file (default: the released one)")
+    ix.add_argument("--encoder", help="encoder name (see `glb encoders`; default: the one an existing "
+                                      "index was built with, else ours)")
+    ix.add_argument("--weights", help="the encoder's weights folder (or its environment variable, "
+                                      "see `glb encoders`)")
     ix.add_argument("--quiet", action="store_true", help="no progress bar")
     ix.add_argument("--json", action="store_true", help="print the run report as JSON")
     ix.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
@@ -61,8 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--image", help="query image file (GeoTIFF, PNG, JPEG)")
     se.add_argument("--image-sensor", help="sensor of --image when its metadata does not say")
     se.add_argument("--image-wavelengths", help="band centres (µm) of --image")
-    se.add_argument("--checkpoint")
-    se.add_argument("--json", action="store_true", help="GeoJSON FeatureCollection on stdout")
+    se.add_argument("--checkpoint", help="our encoder's checkpoint, where the index used another")
+    se.add_argument("--weights", help="weights folder of the encoder the index was built with "
+                                      "(default: its environment variable, else the recorded folder)")
+    se.add_argument("--json", action="store_true", help="GeoJSON FeatureCollection on stdout (= --format geojson)")
+    se.add_argument("--format", choices=["table", "geojson", "csv", "parquet"],
+                    help="output: a table (default), GeoJSON, CSV or GeoParquet")
+    se.add_argument("--out", help="write the results to this file (format from its suffix "
+                                  "unless --format says): .geojson, .csv, .parquet")
 
     inf = sub.add_parser("info", help="what an index holds")
     inf.add_argument("--index", default=DEFAULT_INDEX)
@@ -71,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="verify an index's invariants")
     ck.add_argument("--index", default=DEFAULT_INDEX)
     ck.add_argument("--json", action="store_true")
+    ck.add_argument("--repair", action="store_true",
+                    help="bring a damaged index back to a consistent generation: drop what cannot "
+                         "be recovered (the next `glb index` indexes those files again), re-derive "
+                         "what can; prints what it did")
 
     sub.add_parser("sensors", help="list known sensors and their bands")
 
@@ -78,14 +97,23 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--index", default=DEFAULT_INDEX)
     ui.add_argument("--port", type=int, default=8501)
     ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--weights", help="weights folder of the encoder the index was built with")
+
+    sub.add_parser("encoders", help="list the encoders (name, weights, input size, licence)")
 
     tr = sub.add_parser("train", help="train the encoder")
     tr.add_argument("--config", default="training/configs/cpu-default.json")
     tr.add_argument("--out", help="run folder (default runs/<config name>)")
     tr.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint on the held-out splits")
-    ev.add_argument("--checkpoint", help="default: the released one")
+    ev = sub.add_parser("eval", help="evaluate an encoder on the held-out splits")
+    ev.add_argument("--checkpoint", help="our encoder's checkpoint (default: the released one)")
+    ev.add_argument("--encoder", help="encoder name (see `glb encoders`)")
+    ev.add_argument("--weights", help="the encoder's weights folder")
+    ev.add_argument("--paper", metavar="DIR",
+                    help="also run the paper-comparable zero-shot benchmark on DIR/<dataset>/<class>/"
+                         "<image> (layout: docs/MODEL_CARD.md)")
+    ev.add_argument("--paper-only", action="store_true", help="with --paper: skip our held-out table")
     ev.add_argument("--out", help="write the table (markdown and JSON) here")
     ev.add_argument("--tasks", help="comma-separated subset")
     ev.add_argument("--quick", action="store_true",
@@ -102,8 +130,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_NUMBER_LIST = re.compile(r"^-(\d|\.\d)")
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string, in every subcommand, that takes one value."""
+    out = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out |= _value_options(sub)
+        elif action.option_strings and action.nargs is None:
+            out.update(action.option_strings)
+    return out
+
+
+def _attach_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`--bbox -77.06,38.80,-77.04,38.82` as users type it: argparse takes a value that starts
+    with a minus for an option unless it is one plain number, so a coordinate list is joined to
+    its option (`--bbox=-77.06,...`) before parsing."""
+    takes_value = _value_options(parser)
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in takes_value and i + 1 < len(argv) and _NUMBER_LIST.match(argv[i + 1]):
+            out.append(f"{tok}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(_attach_negative_values(parser, sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     # GDAL's notes about odd-but-readable TIFF tags are noise to a user; real failures raise.
@@ -136,9 +197,41 @@ def _one_line(text: str) -> str:
 
 
 def _encoder(args):
-    from engine.encoder import load_encoder
+    """The encoder a command asked for: --encoder NAME [--weights DIR] (a folder encoder's
+    weights also from its environment variable); `glb index` into an existing index without
+    --encoder uses the encoder that index was built with."""
+    from engine.encoder import get_spec, load_encoder, weights_from_env
+    from engine.encoder.factory import load_encoder_for_index
 
-    return load_encoder(getattr(args, "checkpoint", None))
+    name = getattr(args, "encoder", None)
+    weights = getattr(args, "weights", None)
+    checkpoint = getattr(args, "checkpoint", None)
+    if name is None and args.command == "index":
+        recorded = _recorded_encoder(args.index)
+        if recorded is not None:
+            return load_encoder_for_index(recorded, index=args.index, weights=weights,
+                                          checkpoint=checkpoint)
+    if name is None:
+        return load_encoder(checkpoint, weights=weights) if checkpoint else load_encoder(weights=weights)
+    spec = get_spec(name)
+    if spec.weights == "folder":
+        weights = weights or weights_from_env(spec)
+    return load_encoder(name, weights=weights or checkpoint)
+
+
+def _recorded_encoder(index) -> dict | None:
+    """The encoder record of an existing index (None where there is no index yet)."""
+    from engine.errors import GLBError
+    from engine.store.layout import Layout
+    from engine.store.manifest import read_current
+
+    layout = Layout(Path(index))
+    if not layout.exists():
+        return None
+    try:
+        return read_current(layout).encoder
+    except GLBError:  # unreadable: the writer reports it
+        return None
 
 
 def cmd_index(args) -> int:
@@ -147,6 +240,8 @@ def cmd_index(args) -> int:
     from indexer.reader import TileOptions
     from indexer.runner import IndexOptions, run_index
 
+    if not args.paths and not args.stac:
+        raise InputError("give files or folders to index, or --stac CATALOG")
     if args.tile_size < 16:
         raise InputError(f"--tile-size {args.tile_size} is below the minimum of 16")
     stride = args.stride if args.stride is not None else args.tile_size
@@ -165,7 +260,7 @@ def cmd_index(args) -> int:
     opts = IndexOptions(TileOptions(args.tile_size, stride, args.max_nodata, args.batch_size),
                         prune=args.prune, commit_every=args.commit_every,
                         progress=not args.quiet and sys.stderr.isatty())
-    echo = lambda m: print(m, file=sys.stderr)
+    echo = lambda m: print(_one_line(m), file=sys.stderr)
     distributor = None
     if args.ray is not None:
         from indexer.ray_distributor import RayDistributor, parse_ray_flag
@@ -176,9 +271,11 @@ def cmd_index(args) -> int:
     # is refused at once instead of after loading a model.
     report = run_index(args.paths, args.index, rules_file=args.rules, override=override,
                        options=opts, encoder=lambda: _encoder(args), echo=echo,
-                       distributor=distributor)
+                       distributor=distributor, stac=args.stac)
     for line in report.failed:
         print(f"glb index: failed: {_one_line(line)}", file=sys.stderr)
+    for line in report.notes:
+        print(f"glb index: note: {_one_line(line)}", file=sys.stderr)
     if report.missing:
         print(f"glb index: {report.missing} indexed files no longer exist; --prune removes them",
               file=sys.stderr)
@@ -186,7 +283,7 @@ def cmd_index(args) -> int:
         d = dict(report.__dict__)
         print(json.dumps(d, default=str, indent=1))
     else:
-        print(report.summary())
+        print(_one_line(report.summary()))
     if report.interrupted:
         return 130
     return 0 if not report.failed else 1
@@ -200,7 +297,8 @@ def cmd_search(args) -> int:
             args.text.encode("utf-8")
         except UnicodeEncodeError:
             raise InputError("query text is not valid UTF-8") from None
-    idx = engine.open(args.index, checkpoint=args.checkpoint, config=engine.SearchConfig.from_env())
+    idx = engine.open(args.index, checkpoint=args.checkpoint, weights=args.weights,
+                      config=engine.SearchConfig.from_env())
     kw = dict(bbox=args.bbox, region=args.region, k=args.k, modality=args.modality,
               sensor=args.sensor, start=args.start, end=args.end)
     if args.image:
@@ -216,13 +314,25 @@ def cmd_search(args) -> int:
         res = idx.search(args.text, **kw)
     else:
         raise InputError("give a query: TEXT, --tile-id or --image")
-    if args.json:
-        out = res.copy()
-        out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d")
-        fc = json.loads(out.to_json(drop_id=True, na="null"))
-        fc["query"] = {"text": args.text, "tile_id": args.tile_id, "image": args.image, "k": args.k,
-                       "bbox": args.bbox, "plan": res.attrs.get("plan")}
-        print(json.dumps(fc))
+    fmt = "geojson" if args.json and not args.format else args.format
+    if args.out or fmt in ("geojson", "csv", "parquet"):
+        from engine.export import export_results, format_for, write_results
+
+        query = {"text": args.text, "tile_id": args.tile_id, "image": args.image, "k": args.k,
+                 "bbox": args.bbox, "plan": res.attrs.get("plan")}
+        if args.out:
+            fmt = format_for(args.out, fmt if fmt != "table" else None)
+            write_results(res, args.out, fmt, query=query)
+            print(f"{len(res)} results written to {args.out} ({fmt})", file=sys.stderr)
+            return 0
+        if fmt == "parquet" and sys.stdout.isatty():
+            raise InputError("--format parquet writes binary: give --out FILE or redirect stdout")
+        data = export_results(res, fmt, query=query)
+        if fmt == "parquet":
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            print(data.decode())
     else:
         if res.empty:
             print("no results")
@@ -230,6 +340,8 @@ def cmd_search(args) -> int:
         cols = ["rank", "score", "modality", "sensor", "acquired", "scene", "tile_id"]
         out = res[cols].copy()
         out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d").fillna("")
+        for c in ("modality", "sensor", "scene"):  # names come from files: never raw escapes
+            out[c] = out[c].map(lambda v: _one_line(str(v)))
         print(out.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
@@ -240,22 +352,48 @@ def cmd_info(args) -> int:
         print(json.dumps(info))
     else:
         for k, v in info.items():
-            print(f"{k:>22}: {v}")
+            print(f"{k:>22}: {_one_line(str(v))}")
     return 0
 
 
 def cmd_check(args) -> int:
     from engine.check import check_index
 
+    if args.repair:
+        return _repair(args)
     problems, stats = check_index(args.index)
     if args.json:
         print(json.dumps({"ok": not problems, "problems": problems, **stats}))
     else:
         for p in problems:
             print(f"glb check: {_one_line(p)}", file=sys.stderr)
-        print(f"{args.index}: {'OK' if not problems else f'{len(problems)} problems'} "
+        if problems and os.path.isdir(os.path.join(args.index, "manifests")):
+            print(f"glb check: to repair: glb check --repair --index {_one_line(str(args.index))} "
+                  f"(drops what cannot be recovered; the next `glb index` indexes those files "
+                  f"again)", file=sys.stderr)
+        print(f"{_one_line(str(args.index))}: {'OK' if not problems else f'{len(problems)} problems'} "
               f"({stats.get('tiles', 0)} tiles, generation {stats.get('generation')})")
     return 0 if not problems else 1
+
+
+def _repair(args) -> int:
+    from engine.check import check_index
+    from engine.repair import repair_index
+
+    report = repair_index(args.index)
+    stats = check_index(args.index, search=False)[1]
+    if args.json:
+        print(json.dumps({"ok": not report.problems_after, **report.__dict__, **stats}, default=str))
+    else:
+        for a in report.actions:
+            print(f"repaired: {_one_line(a)}")
+        for p in report.problems_after:
+            print(f"glb check: {_one_line(p)}", file=sys.stderr)
+        state = "OK" if not report.problems_after else f"{len(report.problems_after)} problems left"
+        what = "nothing to repair" if not report.actions else f"{len(report.actions)} repairs"
+        print(f"{args.index}: {what}; {state} ({stats.get('tiles', 0)} tiles, generation "
+              f"{stats.get('generation')})")
+    return 0 if not report.problems_after else 1
 
 
 def cmd_sensors(args) -> int:
@@ -270,6 +408,13 @@ def cmd_sensors(args) -> int:
 def cmd_ui(args) -> int:
     from ui.launch import launch
 
+    if args.weights:  # the page opens the index with engine.open: hand it the folder the same way
+        from engine.encoder import get_spec
+
+        recorded = _recorded_encoder(args.index) or {}
+        spec = get_spec(recorded.get("encoder") or "glb-vit-s8")
+        if spec.weights_env:
+            os.environ[spec.weights_env] = str(Path(args.weights).expanduser().resolve())
     return launch(args.index, host=args.host, port=args.port)
 
 
@@ -283,7 +428,20 @@ def cmd_eval(args) -> int:
     from training.evaluate import main as eval_main
 
     return eval_main(args.checkpoint, out=args.out, tasks=args.tasks.split(",") if args.tasks else None,
+                     encoder=_encoder(args), paper=args.paper, paper_only=args.paper_only,
                      quick=args.quick)
+
+
+def cmd_encoders(args) -> int:
+    from engine.encoder import get_spec, list_encoders
+
+    for name in list_encoders():
+        s = get_spec(name)
+        where = ("bundled" if s.weights == "bundled" else
+                 f"folder: --weights DIR or {s.weights_env}=DIR")
+        print(f"{name:<20} {s.image_size:>4} px  {s.normalisation:<7} {where}\n{'':<20} {s.description}\n"
+              f"{'':<20} licence: {s.licence}; source: {s.source}")
+    return 0
 
 
 def cmd_bench(args) -> int:
@@ -299,7 +457,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "check": cmd_check,
-            "sensors": cmd_sensors, "ui": cmd_ui, "train": cmd_train, "eval": cmd_eval,
+            "sensors": cmd_sensors, "encoders": cmd_encoders, "ui": cmd_ui, "train": cmd_train, "eval": cmd_eval,
             "bench": cmd_bench}
 
 if __name__ == "__main__":

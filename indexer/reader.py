@@ -18,15 +18,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import shapely
 import torch
 from shapely.geometry import Polygon, box
 
 from engine.errors import GLBError, RasterError
-from engine.geo import footprint_4326
-from engine.raster import check_georeferenced, fill_invalid, gdal_reason, layout_of, open_raster, read_window
+from engine.geo import densified_ring, footprint_4326, needs_more_points
+from engine.raster import (
+    check_georeferenced,
+    fill_invalid,
+    gdal_reason,
+    layout_of,
+    open_raster,
+    read_window,
+    scene_bounds,
+)
 from engine.render import jpeg_bytes, png_bytes, stretch_limits, to_rgb8
 from engine.sensors import BandLayout
+from engine.store.layout import display_text
 from engine.store.writer import scene_id_for, tile_id_for
 
 from .sources import Source, content_change, file_fingerprint, sha256_of
@@ -73,14 +81,14 @@ class UnitDone:
 
 
 def display_name(path: Path) -> str:
-    return "/".join(path.parts[-2:])
+    return display_text("/".join(path.parts[-2:]))  # a name that is not UTF-8: its bytes as \xNN
 
 
 def _scene_record(source: Source, sha: str, lay: BandLayout, crs: str | None, bounds) -> dict:
-    size, mtime = file_fingerprint(source.path)
+    size, mtime = file_fingerprint(source)
     return {
-        "scene_id": scene_id_for(str(source.path), sha), "path": str(source.path),
-        "scene": display_name(source.path), "kind": source.kind, "size": size,
+        "scene_id": scene_id_for(source.key, sha), "path": source.key,
+        "scene": source.display or display_name(source.path), "kind": source.kind, "size": size,
         "mtime_ns": mtime, "sha256": sha, "sensor": lay.sensor, "modality": lay.modality,
         "acquired": lay.acquired, "n_tiles": 0, "segment": None, "crs": crs,
         "evidence": lay.evidence,
@@ -137,17 +145,17 @@ def read_scene(unit: int, source: Source, encoder, opts: TileOptions, result: Sc
 
     from rasterio.warp import transform_bounds
 
-    with open_raster(source.path) as (ds, info):
+    with open_raster(source.key, name=source.label) as (ds, info):
         check_georeferenced(ds, info)
         lay = layout_of(ds, info, source.override)
         indexes = list(lay.band_indexes) if lay.band_indexes else None
         if min(info.width, info.height) < MIN_TILE:
-            raise RasterError(f"{source.path}: {info.width}x{info.height} pixels is smaller than "
+            raise RasterError(f"{source.label}: {info.width}x{info.height} pixels is smaller than "
                               f"the {MIN_TILE}-pixel minimum tile side")
-        sha = sha or sha256_of(source.path)
-        bounds = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
+        sha = sha or sha256_of(source)
+        bounds = scene_bounds(transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21))
         record = _scene_record(source, sha, lay, ds.crs.to_string(), bounds)
-        scene_key = f"{source.path}|{sha}"
+        scene_key = f"{source.key}|{sha}"
         overview, limits = _overview(ds, info, lay, indexes)
         overview = {"scene_id": record["scene_id"], "png": overview["png"],
                     "corners": json.dumps(overview["corners"])}
@@ -158,7 +166,7 @@ def read_scene(unit: int, source: Source, encoder, opts: TileOptions, result: Sc
             x, wl = encoder.preprocess(np.stack(pending_x), lay.wavelengths, lay.modality,
                                        lay.value_scale)
             batch = TileBatch(unit, lay, x, wl, list(pending_tiles), list(pending_thumbs),
-                              [str(source.path)] * len(pending_tiles))
+                              [source.key] * len(pending_tiles))
             pending_x.clear(), pending_tiles.clear(), pending_thumbs.clear()
             return batch
 
@@ -166,7 +174,7 @@ def read_scene(unit: int, source: Source, encoder, opts: TileOptions, result: Sc
 
         n_windows = _n_windows(info.width, opts.size, opts.stride) * _n_windows(info.height, opts.size, opts.stride)
         if n_windows > MAX_TILES_PER_SCENE:
-            raise RasterError(f"{source.path}: {info.width}x{info.height} pixels at tile size "
+            raise RasterError(f"{source.label}: {info.width}x{info.height} pixels at tile size "
                               f"{opts.size} and stride {opts.stride} is {n_windows:,} tiles, over the "
                               f"{MAX_TILES_PER_SCENE:,} limit; use a larger --stride")
         pixel_bytes = (len(indexes) if indexes else info.count) * np.dtype(info.dtype).itemsize
@@ -226,19 +234,13 @@ def _strip_groups(row: list, pixel_bytes: int) -> list[list]:
 def footprints_4326(crs, bounds_list: list[tuple]) -> list:
     """`engine.geo.footprint_4326` for many windows of one scene with one GDAL transform call
     (the per-tile call was the reader's largest cost): the same densified rings, their points
-    moved together. A ring that would cross the antimeridian, or comes out invalid, takes
-    footprint_4326 itself (which cuts it there)."""
+    moved together. A ring that leaves [-180, 180], would cross the antimeridian, bends hard
+    (near a pole) or comes out invalid takes footprint_4326 itself (which handles all of it)."""
     from rasterio.warp import transform
 
     if not bounds_list:
         return []
-    rings = []
-    for x0, y0, x1, y1 in bounds_list:
-        x0, x1 = min(x0, x1), max(x0, x1)
-        y0, y1 = min(y0, y1), max(y0, y1)
-        step = max(x1 - x0, y1 - y0) / 8.0
-        ring = shapely.segmentize(box(x0, y0, x1, y1), step) if step > 0 else box(x0, y0, x1, y1)
-        rings.append(shapely.get_coordinates(ring))
+    rings = [densified_ring(b) for b in bounds_list]
     sizes = [len(r) for r in rings]
     xy = np.concatenate(rings)
     lon, lat = (np.asarray(v) for v in transform(crs, "EPSG:4326", xy[:, 0], xy[:, 1]))
@@ -247,7 +249,8 @@ def footprints_4326(crs, bounds_list: list[tuple]) -> list:
         lo, la = lon[start:start + n], lat[start:start + n]
         start += n
         geom = None
-        if np.isfinite(lo).all() and np.isfinite(la).all() and lo.max() - lo.min() <= 180:
+        if np.isfinite(lo).all() and np.isfinite(la).all() and lo.min() >= -180 and lo.max() <= 180 \
+                and lo.max() - lo.min() <= 180 and not needs_more_points(lo, la):
             geom = Polygon(np.column_stack([lo, la]))
         out.append(geom if geom is not None and geom.is_valid else footprint_4326(crs, bounds))
     return out

@@ -71,7 +71,13 @@ class Rule:
                 "value_scale": self.value_scale, "acquired": self.date_for(path)}
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def load_rules(path: str | Path | None) -> list[Rule]:
+    """Parse and check a rules file. Every mistake is one InputError line naming the file, the
+    rule (its number and glob) and the key: nothing is found out half-way through a run."""
     if path is None:
         return []
     p = Path(path)
@@ -79,51 +85,94 @@ def load_rules(path: str | Path | None) -> list[Rule]:
         data = tomllib.loads(p.read_text())
     except FileNotFoundError:
         raise InputError(f"--rules {p}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"--rules {p}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"--rules {p}: not valid TOML ({e})") from None
-    rules = []
-    for i, r in enumerate(data.get("rule", [])):
-        unknown = set(r) - KEYS
-        if unknown:
-            raise InputError(f"--rules {p}: rule {i + 1} has unknown keys {sorted(unknown)}")
-        if "glob" not in r:
-            raise InputError(f"--rules {p}: rule {i + 1} has no glob")
+    unknown = set(data) - {"rule"}
+    if unknown:
+        raise InputError(f"--rules {p}: unknown top-level keys {sorted(unknown)}; rules are "
+                         f"[[rule]] tables")
+    table = data.get("rule", [])
+    if not isinstance(table, list):
+        raise InputError(f"--rules {p}: `rule` must be an array of tables ([[rule]] sections), "
+                         f"got {type(table).__name__}")
+    return [_rule(p, i, r) for i, r in enumerate(table)]
+
+
+def _rule(p: Path, i: int, r) -> Rule:
+    where = f"--rules {p}: rule {i + 1}"
+    if not isinstance(r, dict):
+        raise InputError(f"{where}: expected a table of keys ([[rule]] then key = value lines), "
+                         f"got {type(r).__name__} {str(r)[:40]!r}")
+    unknown = set(r) - KEYS
+    if unknown:
+        raise InputError(f"{where} has unknown keys {sorted(unknown)}")
+    if "glob" not in r:
+        raise InputError(f"{where} has no glob")
+    glob = r["glob"]
+    if not isinstance(glob, str) or not glob:
+        raise InputError(f"{where}: glob must be a non-empty string, got {glob!r}")
+
+    def err(message: str) -> InputError:
+        return InputError(f"{where}: {message} (the rule for glob {glob[:60]!r})")
+
+    def bad(key, want):
+        return err(f"{key} must be {want}, got {type(r[key]).__name__} {str(r[key])[:40]!r}")
+
+    for key in ("sensor", "modality", "date_regex", "locate"):
+        if key in r and not isinstance(r[key], str):
+            raise bad(key, "a string")
+    for key in ("value_scale", "footprint_m"):
+        if key in r and not (_number(r[key]) and r[key] > 0 and r[key] != float("inf")):
+            raise bad(key, "a positive number")
+    if "skip" in r and not isinstance(r["skip"], bool):
+        raise bad("skip", "true or false")
+    try:
         if r.get("sensor"):
             get_sensor(r["sensor"])
         if r.get("modality"):
             check_modality(r["modality"])
-        where = f"--rules {p}: rule {i + 1}"
-        acquired = r.get("acquired")
+        wavelengths = None
+        if "wavelengths" in r:
+            w = r["wavelengths"]
+            if not (isinstance(w, str) or (isinstance(w, list) and all(_number(x) for x in w))):
+                raise bad("wavelengths", "a list of numbers (µm) or a comma-separated string")
+            wavelengths = parse_wavelengths(w)
+    except InputError as e:
+        if str(e).startswith(where):
+            raise
+        raise err(str(e)) from None
+    acquired = r.get("acquired")
+    if acquired is not None:
         if isinstance(acquired, dt.datetime):
             acquired = acquired.date()
         elif isinstance(acquired, str):
             try:
                 acquired = dt.date.fromisoformat(acquired)
             except ValueError:
-                raise InputError(f"{where}: acquired {acquired[:40]!r} is not a date (YYYY-MM-DD)") from None
-        elif acquired is not None and not isinstance(acquired, dt.date):
-            raise InputError(f"{where}: acquired must be a date (YYYY-MM-DD), got {acquired!r}")
-        if r.get("date_regex"):
-            try:
-                groups = re.compile(r["date_regex"]).groupindex
-            except (re.error, TypeError) as e:
-                raise InputError(f"{where}: date_regex is not a regular expression ({e})") from None
-            if "year" not in groups:
-                raise InputError(f"{where}: date_regex needs a (?P<year>...) group")
-        locate = r.get("locate")
-        if locate and not (locate == "lon_lat_name" or locate.startswith("csv:")):
-            raise InputError(f"{where}: locate must be 'lon_lat_name' or 'csv:<file>'")
-        if locate and locate.startswith("csv:"):
-            table = Path(locate[4:])
-            if not table.is_absolute():
-                locate = "csv:" + str((p.parent / table).resolve())
-        rules.append(Rule(
-            glob=r["glob"], sensor=r.get("sensor"),
-            wavelengths=parse_wavelengths(r["wavelengths"]) if r.get("wavelengths") else None,
-            modality=r.get("modality"), value_scale=r.get("value_scale"), acquired=acquired,
-            date_regex=r.get("date_regex"), locate=locate, footprint_m=r.get("footprint_m"),
-            skip=bool(r.get("skip", False))))
-    return rules
+                raise err(f"acquired {acquired[:40]!r} is not a date (YYYY-MM-DD)") from None
+        elif not isinstance(acquired, dt.date):
+            raise err(f"acquired must be a date (YYYY-MM-DD), got {acquired!r}")
+    regex = r.get("date_regex")
+    if regex is not None:
+        try:
+            compiled = re.compile(regex)
+        except re.error as e:
+            raise err(f"date_regex is not a regular expression ({e}): {regex[:60]!r}") from None
+        if "year" not in compiled.groupindex:
+            raise err(f"date_regex needs a (?P<year>...) group (and optionally month, day): {regex[:60]!r}")
+    locate = r.get("locate")
+    if locate and not (locate == "lon_lat_name" or locate.startswith("csv:")):
+        raise err(f"locate must be 'lon_lat_name' or 'csv:<file>', got {locate[:40]!r}")
+    if locate and locate.startswith("csv:"):
+        table = Path(locate[4:])
+        if not table.is_absolute():
+            locate = "csv:" + str((p.parent / table).resolve())
+    return Rule(glob=glob, sensor=r.get("sensor"), wavelengths=wavelengths,
+                modality=r.get("modality"), value_scale=r.get("value_scale"), acquired=acquired,
+                date_regex=regex, locate=locate, footprint_m=r.get("footprint_m"),
+                skip=bool(r.get("skip", False)))
 
 
 def first_match(rules: list[Rule], path: Path) -> Rule | None:

@@ -77,6 +77,7 @@ class RunReport:
     seconds: float = 0.0
     recovered_lock: dict | None = None
     cleaned_files: int = 0
+    notes: list[str] = field(default_factory=list)   # what the walk did not follow (symlinked folders)
     stage_seconds: dict = field(default_factory=dict)   # read / wait / map / write totals
 
     @property
@@ -89,6 +90,8 @@ class RunReport:
              f"-{self.tiles_deleted} tiles in {self.seconds:.1f} s")
         if self.tiles_added and self.seconds > 0:
             s += f" ({self.tiles_added / self.seconds:.0f} tiles/s)"
+        if self.skipped:
+            s += "; skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
         return s + f"; generation {self.generation}"
 
 
@@ -119,22 +122,28 @@ class _Interrupt:
 def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None,
               override: dict | None = None, options: IndexOptions | None = None,
               encoder=None, echo=print, lock: WriterLock | None = None,
-              distributor=None) -> RunReport:
+              distributor=None, stac: list[str] | None = None) -> RunReport:
     """`encoder`: an Encoder, a callable returning one (called once the writer lock is held, so
     a run that cannot write fails before loading a model), or None for the released one.
     `lock`: the index's writer lock when the caller already holds it. `distributor`: where the
     work units run; None: here, through `run_stages`. Otherwise an object whose
     `run(found, writer, encoder, opts, report, echo)` indexes `plan_units(found, writer,
-    report)` elsewhere and stages each unit's outcome (writer.py) into `writer` (issue 13)."""
+    report)` elsewhere and stages each unit's outcome (writer.py) into `writer` (issue 13).
+    `stac`: STAC catalogues, collections or items (files or URLs) whose image assets are
+    indexed too (indexer/stac.py)."""
     opts = options or IndexOptions()
     t0 = time.monotonic()
     # The lock first: a second run started at the same time leaves before walking the archive.
     lock = lock if lock is not None else WriterLock(Path(index_dir)).acquire()
     try:
+        _refuse_damage(Path(index_dir))  # before the model loads: a damaged store stops the run at once
         rules = load_rules(rules_file)
         found = discover(paths, rules, override)
+        for href in stac or []:
+            _add_stac(found, href, override)
         report = RunReport(index=str(index_dir), files=len(found.sources), skipped=found.skipped)
         report.failed.extend(found.problems)
+        report.notes.extend(found.notes)
         if encoder is None:
             from engine.encoder import load_encoder
 
@@ -180,6 +189,38 @@ def run_index(paths: list[str | Path], index_dir: str | Path, *, rules_file=None
         writer.close()
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _refuse_damage(index_dir: Path) -> None:
+    """The writer refuses a damaged live generation (engine/store/verify.py); checked here too,
+    before the encoder loads, so the refusal comes in a second, not after the model."""
+    from engine.store.layout import Layout
+    from engine.store.verify import damaged, generation_damage
+
+    layout = Layout(index_dir)
+    if layout.exists():
+        damage = generation_damage(layout, read_current(layout))
+        if damage:
+            raise damaged(layout, damage)
+
+
+def _add_stac(found, href: str, override: dict | None) -> None:
+    from .stac import discover_stac, gdal_remote_defaults
+
+    sources, problems, skipped = discover_stac(href)
+    cli = {k: v for k, v in (override or {}).items() if v is not None}
+    seen = {s.key for s in found.sources}
+    for src in sources:
+        if src.key in seen:
+            continue
+        seen.add(src.key)
+        src.override.update(cli)  # the command line wins over the catalogue, as over rules
+        found.sources.append(src)
+    if any(s.remote is not None for s in sources):
+        gdal_remote_defaults()
+    found.problems.extend(problems)
+    for reason, n in skipped.items():
+        found.skipped[reason] = found.skipped.get(reason, 0) + n
 
 
 def _write_failed(index_dir, writer: StoreWriter, report: RunReport, e: OSError) -> IndexWriteError:

@@ -25,6 +25,23 @@ class Source:
     override: dict = field(default_factory=dict)
     location: tuple[float, float, float] | None = None
     group: str = ""                            # chips of one group are read and embedded together
+    # STAC assets (indexer/stac.py): what GDAL opens when it is not `path` (/vsicurl/URL), the
+    # version stamp that stands in for a remote file's stat and hash, the display name
+    # (collection/item[/asset]) and the item's identity.
+    gdal_path: str | None = None
+    remote: object | None = None               # stac.RemoteStamp
+    display: str | None = None
+    stac: dict | None = None
+
+    @property
+    def key(self) -> str:
+        """The scene's identity in the index (its `path` column) and what GDAL opens."""
+        return self.gdal_path or str(self.path)
+
+    @property
+    def label(self) -> str:
+        """How messages name it: the file, or a remote asset's URL."""
+        return self.stac["href"] if self.remote is not None and self.stac else str(self.path)
 
 
 @dataclass
@@ -33,11 +50,27 @@ class Discovery:
     problems: list[str]                        # one line each: path and what is wrong
     skipped: dict[str, int]                    # reason -> count (not errors: by rule or by type)
     roots: list[Path]
+    notes: list[str] = field(default_factory=list)  # one line each: what the walk did not follow
 
 
-def _walk(root: Path):
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+def _walk(root: Path, problems: list[str], linked: list[Path]):
+    """Files under root, sorted; hidden files and folders (a leading dot) left out. Symlinks to
+    files are followed (their target is read); symlinked folders are not (a link loop or a link
+    to / would make the walk endless): they are listed in `linked`, and folders that cannot be
+    read in `problems`."""
+    def unreadable(e: OSError) -> None:
+        problems.append(f"{e.filename}: cannot read this folder ({e.strerror}); its files were not indexed")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            if os.path.islink(os.path.join(dirpath, d)):
+                linked.append(Path(dirpath) / d)
+            else:
+                keep.append(d)
+        dirnames[:] = keep
         for f in sorted(filenames):
             if not f.startswith("."):
                 yield Path(dirpath) / f
@@ -45,7 +78,7 @@ def _walk(root: Path):
 
 def discover(paths: list[str | Path], rules: list[Rule], cli_override: dict | None = None) -> Discovery:
     cli_override = {k: v for k, v in (cli_override or {}).items() if v is not None}
-    sources, problems, skipped, roots = [], [], {}, []
+    sources, problems, skipped, roots, notes = [], [], {}, [], []
     seen = set()
 
     def skip(reason: str) -> None:
@@ -59,7 +92,8 @@ def discover(paths: list[str | Path], rules: list[Rule], cli_override: dict | No
         p = p.resolve()
         roots.append(p)
         explicit = p.is_file()
-        for f in ([p] if explicit else _walk(p)):
+        linked: list[Path] = []
+        for f in ([p] if explicit else _walk(p, problems, linked)):
             if f in seen:
                 continue
             seen.add(f)
@@ -85,7 +119,11 @@ def discover(paths: list[str | Path], rules: list[Rule], cli_override: dict | No
                 skip("pictures with no location rule")
             else:
                 skip("not imagery")
-    return Discovery(sources, problems, skipped, roots)
+        for d in linked:
+            skip("symlinked folders (not followed)")
+            notes.append(f"{d}: a symlinked folder, not followed; give its target "
+                         f"({os.path.realpath(d)}) to index it")
+    return Discovery(sources, problems, skipped, roots, notes)
 
 
 # --- change detection --------------------------------------------------------------------
@@ -109,11 +147,11 @@ def plan_work(found: Discovery, known: Known) -> WorkPlan:
     (`content_change`), in the reader's thread."""
     todo, unchanged, problems = [], 0, []
     for src in found.sources:
-        prev = known(str(src.path))
+        prev = known(src.key)
         try:
-            size, mtime = file_fingerprint(src.path)
+            size, mtime = file_fingerprint(src)
         except OSError as e:
-            problems.append(f"{src.path}: cannot stat ({e.strerror})")
+            problems.append(f"{src.label}: cannot stat ({e.strerror})")
             continue
         if prev is not None and prev["size"] == size and prev["mtime_ns"] == mtime:
             unchanged += 1
@@ -152,27 +190,37 @@ class ContentCheck:
 
 
 def content_change(src: Source, prev: dict | None) -> ContentCheck:
-    if not _regular(src.path):  # a FIFO would block the run forever on open()
+    if src.remote is None and not _regular(src.path):  # a FIFO would block the run forever on open()
         return ContentCheck(error=f"{src.path}: not a regular file (a pipe, socket or device); skipped")
     try:
-        sha = sha256_of(src.path)
+        sha = sha256_of(src)
     except OSError as e:
-        return ContentCheck(error=f"{src.path}: cannot read ({e.strerror})")
+        return ContentCheck(error=f"{src.label}: cannot read ({e.strerror})")
     if prev is not None and prev["sha256"] == sha:
         try:
-            size, mtime = file_fingerprint(src.path)
+            size, mtime = file_fingerprint(src)
         except OSError as e:
-            return ContentCheck(error=f"{src.path}: cannot stat ({e.strerror})")
+            return ContentCheck(error=f"{src.label}: cannot stat ({e.strerror})")
         return ContentCheck(restamp={"size": size, "mtime_ns": mtime})
     return ContentCheck(sha=sha)
 
 
-def file_fingerprint(path: Path) -> tuple[int, int]:
+def file_fingerprint(path) -> tuple[int, int]:
+    """(size, mtime_ns) of a file, or of a Source (a remote STAC asset: its version stamp)."""
+    if isinstance(path, Source):
+        if path.remote is not None:
+            return path.remote.size, path.remote.version_ns
+        path = path.path
     st = path.stat()
     return st.st_size, st.st_mtime_ns
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path) -> str:
+    """Content hash of a file, or of a Source (a remote STAC asset: its URL and version)."""
+    if isinstance(path, Source):
+        if path.remote is not None:
+            return path.remote.digest
+        path = path.path
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -42,15 +42,15 @@ def unit_outcome(done: UnitDone, batches: list[tuple[TileBatch, np.ndarray]], di
             vs.append(v)
     for r in done.scenes:
         if r.restamp is not None:
-            out.restamps.append((str(r.source.path), r.restamp))
+            out.restamps.append((r.source.key, r.restamp))
             continue
         if r.error or r.record is None:
-            out.failed.append(r.error or f"{r.source.path}: not read")
+            out.failed.append(r.error or f"{r.source.label}: not read")
             continue
-        tiles, thumbs, vecs = by_scene.get(str(r.source.path), ([], [], []))
+        tiles, thumbs, vecs = by_scene.get(r.source.key, ([], [], []))
         vectors = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)
         if not np.isfinite(vectors).all():
-            out.failed.append(f"{r.source.path}: the encoder gave NaN or Inf for "
+            out.failed.append(f"{r.source.label}: the encoder gave NaN or Inf for "
                               f"{int((~np.isfinite(vectors).all(axis=1)).sum())} of its tiles "
                               f"(pixel values out of range?); not indexed")
             continue

@@ -22,8 +22,9 @@ def clustered_vectors(rng, n, dim=384, centres=64, spread=0.35):
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
-def build(path, n_scenes=60, tiles_per_scene=500, seed=0):
-    """-> (index path, all tile rows as dicts incl. geometry object)."""
+def build(path, n_scenes=60, tiles_per_scene=500, seed=0, scenes_per_commit=20):
+    """-> (index path, all tile rows as dicts incl. geometry object). One segment per
+    `scenes_per_commit` scenes."""
     rng = np.random.default_rng(seed)
     rows_all = []
     with StoreWriter(path, ENCODER, commit_every=10**9) as w:
@@ -54,7 +55,7 @@ def build(path, n_scenes=60, tiles_per_scene=500, seed=0):
                    "evidence": "synthetic", "minx": lon0, "miny": lat0, "maxx": lon0 + side * 0.01,
                    "maxy": lat0 + side * 0.01, "indexed_at": None}
             w.stage(StagedScene(rec, tiles, vecs[k - tiles_per_scene:k], [b""] * tiles_per_scene))
-            if s % 20 == 19:
+            if s % scenes_per_commit == scenes_per_commit - 1:
                 w.commit()
         w.commit()
     return path, rows_all

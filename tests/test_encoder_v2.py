@@ -90,48 +90,55 @@ def test_batch_norm_stays_frozen_in_training_mode(v2_tower):
         v2_tower.eval()
 
 
-# The released checkpoints: sha256 of the files in engine/checkpoints/ (a new release changes
+# The released checkpoints (v1 the default, v2 the `glb-effnet-l0` entry): sha256 of the files in engine/checkpoints/ (a new release changes
 # this line, on purpose: indexes record the identity name@sha256[:12])
 RELEASED_V2 = "602750971819d34bbb7119878a74f1b1ee8cd20d150463becb4470cb18b7319e"
 RELEASED_V1 = "4dbda1111d66"
 
 
-def test_released_checkpoint_identity():
-    from engine.encoder import load_encoder
-    from engine.encoder.factory import DEFAULT_CHECKPOINT, V1_CHECKPOINT
+def test_released_checkpoints_identity():
+    """v2 loads by its registry name; the default stays v1 (v2 does not win the whole table)."""
+    from engine.encoder import list_encoders, load_encoder
+    from engine.encoder.factory import DEFAULT_CHECKPOINT, V2_CHECKPOINT
 
-    enc = load_encoder(device="cpu")
+    assert "glb-effnet-l0" in list_encoders()
+    enc = load_encoder("glb-effnet-l0", device="cpu")
     assert enc.trained and enc.name == "glb-effnet-l0" and enc.meta["sha256"] == RELEASED_V2
     assert enc.identity == f"glb-effnet-l0@{RELEASED_V2[:12]}"
-    assert DEFAULT_CHECKPOINT.stat().st_size <= 40 * 2**20
-    assert enc.describe()["image_size"] == 64
-    old = load_encoder(V1_CHECKPOINT, device="cpu")
-    assert old.identity == f"glb-vit-s8@{RELEASED_V1}"
+    assert enc.describe()["encoder"] == "glb-effnet-l0" and enc.describe()["image_size"] == 64
+    assert V2_CHECKPOINT.stat().st_size <= 40 * 2**20
+    default = load_encoder(device="cpu")
+    assert default.identity == f"glb-vit-s8@{RELEASED_V1}" and default.encoder_name == "glb-vit-s8"
+    assert default.checkpoint == str(DEFAULT_CHECKPOINT)
+    # the v2 file given as a checkpoint (the pre-registry call) is recorded as the v2 entry
+    assert load_encoder(V2_CHECKPOINT, device="cpu").encoder_name == "glb-effnet-l0"
     x = np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64), dtype=np.uint8)
-    a, b = enc.encode_image(x, [0.665, 0.56, 0.49]), old.encode_image(x, [0.665, 0.56, 0.49])
+    a, b = enc.encode_image(x, [0.665, 0.56, 0.49]), default.encode_image(x, [0.665, 0.56, 0.49])
     assert a.shape == b.shape == (2, 384) and np.abs(a - b).max() > 0.1  # two different models
 
 
-def test_an_index_built_with_v1_keeps_working(tmp_path):
-    """Opening it loads the encoder it was built with; adding v2 tiles to it is refused."""
+def test_indexes_open_with_the_encoder_that_built_them(tmp_path):
+    """An index built with v2 (by name) opens with v2 although v1 is the default; an index built
+    with the default v1 keeps working; adding the other encoder's tiles to either is refused."""
     import engine
     from conftest import SMALL_SCENES
     from engine.encoder import load_encoder
-    from engine.encoder.factory import V1_CHECKPOINT
     from indexer.runner import IndexOptions, run_index
 
-    v1 = load_encoder(V1_CHECKPOINT, device="cpu")
-    path = tmp_path / "old"
-    rep = run_index(SMALL_SCENES[1:2], path, options=IndexOptions(progress=False), encoder=v1,
-                    echo=lambda m: None)
-    assert rep.ok
-    ix = engine.open(path)
-    res = ix.search("water", k=3)
-    assert len(res) == 3 and ix.encoder.identity == v1.identity
-    with pytest.raises(Exception, match="glb-vit-s8@"):
-        run_index(SMALL_SCENES[2:3], path, options=IndexOptions(progress=False),
-                  encoder=load_encoder(device="cpu"), echo=lambda m: None)
-    assert len(engine.open(path).search("water", k=50)) == len(ix.search("water", k=50))
+    v1 = load_encoder(device="cpu")
+    v2 = load_encoder("glb-effnet-l0", device="cpu")
+    for enc, other, name in ((v2, v1, "glb-effnet-l0@"), (v1, v2, "glb-vit-s8@")):
+        path = tmp_path / enc.encoder_name
+        rep = run_index(SMALL_SCENES[1:2], path, options=IndexOptions(progress=False), encoder=enc,
+                        echo=lambda m: None)
+        assert rep.ok
+        ix = engine.open(path)
+        res = ix.search("water", k=3)
+        assert len(res) == 3 and ix.encoder.identity == enc.identity
+        with pytest.raises(Exception, match=name):
+            run_index(SMALL_SCENES[2:3], path, options=IndexOptions(progress=False),
+                      encoder=other, echo=lambda m: None)
+        assert len(engine.open(path).search("water", k=50)) == len(ix.search("water", k=50))
 
 
 def test_glb_eval_quick_runs(tmp_path):
@@ -142,7 +149,8 @@ def test_glb_eval_quick_runs(tmp_path):
 
     from conftest import ROOT
 
-    r = subprocess.run([sys.executable, "-m", "glb", "eval", "--quick", "--out", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "glb", "eval", "--quick", "--encoder", "glb-effnet-l0",
+                        "--out", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads((tmp_path / "eval.json").read_text())

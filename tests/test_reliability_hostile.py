@@ -53,6 +53,7 @@ def _make_corpus(root: Path):
     return made
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # numpy warnings must not reach a terminal
 def test_hostile_files_fail_alone_and_change_nothing(index_copy, tmp_path, encoder, hang_guard):
     made = _make_corpus(tmp_path / "corpus")
     assert len(made) >= 30

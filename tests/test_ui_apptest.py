@@ -92,18 +92,22 @@ def test_text_query_gives_ranked_results_table(app, small_index):
     at = text_query(app(), "flooded farmland")
     assert not errors(at)
     df = results_table(at)
-    assert list(df.columns) == ["rank", "score", "modality", "sensor", "acquired", "scene", "tile_id"]
+    assert list(df.columns) == ["rank", "relevance", "match", "score", "cosine", "modality",
+                                "sensor", "acquired", "scene", "tile_id"]
     assert len(df) == 20
     assert df["rank"].tolist() == list(range(1, 21))
     assert df["score"].is_monotonic_decreasing
-    # the same tiles, in the same order, as the engine gives for the same query
-    ref = engine.open(small_index).search("flooded farmland", k=20)
+    # the same tiles, in the same order, as the engine gives for the same query with the
+    # page's defaults: fair across sensors, diversified (5 a scene, one per place)
+    ref = engine.open(small_index).search("flooded farmland", k=20, calibrated=True, diversify=5)
     assert df["tile_id"].tolist() == [str(t) for t in ref["tile_id"]]
+    assert df.groupby("scene").size().max() <= 5
+    assert ((df["relevance"] >= 0) & (df["relevance"] <= 100)).all()
     assert any("20 results" in m.value for m in at.markdown)
     # gallery: one card with two buttons per result, and both exports
     assert len([b for b in at.button if b.key and b.key.startswith("more_")]) == 20
     labels = [b.label for b in at.get("download_button")]
-    assert labels == ["GeoJSON", "CSV"], labels
+    assert labels == ["GeoJSON", "CSV", "GeoParquet"], labels
 
 
 def test_k_and_modality_and_sensor_filters(app, small_index):
@@ -131,6 +135,9 @@ def test_date_range_with_no_tiles_says_so(app):
     at.run()
     at.sidebar.date_input(key="dates").set_value((dt.date(1960, 1, 1), dt.date(1960, 12, 31)))
     text_query(at, "river")
+    assert set(results_table(at)["acquired"]) == {""}  # only the tiles without a date are left
+    at.sidebar.checkbox(key="undated").uncheck()
+    at.run()
     assert not has_table(at)
     assert any("No tiles match" in w.value for w in at.warning)
     assert not errors(at)
@@ -150,13 +157,19 @@ def test_region_restricts_results_and_bad_region_is_a_message(app, small_index):
     assert len(df) > 0
     assert all(fp.loc[t, "geometry"].intersects(region) for t in df["tile_id"])
 
-    for bad in ["1,2,3", "200,0,210,10", "POLYGON((0 0, 1 1))", "{\"type\": \"Point\"}"]:
+    shown = df["tile_id"].tolist()
+    for bad, says in [("1,2,3", "four"), ("200,0,210,10", "off the globe"),
+                      ("POLYGON((0 0, 1 1))", "not a box"), ("{\"type\": \"Point\"}", "not a box"),
+                      ("LINESTRING(0 0, 1 1)", "area"),
+                      (f"{one.maxx},{one.maxy},{one.minx},{one.miny}", "did you mean")]:
         at.sidebar.text_input(key="region").input(bad)
         at.run()
         assert not at.exception
         errs = errors(at)
-        assert len(errs) == 1 and errs[0].startswith("Region:"), (bad, errs)
-        assert not has_table(at)
+        assert len(errs) == 1 and errs[0].startswith("Region:") and says in errs[0], (bad, errs)
+        assert "--" not in errs[0]
+        # the previous results stay, as they were
+        assert results_table(at)["tile_id"].tolist() == shown
 
     at.sidebar.button(key="clear_region").click()
     at.run()
@@ -176,7 +189,7 @@ def test_more_like_this_is_a_tile_query_across_modalities(app, small_index):
     assert at.sidebar.text_input(key="tile_id").value == first
     df = results_table(at)
     assert first not in set(df["tile_id"])  # the query tile itself is left out
-    ref = engine.open(small_index).search(tile_id=int(first), k=100)
+    ref = engine.open(small_index).search(tile_id=int(first), k=100, calibrated=True, diversify=5)
     assert df["tile_id"].tolist() == [str(t) for t in ref["tile_id"]]
     assert df["modality"].nunique() > 1  # across modalities when no filter says otherwise
     assert any("tiles like" in m.value for m in at.markdown)
@@ -278,6 +291,80 @@ def test_no_index_is_a_message(tmp_path, monkeypatch):
     assert any("glb ui --index" in e for e in errors(at))
 
 
+def test_filter_lists_hold_what_the_index_holds(app, small_index):
+    at = app()
+    info = engine.open(small_index).info()
+    ms = at.sidebar.multiselect(key="modalities")
+    assert list(ms.options) == [f"{m} ({n:,})" for m, n in info["modalities"].items()]
+    all_sensors = list(at.sidebar.multiselect(key="sensors").options)
+    assert len(all_sensors) == len(info["sensors"])
+    ms.select("sar")
+    at.run()
+    scenes = engine.open(small_index).scenes()
+    sar = scenes[scenes["modality"] == "sar"].groupby("sensor")["n_tiles"].sum()
+    assert list(at.sidebar.multiselect(key="sensors").options) == [f"{s} ({n:,})" for s, n in sar.items()]
+
+
+def test_dates_keep_undated_tiles_and_say_what_each_filter_removed(app, small_index):
+    fp = engine.open(small_index).footprints()
+    undated = int(fp["acquired"].isna().sum())
+    assert undated > 0
+    at = app()
+    at.sidebar.slider(key="k").set_value(100)
+    at.sidebar.checkbox(key="diversify").uncheck()
+    at.sidebar.checkbox(key="use_dates").check()
+    text_query(at, "river")  # the full default range: nothing may disappear
+    df = results_table(at)
+    assert len(df) == min(100, len(fp)) and (df["acquired"] == "").sum() > 0
+    report = [c.value for c in at.caption if c.value.startswith("Filters:")]
+    assert report and f"kept {undated:,} without a date" in report[0], report
+    at.sidebar.checkbox(key="undated").uncheck()
+    at.run()
+    df = results_table(at)
+    assert (df["acquired"] == "").sum() == 0 and len(df) == min(100, len(fp) - undated)
+    report = [c.value for c in at.caption if c.value.startswith("Filters:")][0]
+    assert f"the dates removed {undated:,}" in report, report
+
+
+def test_ranking_controls_and_plain_ranking_in_one_click(app, small_index):
+    idx = engine.open(small_index)
+    at = text_query(app(), "a river")
+    assert any("Relevance" in c.value and "percentile" in c.value for c in at.caption)
+    at.button(key="plain_ranking").click()
+    at.run()
+    assert at.session_state["calibrated"] is False and at.session_state["diversify"] is False
+    df = results_table(at)
+    ref = idx.search("a river", k=20)
+    assert df["tile_id"].tolist() == [str(t) for t in ref["tile_id"]]
+    assert (df["score"] == df["cosine"]).all()
+    at.sidebar.slider(key="min_relevance").set_value(95)
+    at.run()
+    df = results_table(at)
+    assert (df["relevance"] >= 95).all() and len(df) < 20
+
+
+def test_search_lives_in_the_url(app, small_index):
+    at = app()
+    at.sidebar.slider(key="k").set_value(7)
+    at.sidebar.multiselect(key="modalities").select("elevation")
+    text_query(at, "mountains")
+    params = dict(at.query_params)
+    assert params["q"] == ["mountains"] or params["q"] == "mountains", params
+    shown = results_table(at)["tile_id"].tolist()
+
+    # a new session opened from that link: the same search, the same results
+    from streamlit.testing.v1 import AppTest
+
+    at2 = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in params.items():
+        at2.query_params[key] = value
+    at2.run()
+    assert not at2.exception
+    assert at2.sidebar.text_input(key="text").value == "mountains"
+    assert at2.session_state["k"] == 7 and at2.session_state["modalities"] == ["elevation"]
+    assert results_table(at2)["tile_id"].tolist() == shown
+
+
 # --- the logic module ------------------------------------------------------------------------
 def test_parse_region_forms():
     assert q.parse_region("") is None
@@ -290,12 +377,17 @@ def test_parse_region_forms():
                 "POLYGON((170 0, 190 0, 190 1, 170 0))", "hello"]:
         with pytest.raises(engine.InputError):
             q.parse_region(bad)
+    # what to fix, with the box the analyst probably meant
+    with pytest.raises(engine.InputError, match="corners look swapped.*did you mean 0,0,10,10\\?"):
+        q.parse_region("10,10,0,0")
+    with pytest.raises(engine.InputError, match="latitude and longitude look swapped.*did you mean -95.4,29.7,-95.3,29.8\\?"):
+        q.parse_region("29.7,-95.4,29.8,-95.3")  # Houston typed latitude first
 
 
 def test_user_text_is_not_markdown(app):
     at = text_query(app(), "![x](http://example.com/x.png) **river** <b>")
     head = [m.value for m in at.markdown if "results" in m.value][0]
-    assert "\\!\\[x\\]\\(http://example\\.com/x\\.png\\)" in head  # escaped: shown, not loaded
+    assert "\\!\\[x\\]\\(http\\:\u2060//example\\.com/x\\.png\\)" in head  # escaped: shown, not loaded
     assert "\\*\\*river\\*\\*" in head and "\\<b\\>" in head
     assert q.md("a_b*c") == "a\\_b\\*c"
 
@@ -331,10 +423,19 @@ def test_exports_and_map_features(small_index):
     assert gj["query"]["text"] == "river" and gj["query"]["k"] == 7
     back = gpd.read_file(io.BytesIO(q.to_geojson(res, req)))
     assert back["tile_id"].astype("int64").tolist() == res["tile_id"].tolist()
+    # tile ids are strings (64-bit ids lose digits as JavaScript or spreadsheet numbers)
+    assert all(isinstance(f["properties"]["tile_id"], str) for f in gj["features"])
+    assert [f["properties"]["tile_id"] for f in gj["features"]] == [str(t) for t in res["tile_id"]]
     assert all(a.equals_exact(b, 1e-9) for a, b in zip(back.geometry, res.geometry))
 
-    csv = pd.read_csv(io.BytesIO(q.to_csv(res)))
-    assert len(csv) == 7 and csv["tile_id"].tolist() == res["tile_id"].tolist()
+    raw_csv = q.to_csv(res).decode()
+    assert all(f'"{t}"' in raw_csv for t in res["tile_id"])  # quoted: text, not a number
+    csv = pd.read_csv(io.BytesIO(q.to_csv(res)), dtype={"tile_id": str})
+    assert len(csv) == 7 and csv["tile_id"].tolist() == [str(t) for t in res["tile_id"]]
+    when = dt.datetime(2026, 3, 4, 5, 6, 7)
+    assert q.file_name(req, "csv", when) == "glb-river-20260304-050607.csv"
+    assert q.file_name(q.Request(text="Flooded *farm*land / [x](y)"), "geojson", when) == \
+        "glb-flooded-farm-land-x-y-20260304-050607.geojson"
     assert {"lon", "lat", "footprint_wkt", "score", "scene", "acquired"} <= set(csv.columns)
     assert shapely.from_wkt(csv["footprint_wkt"][0]).equals_exact(res.geometry.iloc[0], 1e-9)
 
@@ -379,7 +480,7 @@ def test_map_site_serves_only_this_index(small_index):
 
 def test_launcher_options(tmp_path):
     cmd = launch.command(tmp_path / "idx", host="127.0.0.1", port=8599)
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("ui/app.py")
+    assert cmd[1:4] == ["-m", "ui.serve", "run"] and cmd[4].endswith("ui/app.py")
     opts = dict(o[2:].split("=", 1) for o in cmd[5:])
     assert opts["browser.gatherUsageStats"] == "false"
     assert opts["server.headless"] == "true"

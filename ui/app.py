@@ -3,6 +3,8 @@
 The index comes from the GLB_UI_INDEX environment variable (or `-- --index DIR` after the
 script): the page never opens any other. This file is the layout: sidebar, map, results.
 Logic: ui/query.py; map: ui/mapview.py; results area: ui/results.py; session: ui/state.py.
+Buttons of other features on each result card: append a function (column, row, tile id) to
+ui.results.CARD_BUTTONS before main() runs; the search's URL parameters are ui/state.URL.
 Engine errors and bugs alike end as a message in the page, never a traceback.
 """
 
@@ -16,7 +18,7 @@ import sys
 import streamlit as st
 
 import engine
-from ui import assets, mapview, results, state
+from ui import assets, mapview, preload, results, state
 from ui import query as q
 from ui.state import ss
 from ui.thumbs import Thumbnails
@@ -42,7 +44,9 @@ def index_path() -> str | None:
 # --- loaded once per server process ---------------------------------------------------------
 @st.cache_resource(show_spinner="Opening the index and loading the encoder (once per server)…")
 def load_index(path: str):
-    idx = engine.open(path)
+    idx = preload.opened(path)  # `glb ui` loads it when the server starts
+    if idx is None:
+        idx = engine.open(path)
     # Load the encoder and open the thumbnail store now, so the analyst's first query is fast.
     first = idx.search("warm-up", k=1)
     if len(first):
@@ -59,6 +63,17 @@ def thumbnails(path: str) -> Thumbnails:
 
 
 @st.cache_resource(show_spinner=False)
+def sensors_by_modality(path: str, generation: int) -> dict[str, dict[str, int]]:
+    """modality -> {sensor: tiles} of what this index holds (for the filter lists)."""
+    scenes = load_index(path).scenes()
+    out: dict[str, dict[str, int]] = {}
+    for (m, s), n in scenes.groupby(["modality", "sensor"])["n_tiles"].sum().items():
+        if n:
+            out.setdefault(str(m), {})[str(s)] = int(n)
+    return out
+
+
+@st.cache_resource(show_spinner=False)
 def date_range(path: str, generation: int) -> tuple[dt.date, dt.date] | None:
     import pandas as pd
 
@@ -67,7 +82,7 @@ def date_range(path: str, generation: int) -> tuple[dt.date, dt.date] | None:
 
 
 # --- page parts -----------------------------------------------------------------------------
-def sidebar(info: dict, dates) -> q.Request:
+def sidebar(info: dict, dates, holdings: dict[str, dict[str, int]]) -> q.Request:
     from engine.raster import MAX_UPLOAD_BYTES
     from engine.sensors import registry
 
@@ -104,10 +119,19 @@ def sidebar(info: dict, dates) -> q.Request:
     sb.button("Clear region", key="clear_region", on_click=state.clear_region)
 
     sb.subheader("Filters")
-    sb.multiselect("Modality", list(engine.MODALITIES), key="modalities", placeholder="all")
-    sensors = sorted(info["sensors"])
-    ss.sensors = [s for s in ss.sensors if s in sensors]
-    sb.multiselect("Sensor", sensors, key="sensors", placeholder="all")
+    # only what the index holds, with tile counts; the sensor list follows the modality
+    mod_counts = {m: n for m, n in info["modalities"].items() if n}
+    ss.modalities = [m for m in ss.modalities if m in mod_counts]
+    sb.multiselect("Modality", list(mod_counts), key="modalities", placeholder="all",
+                   format_func=lambda m: f"{m} ({mod_counts[m]:,})")
+    sensor_counts: dict[str, int] = {}
+    for m, per in holdings.items():
+        if not ss.modalities or m in ss.modalities:
+            for s_, n in per.items():
+                sensor_counts[s_] = sensor_counts.get(s_, 0) + n
+    ss.sensors = [s_ for s_ in ss.sensors if s_ in sensor_counts]
+    sb.multiselect("Sensor", sorted(sensor_counts), key="sensors", placeholder="all",
+                   format_func=lambda s_: f"{s_} ({sensor_counts[s_]:,})")
     start = end = None
     if dates is not None and sb.checkbox("Only tiles acquired between", key="use_dates"):
         picked = sb.date_input("Dates", key="dates", min_value=dt.date(1900, 1, 1),
@@ -115,7 +139,24 @@ def sidebar(info: dict, dates) -> q.Request:
         picked = picked if isinstance(picked, (tuple, list)) else (picked,)
         start = picked[0] if len(picked) > 0 else None
         end = picked[1] if len(picked) > 1 else None
+        sb.checkbox("Keep tiles that have no date", key="undated",
+                    help="Many sources carry no acquisition date; they stay in the results "
+                         "unless you untick this.")
     sb.slider("Results (k)", 1, q.MAX_K, key="k")
+
+    sb.subheader("Ranking")
+    sb.checkbox("Rank fairly across sensors", key="calibrated",
+                help="Each sensor's scores are measured against that sensor's own tiles in this "
+                     "index, so one sensor cannot crowd out the others. Untick for the raw "
+                     "similarity order.")
+    sb.checkbox("Diversify: one result per place, at most", key="diversify",
+                help="Revisits of the same footprint show once (the best date), and no scene "
+                     "fills the list.")
+    sb.number_input("results per scene", 1, 20, key="per_scene", disabled=not ss.diversify)
+    sb.slider("Relevance floor (percentile)", 0, 99, key="min_relevance",
+              help="Relevance is the percentile of a tile's score among all this index's "
+                   "tiles of the same modality, for this query: 99 means it matches better "
+                   "than 99 % of them. Results below the floor are left out.")
 
     sb.subheader("Map")
     sb.checkbox("Web basemap (OpenStreetMap; needs the internet)", key="web_basemap")
@@ -130,7 +171,9 @@ def sidebar(info: dict, dates) -> q.Request:
         image_wavelengths=ss.image_wavelengths if mode == "image" else "",
         image_modality=(ss.image_modality or None) if mode == "image" else None,
         modalities=tuple(ss.modalities), sensors=tuple(ss.sensors), start=start, end=end,
-        region=ss.region, k=int(ss.k))
+        region=ss.region, k=int(ss.k), undated=bool(ss.undated),
+        calibrated=bool(ss.calibrated), diversify=int(ss.per_scene) if ss.diversify else None,
+        min_relevance=float(ss.min_relevance))
 
 
 def search(idx, req: q.Request, generation: int) -> q.Outcome | None:
@@ -145,7 +188,8 @@ def search(idx, req: q.Request, generation: int) -> q.Outcome | None:
     return memo[key]
 
 
-def draw_map(idx, info: dict, req: q.Request, region, res) -> None:
+def draw_map(idx, info: dict, req: q.Request, region, outcome: q.Outcome | None) -> None:
+    res = outcome.results if outcome is not None and outcome.error is None else None
     if assets.missing():
         st.warning("The map's browser libraries are not installed: run `make install` (or "
                    "`python -m ui.assets`) once where the npm registry is reachable.")
@@ -157,13 +201,20 @@ def draw_map(idx, info: dict, req: q.Request, region, res) -> None:
     has = res is not None and len(res) > 0
     if has and ss.fit_for != req.key():
         ss.fit_for = req.key()
-        ss.fit = {"key": f"res-{req.key()}", "bounds": q.bounds(res.geometry), "max_zoom": 15}
+        # the results and the region searched: both stay in view
+        geoms = res.geometry
+        if region is not None:
+            from shapely.geometry import shape
+
+            geoms = list(geoms) + [shape(region.geojson())]
+        ss.fit = {"key": f"res-{req.key()}", "bounds": q.bounds(geoms), "max_zoom": 15}
+    query_fp = outcome.query_footprint if outcome is not None else None
     event = mapview.map_view(
         root=root, data_url=data_url,
         results=q.map_features(res, ss.selected) if has else None,
         results_key=f"{req.key()}:{ss.selected}" if has else "none",
         region=region.geojson() if region is not None else None, region_key=ss.region.strip(),
-        fit=ss.fit, web_basemap=ss.web_basemap, height=MAP_HEIGHT)
+        query_footprint=query_fp, fit=ss.fit, web_basemap=ss.web_basemap, height=MAP_HEIGHT)
     if not isinstance(event, dict) or not event.get("seq") or event["seq"] == ss.map_seq:
         return
     ss.map_seq = event["seq"]
@@ -196,7 +247,8 @@ def main() -> None:
     info = idx.info()
     dates = date_range(path, info["generation"])
     state.init(dates)
-    req = sidebar(info, dates)
+    req = sidebar(info, dates, sensors_by_modality(path, info["generation"]))
+    st.query_params.from_dict(state.to_url(req))
 
     st.html("<style>.stMainBlockContainer{padding-top:3rem}</style>")
     st.markdown("#### GeoLangBind · search Earth-observation imagery")
@@ -208,30 +260,41 @@ def main() -> None:
     if info["tiles"] == 0:
         st.warning("The index is empty: add scenes with `glb index`.")
 
-    region = region_error = None
+    region = None
     try:
         region = q.parse_region(ss.region)
     except engine.InputError as e:
-        region_error = str(e)
-        st.error(f"Region: {e}")
-
-    outcome = None if region_error else search(idx, req, info["generation"])
+        # A bad region keeps the page as it was: the previous search, its results and its map.
+        msg = str(e) if str(e).endswith(("?", ".")) else f"{e}."
+        kept = " The results below are from the previous search." if ss.last_shown else ""
+        st.error("Region: " + q.md(f"{msg}{kept}"))  # holds the analyst's text: shown, never rendered
+        req, outcome = ss.last_shown or (req, None)
+        region = _region_or_none(req.region)
+    else:
+        outcome = search(idx, req, info["generation"])
+        ss.last_shown = (req, outcome) if outcome is not None else None
     res = outcome.results if outcome is not None and outcome.error is None else None
     if res is not None and ss.selected not in set(res["tile_id"].astype("int64").astype(str)):
         ss.selected = None
     # Map and results side by side: picking a result centres the map while both stay in view.
     left, right = st.columns([3, 2], gap="medium")
     with left:
-        draw_map(idx, info, req, region, res)
+        draw_map(idx, info, req, region, outcome)
     with right:
-        if not region_error:
-            results.show(req, outcome, thumbnails(path), height=MAP_HEIGHT)
+        results.show(req, outcome, thumbnails(path), height=MAP_HEIGHT)
+
+
+def _region_or_none(text: str):
+    try:
+        return q.parse_region(text)
+    except engine.InputError:
+        return None
 
 
 try:
     main()
 except engine.GLBError as e:
-    st.error(str(e))
+    st.error(q.md(str(e)))
 except Exception as e:  # a bug: a message in the page, the traceback in the log
     log.exception("search page failed")
     st.error(f"Something went wrong ({type(e).__name__}: {str(e)[:200]}). The details are in "

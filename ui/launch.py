@@ -1,7 +1,8 @@
 """`glb ui --index DIR`: start the search page with Streamlit, offline and private by default.
 
-This process becomes `python -m streamlit run ui/app.py` (exec), with options given on its
-command line, so no config file anywhere changes them: headless, bound to 127.0.0.1
+This process becomes `python -m ui.serve run ui/app.py` (exec): Streamlit's own command line,
+plus the index and encoder loading from the moment the server starts (ui/preload.py), so the
+first visitor sees the map at once. Options are given on its command line, so no config file anywhere changes them: headless, bound to 127.0.0.1
 unless --host says otherwise, usage statistics off (no network calls), uploads capped at the
 engine's limit, no file watcher, error details hidden from the page (they go to this log).
 The index path reaches the page in the GLB_UI_INDEX environment variable.
@@ -38,7 +39,7 @@ def server_options(host: str = "127.0.0.1", port: int = 8501) -> list[str]:
 
 
 def command(index: str | Path, host: str = "127.0.0.1", port: int = 8501) -> list[str]:
-    return [sys.executable, "-m", "streamlit", "run", str(APP), *server_options(host, port)]
+    return [sys.executable, "-m", "ui.serve", "run", str(APP), *server_options(host, port)]
 
 
 def environment(index: str | Path) -> dict[str, str]:

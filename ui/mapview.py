@@ -81,13 +81,14 @@ def site(idx, generation: int) -> tuple[Path, str]:
 
 def map_view(*, root: Path, data_url: str, results: dict | None, results_key: str,
              region: dict | None, region_key: str, fit: dict | None, web_basemap: bool = False,
-             height: int = 540, key: str = "map"):
-    """Draw the map; returns the last event the analyst made on it (or None):
+             height: int = 540, key: str = "map", query_footprint: dict | None = None):
+    """Draw the map (results, the region searched, an uploaded query image's footprint);
+    returns the last event the analyst made on it (or None):
     {"event": "region", "geometry": GeoJSON | None, "seq": ...} or
     {"event": "select", "tile_id": "...", "seq": ...}."""
     import streamlit.components.v1 as components
 
     component = components.declare_component(COMPONENT, path=str(root))
     return component(data=data_url, results=results, results_key=results_key, region=region,
-                     region_key=region_key, fit=fit, web_basemap=bool(web_basemap), height=height,
+                     region_key=region_key, query_footprint=query_footprint, fit=fit, web_basemap=bool(web_basemap), height=height,
                      key=key, default=None)

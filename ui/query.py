@@ -34,8 +34,9 @@ class Region:
     def geojson(self) -> dict:
         if self.polygon is not None:
             return self.polygon
-        x0, y0, x1, y1 = self.bbox
-        return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+        from shapely.geometry import mapping
+
+        return mapping(engine.bbox_geometry(self.bbox))  # split in two across the antimeridian
 
 
 def parse_region(text: str | None) -> Region | None:
@@ -48,32 +49,73 @@ def parse_region(text: str | None) -> Region | None:
     if not text:
         return None
     parts = [p.strip() for p in text.replace(";", ",").split(",")]
-    if len(parts) == 4 and not text.lstrip().startswith(("{", "P", "p", "M", "m")):
+    if _NUMBERS.fullmatch(text):
+        if len(parts) != 4:
+            raise engine.InputError(f"{_short(text)} has {len(parts)} number(s); a box is four: "
+                                    "west, south, east, north (min_lon,min_lat,max_lon,max_lat)")
         try:
             x0, y0, x1, y1 = (float(p) for p in parts)
         except ValueError:
-            raise engine.InputError(f"region {text!r}: a box is four numbers "
-                                    "min_lon,min_lat,max_lon,max_lat") from None
+            raise engine.InputError(f"{_short(text)}: a box is four numbers "
+                                    "west, south, east, north (min_lon,min_lat,max_lon,max_lat)") from None
         if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-            raise engine.InputError(f"region {text!r}: the box has a non-finite number")
-        if not (-180 <= x0 < x1 <= 180 and -90 <= y0 < y1 <= 90):
-            raise engine.InputError(f"region {text!r}: need -180 <= min_lon < max_lon <= 180 and "
-                                    "-90 <= min_lat < max_lat <= 90")
-        return Region(bbox=(x0, y0, x1, y1))
+            raise engine.InputError(f"{_short(text)}: the box has a number that is not finite")
+        raise_box_problem(x0, y0, x1, y1)
+        # the engine's rule: min_lon > max_lon crosses the antimeridian (at most 180° wide)
+        return Region(bbox=engine.parse_bbox((x0, y0, x1, y1)))
     try:
         geom = shape(json.loads(text)) if text.startswith("{") else shapely.from_wkt(text)
     except Exception:  # noqa: BLE001 - json and shapely raise many kinds
-        raise engine.InputError("region is not a box (min_lon,min_lat,max_lon,max_lat), a GeoJSON "
-                                "polygon or a WKT polygon") from None
+        raise engine.InputError(f"{_short(text)} is not a box (west,south,east,north), nor a polygon "
+                                "drawn on the map, as GeoJSON or WKT") from None
     if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
-        raise engine.InputError(f"region must be a polygon, got {geom.geom_type}")
+        raise engine.InputError(f"a region is an area: this is a {geom.geom_type}; draw a rectangle "
+                                "or polygon on the map, or type west,south,east,north")
     x0, y0, x1, y1 = geom.bounds
     if not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
-        raise engine.InputError(f"region {tuple(round(v, 4) for v in geom.bounds)} is outside "
-                                "longitude -180..180 / latitude -90..90 (pan back to the main map copy)")
+        raise engine.InputError(f"the polygon reaches {tuple(round(v, 4) for v in geom.bounds)}, off the "
+                                "globe (longitude -180..180, latitude -90..90): pan back to the "
+                                "main copy of the map and draw it again")
     if geom.area == 0:
-        raise engine.InputError("region has no area")
-    return Region(polygon=mapping(geom))
+        raise engine.InputError("the region has no area")
+    # the engine's rule: an edge spanning more than 180° of longitude crosses the antimeridian
+    return Region(polygon=mapping(engine.parse_region(geom)))
+
+
+_NUMBERS = re.compile(r"\s*[-+0-9.eE]+(\s*[,;]\s*[-+0-9.eE]*)*\s*")
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return f"“{text[:60]}…”" if len(text) > 60 else f"“{text}”"
+
+
+def _num(v: float) -> str:
+    return f"{v:.6f}".rstrip("0").rstrip(".")
+
+
+def raise_box_problem(x0: float, y0: float, x1: float, y1: float) -> None:
+    """A box that cannot be searched -> engine.InputError saying what to fix, with the box the
+    analyst probably meant."""
+    def box(*v):
+        return ",".join(_num(x) for x in v)
+
+    lon_ok = all(-180 <= v <= 180 for v in (x0, x1))
+    lat_ok = all(-90 <= v <= 90 for v in (y0, y1))
+    if not lat_ok and all(-90 <= v <= 90 for v in (x0, x1)) and all(-180 <= v <= 180 for v in (y0, y1)):
+        a, b, c, d = min(y0, y1), min(x0, x1), max(y0, y1), max(x0, x1)
+        raise engine.InputError(f"latitude and longitude look swapped (a latitude is between -90 and "
+                                f"90): did you mean {box(a, b, c, d)}?")
+    if not lon_ok or not lat_ok:
+        raise engine.InputError("the box is off the globe: longitudes go from -180 to 180 and "
+                                "latitudes from -90 to 90 (west, south, east, north)")
+    if x0 == x1 or y0 == y1:
+        raise engine.InputError("the box has no area: west and east (or south and north) are equal")
+    # west > east with a narrow span is a box across the antimeridian (the engine's rule,
+    # engine.parse_bbox); only a span wider than half the globe means swapped corners
+    if y0 > y1 or (x0 > x1 and x1 + 360 - x0 > 180):
+        raise engine.InputError(f"the corners look swapped (west, south, east, north): did you mean "
+                                f"{box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))}?")
 
 
 def region_text(geometry: dict | None) -> str:
@@ -109,6 +151,10 @@ class Request:
     end: dt.date | None = None
     region: str = ""
     k: int = 20
+    undated: bool = True           # with a date range: keep tiles that have no date
+    calibrated: bool = True        # rank fairly across sensors (engine/retrieval/ranking.py)
+    diversify: int | None = 5      # at most N per scene, one per place; None: plain ranking
+    min_relevance: float = 0.0     # relevance floor (percentile)
 
     def is_empty(self) -> bool:
         if self.mode == "image":
@@ -123,7 +169,8 @@ class Request:
                  hashlib.sha1(self.image).hexdigest() if self.image else "", self.image_name,
                  self.image_sensor or "", self.image_wavelengths, self.image_modality or "",
                  ",".join(self.modalities), ",".join(self.sensors), str(self.start), str(self.end),
-                 self.region.strip(), str(self.k)]
+                 self.region.strip(), str(self.k), str(self.undated), str(self.calibrated),
+                 str(self.diversify), str(self.min_relevance)]
         return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
 
     def describe(self) -> str:
@@ -135,12 +182,22 @@ class Request:
         return f"“{md(self.text.strip())}”"
 
 
+    def slug(self) -> str:
+        """The query in a file name: lower-case words joined by '-', at most 40 characters."""
+        what = {"image": self.image_name.rsplit(".", 1)[0] or "image",
+                "tile": f"like-{self.tile_id.strip()}"}.get(self.mode, self.text)
+        words = re.findall(r"[a-z0-9]+", what.lower())
+        return ("-".join(words)[:40].strip("-")) or "query"
+
+
 @dataclass
 class Outcome:
     results: object | None = None  # GeoDataFrame
     error: str | None = None
     seconds: float = 0.0  # engine time (query encoding + search)
     note: str = ""  # what the upload was read as
+    filters: list = field(default_factory=list)  # engine Index.filter_counts: what each filter removed
+    query_footprint: dict | None = None  # GeoJSON of a georeferenced upload (EPSG:4326)
 
 
 def parse_wavelengths(text: str) -> tuple[float, ...] | None:
@@ -169,12 +226,16 @@ def run(idx, req: Request) -> Outcome:
         if req.mode not in MODES:
             raise engine.InputError(f"unknown query mode {req.mode!r}")
         kw = {"k": engine.check_k(req.k, MAX_K), "modality": list(req.modalities) or None,
-              "sensor": list(req.sensors) or None, "start": req.start, "end": req.end}
+              "sensor": list(req.sensors) or None, "start": req.start, "end": req.end,
+              "undated": req.undated}
         if req.start and req.end and req.start > req.end:
             raise engine.InputError(f"the date range starts ({req.start}) after it ends ({req.end})")
         region = parse_region(req.region)
         if region is not None:
             kw.update(region.engine_kwargs())
+        out.filters = idx.filter_counts(**{k: v for k, v in kw.items() if k != "k"})
+        kw.update(calibrated=req.calibrated, diversify=req.diversify,
+                  min_relevance=req.min_relevance or None)
         t0 = time.perf_counter()
         if req.mode == "text":
             res = idx.search(req.text.strip(), **kw)
@@ -189,30 +250,64 @@ def run(idx, req: Request) -> Outcome:
             out.note = (f"{req.image_name or 'upload'}: {pixels.shape[0]} band(s), "
                         f"{pixels.shape[2]}×{pixels.shape[1]} px, sensor {layout.sensor}, "
                         f"modality {layout.modality}")
+            out.query_footprint = upload_footprint(req.image)
             res = idx.search(image=pixels, wavelengths=list(layout.wavelengths),
                              image_modality=layout.modality, **kw)
         out.seconds = time.perf_counter() - t0
         out.results = res
     except engine.UnknownSensorError as e:
-        out.error = (f"{_clean(e)} — in this page: pick the Sensor, or type the band centres "
-                     "(µm), in the sidebar")
+        head = re.split(r";\s*pass --sensor", _clean(e))[0]
+        out.error = f"{head}: pick the Sensor below the upload, or type the band centres (µm)"
     except engine.GLBError as e:
         out.error = _clean(e)
     return out
 
 
+_FLAGS = [(re.compile(r"--sensor\b"), "the Sensor"), (re.compile(r"--wavelengths\b"), "the band centres"),
+          (re.compile(r"--bbox\b"), "the region"), (re.compile(r"--k\b"), "Results (k)")]
+
+
 def _clean(e: Exception) -> str:
-    """An engine message without the in-memory file names GDAL gives uploads."""
-    return re.sub(r"'?/vsimem/[^\s']*'?", "the file", str(e))
+    """An engine message in the page's words: no in-memory file names (GDAL names uploads
+    /vsimem/...), no command-line flags."""
+    text = re.sub(r"'?/vsimem/[^\s']*'?", "the file", str(e))
+    for pat, words in _FLAGS:
+        text = pat.sub(words, text)
+    return text
+
+
+def upload_footprint(data: bytes) -> dict | None:
+    """The footprint (EPSG:4326 GeoJSON polygon) of an uploaded GeoTIFF that says where it is;
+    None for pictures without a georeference."""
+    try:
+        import rasterio
+        from rasterio.io import MemoryFile
+        from rasterio.warp import transform_geom
+
+        with MemoryFile(data) as mf, mf.open() as ds:
+            if ds.crs is None or ds.transform == rasterio.Affine.identity():
+                return None
+            x0, y0, x1, y1 = ds.bounds
+            ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+            return transform_geom(ds.crs, "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
+    except Exception:  # noqa: BLE001 - not a raster GDAL can place: no footprint to show
+        return None
 
 
 # --- what the page shows -------------------------------------------------------------------
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:@&])")
 
 
 def md(text) -> str:
-    """Text from users or files, made inert for Streamlit's markdown (no links, images, HTML)."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text))
+    """Text from users or files, made inert for Streamlit's markdown (no links, images, HTML).
+    GitHub-flavoured markdown also links bare http://…, www.… and name@host after escapes are
+    resolved, so an invisible word joiner (U+2060) breaks those patterns."""
+    out = _MD_SPECIAL.sub(r"\\\1", str(text))
+    out = out.replace("\\:", "\\:\u2060").replace("\\@", "\u2060\\@")
+    return _WWW.sub("\\1\u2060", out)
+
+
+_WWW = re.compile(r"(?i)(www)")
 
 
 def _date(v) -> str:
@@ -230,7 +325,10 @@ def table(results):
 
     return pd.DataFrame({
         "rank": results["rank"].astype(int),
+        "relevance": results["relevance"].astype(float).round(1),
+        "match": results["match"].astype(str),
         "score": results["score"].astype(float).round(4),
+        "cosine": results["score_raw"].astype(float).round(4),
         "modality": results["modality"].astype(str),
         "sensor": results["sensor"].astype(str),
         "acquired": [_date(v) for v in results["acquired"]],
@@ -241,8 +339,16 @@ def table(results):
 
 def caption(row) -> str:
     """One result in a line (markdown-safe)."""
-    return md(f"#{int(row['rank'])} · {float(row['score']):.3f} · {row['modality']} · "
+    return md(f"#{int(row['rank'])} · relevance {relevance_text(row)} · {row['modality']} · "
               f"{row['sensor']} · {_date(row['acquired']) or 'no date'} · {row['scene']}")
+
+
+def relevance_text(row) -> str:
+    """'99.2 (high)': the percentile within the tile's modality, and the band."""
+    rel = row.get("relevance")
+    if rel is None or rel != rel:
+        return f"score {float(row['score']):.3f}"
+    return f"{float(rel):.1f} ({row['match']})"
 
 
 def map_features(results, selected: str | None = None) -> dict:
@@ -255,6 +361,8 @@ def map_features(results, selected: str | None = None) -> dict:
         feats.append({"type": "Feature", "geometry": mapping(row.geometry),
                       "properties": {"tile_id": tid, "rank": int(row.rank),
                                      "score": round(float(row.score), 4),
+                                     "relevance": relevance_text(row._asdict()),
+                                     "scene_id": str(row.scene_id),
                                      "modality": str(row.modality), "sensor": str(row.sensor),
                                      "scene": str(row.scene), "acquired": _date(row.acquired),
                                      "selected": tid == selected}})
@@ -265,37 +373,76 @@ def bounds(geoms) -> list[list[float]] | None:
     """[[south, west], [north, east]] of some footprints (Leaflet's order), None if none."""
     if geoms is None or len(geoms) == 0:
         return None
-    x0, y0, x1, y1 = (float(v) for v in geoms.total_bounds)
+    import shapely
+
+    x0, y0, x1, y1 = (float(v) for v in shapely.total_bounds(list(geoms)))
     return [[y0, x0], [y1, x1]]
 
 
 # --- exports -----------------------------------------------------------------------------
+def _query(req: Request | None) -> dict | None:
+    if req is None:
+        return None
+    return {"mode": req.mode, "text": req.text.strip() or None,
+            "tile_id": req.tile_id.strip() or None, "image": req.image_name or None,
+            "modality": list(req.modalities) or None, "sensor": list(req.sensors) or None,
+            "start": str(req.start) if req.start else None,
+            "end": str(req.end) if req.end else None,
+            "region": req.region.strip() or None, "k": req.k,
+            "undated": req.undated, "calibrated": req.calibrated,
+            "diversify": req.diversify, "min_relevance": req.min_relevance}
+
+
 def to_geojson(results, req: Request | None = None) -> bytes:
     """The results as a GeoJSON FeatureCollection (same shape as `glb search --json`)."""
-    out = results.copy()
-    out["acquired"] = [_date(v) or None for v in out["acquired"]]
-    out["tile_id"] = out["tile_id"].astype("int64")
-    fc = json.loads(out.to_json(drop_id=True, na="null"))
-    if req is not None:
-        fc["query"] = {"mode": req.mode, "text": req.text.strip() or None,
-                       "tile_id": req.tile_id.strip() or None, "image": req.image_name or None,
-                       "modality": list(req.modalities) or None, "sensor": list(req.sensors) or None,
-                       "start": str(req.start) if req.start else None,
-                       "end": str(req.end) if req.end else None,
-                       "region": req.region.strip() or None, "k": req.k}
-    return json.dumps(fc).encode()
+    return engine.export_results(results, "geojson", query=_query(req))
 
 
 def to_csv(results) -> bytes:
     """The results as CSV: attributes, footprint centre (lon, lat) and footprint as WKT."""
-    df = results.drop(columns="geometry").copy()
-    df["acquired"] = [_date(v) for v in df["acquired"]]
-    import shapely
+    return engine.export_results(results, "csv")
 
-    c = shapely.centroid(results.geometry.to_numpy())  # lon/lat centre of each small footprint
-    df["lon"] = [round(float(p.x), 7) for p in c]
-    df["lat"] = [round(float(p.y), 7) for p in c]
-    df["footprint_wkt"] = [g.wkt for g in results.geometry]
-    buf = io.StringIO()
-    df.to_csv(buf, index=False)
-    return buf.getvalue().encode()
+
+def to_parquet(results, req: Request | None = None) -> bytes:
+    """The results as GeoParquet (geopandas, DuckDB spatial, QGIS read it as it is)."""
+    return engine.export_results(results, "parquet", query=_query(req))
+
+
+def file_name(req: Request, ext: str, when: dt.datetime | None = None) -> str:
+    """glb-<query>-<UTC timestamp>.<ext>"""
+    when = when or dt.datetime.now(dt.timezone.utc)
+    return f"glb-{req.slug()}-{when.strftime('%Y%m%d-%H%M%S')}.{ext}"
+
+
+def preview_jpeg(data: bytes | None, side: int = 160) -> bytes | None:
+    """A small JPEG of an uploaded query image (first three bands, 2-98 % stretch for rasters
+    that are not 8-bit pictures); None when it cannot be read (its error is shown elsewhere)."""
+    if not data:
+        return None
+    import numpy as np
+    from PIL import Image
+
+    try:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im = im.convert("RGB")
+                im.thumbnail((side, side))
+                buf = io.BytesIO()
+                im.save(buf, format="JPEG", quality=85)
+                return buf.getvalue()
+        except Exception:  # noqa: BLE001 - not a picture PIL reads: try it as a raster
+            from rasterio.io import MemoryFile
+
+            with MemoryFile(data) as mf, mf.open() as ds:
+                idx = [1, 2, 3] if ds.count >= 3 else [1]
+                step = max(1, max(ds.width, ds.height) // side)
+                arr = ds.read(idx, out_shape=(len(idx), max(1, ds.height // step),
+                                              max(1, ds.width // step))).astype(np.float64)
+            lo, hi = np.nanpercentile(arr, 2), np.nanpercentile(arr, 98)
+            arr = np.clip((arr - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+            arr = np.repeat(arr, 3, 0) if arr.shape[0] == 1 else arr
+            buf = io.BytesIO()
+            Image.fromarray(arr.transpose(1, 2, 0)).save(buf, format="JPEG", quality=85)
+            return buf.getvalue()
+    except Exception:  # noqa: BLE001 - unreadable upload: no preview
+        return None

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointError, InputError
 from ..modalities import check_modality
-from ..normalize import standardise, to_unit_scale
+from ..normalize import normalise
 from .config import DEFAULT_MODEL, ModelConfig, TextConfig, get_model_config
 from .text import MiniLMTextTower
 from .vit import ImageTower
@@ -20,8 +20,10 @@ from .vit import ImageTower
 log = logging.getLogger("glb.encoder")
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
-DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "glb-effnet-l0.safetensors"   # v2 (docs/MODEL_CARD.md)
-V1_CHECKPOINT = CHECKPOINT_DIR / "glb-vit-s8.safetensors"             # v1, still loadable
+# v1 stays the default: v2 does not win the whole table (docs/MODEL_CARD.md); v2 is the
+# registry's `glb-effnet-l0`, selectable by name.
+DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "glb-vit-s8.safetensors"
+V2_CHECKPOINT = CHECKPOINT_DIR / "glb-effnet-l0.safetensors"
 MIN_SIDE = 16
 MAX_BANDS = 256
 
@@ -78,36 +80,29 @@ def load_state(tower: ImageTower, state: dict, source: str) -> None:
     tower.load_state_dict(state)
 
 
-class Encoder:
-    """Text and image into one L2-normalised embedding space (see DESIGN.md's interface)."""
+class BaseEncoder:
+    """What every encoder shares: raw pixels -> model input (the registry entry's normalisation
+    and input size), batching, and the identity recorded in an index. Subclasses provide
+    `embed_preprocessed` and `encode_text`."""
 
-    def __init__(self, image: ImageTower, text_config: TextConfig, *, name: str, trained: bool,
-                 checkpoint: str | None = None, meta: dict | None = None, device: str = "cpu"):
-        self.image = image.eval().to(device)
-        self.text_config = text_config
-        self.name = name
-        self.trained = trained
-        self.checkpoint = checkpoint
-        self.meta = meta or {}
-        self.device = device
-        self.dim = image.cfg.embed_dim
-        self.image_size = image.cfg.vision.image_size
-        if MiniLMTextTower.dim != self.dim:
-            raise CheckpointError(f"text tower gives {MiniLMTextTower.dim}-d vectors, image tower {self.dim}-d")
-        digest = (self.meta.get("sha256") or "")[:12]
-        self.identity = f"{name}@{digest}" if trained else f"{name}@random-seed0"
+    name: str
+    identity: str
+    dim: int
+    image_size: int
+    device: str
+    trained: bool = True
+    normalisation: str = "glb"
+    single_band_repeat: int | None = None  # repeat a one-band image to this many bands
+    encoder_name: str = DEFAULT_MODEL       # the registry entry it was built from
+    weights: str | None = None              # the weights folder or file, where the user chose it
 
     def describe(self) -> dict:
-        return {"name": self.name, "identity": self.identity, "dim": self.dim,
-                "trained": self.trained, "image_size": self.image_size}
-
-    @property
-    def text(self) -> MiniLMTextTower:
-        """Loaded on first use: indexing never needs it (every cron run saves its load time)."""
-        return text_tower(self.text_config)
-
-    def encode_text(self, texts: list[str] | str) -> np.ndarray:
-        return self.text.encode(texts)
+        d = {"name": self.name, "identity": self.identity, "dim": self.dim,
+             "trained": self.trained, "image_size": self.image_size,
+             "encoder": self.encoder_name, "normalisation": self.normalisation}
+        if self.weights:
+            d["weights"] = self.weights
+        return d
 
     def preprocess(self, arr: np.ndarray, wavelengths, modality: str,
                    value_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,17 +130,21 @@ class Encoder:
             raise InputError(f"wavelengths must be positive numbers in µm, got {wl.tolist()}")
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             raise InputError("pixels contain NaN or Inf: fill or mask no-data before encoding")
-        x = standardise(to_unit_scale(arr, modality, value_scale))
+        x = normalise(arr, modality, value_scale, self.normalisation)
+        if c == 1 and self.single_band_repeat:
+            x = np.repeat(x, self.single_band_repeat, axis=1)
+            wl = np.repeat(wl, self.single_band_repeat)
         t = torch.from_numpy(np.ascontiguousarray(x))
         if (h, w) != (self.image_size, self.image_size):
             t = F.interpolate(t, size=(self.image_size, self.image_size), mode="bilinear",
                               align_corners=False, antialias=max(h, w) > self.image_size)
         return t, torch.from_numpy(wl)
 
-    @torch.inference_mode()
     def embed_preprocessed(self, x: torch.Tensor, wl: torch.Tensor, modality: str) -> np.ndarray:
-        self.image.set_modality(modality)
-        return self.image(x.to(self.device), wl.to(self.device)).float().cpu().numpy()
+        raise NotImplementedError
+
+    def encode_text(self, texts: list[str] | str) -> np.ndarray:
+        raise NotImplementedError
 
     def encode_image(self, arr: np.ndarray, wavelengths, modality: str = "rgb",
                      value_scale: float | None = None, batch_size: int = 256) -> np.ndarray:
@@ -154,6 +153,40 @@ class Encoder:
         outs = [self.embed_preprocessed(x[i:i + batch_size], wl, modality)
                 for i in range(0, x.shape[0], batch_size)]
         return np.concatenate(outs).astype(np.float32)
+
+
+class Encoder(BaseEncoder):
+    """GeoLangBind's own encoder: text and image into one L2-normalised embedding space (see
+    DESIGN.md's interface)."""
+
+    def __init__(self, image: ImageTower, text_config: TextConfig, *, name: str, trained: bool,
+                 checkpoint: str | None = None, meta: dict | None = None, device: str = "cpu"):
+        self.image = image.eval().to(device)
+        self.text_config = text_config
+        self.name = name
+        self.trained = trained
+        self.checkpoint = checkpoint
+        self.meta = meta or {}
+        self.device = device
+        self.dim = image.cfg.embed_dim
+        self.image_size = image.cfg.vision.image_size
+        if MiniLMTextTower.dim != self.dim:
+            raise CheckpointError(f"text tower gives {MiniLMTextTower.dim}-d vectors, image tower {self.dim}-d")
+        digest = (self.meta.get("sha256") or "")[:12]
+        self.identity = f"{name}@{digest}" if trained else f"{name}@random-seed0"
+
+    @property
+    def text(self) -> MiniLMTextTower:
+        """Loaded on first use: indexing never needs it (every cron run saves its load time)."""
+        return text_tower(self.text_config)
+
+    def encode_text(self, texts: list[str] | str) -> np.ndarray:
+        return self.text.encode(texts)
+
+    @torch.inference_mode()
+    def embed_preprocessed(self, x: torch.Tensor, wl: torch.Tensor, modality: str) -> np.ndarray:
+        self.image.set_modality(modality)
+        return self.image(x.to(self.device), wl.to(self.device)).float().cpu().numpy()
 
 
 def _sha256(path: Path) -> str:
@@ -177,33 +210,94 @@ def text_tower(text_cfg: TextConfig) -> MiniLMTextTower:
     return _TEXT_CACHE[key]
 
 
-def shipped_checkpoint(identity: str | None) -> Path | None:
-    """The checkpoint shipped in engine/checkpoints/ whose name an encoder identity
-    ("<name>@<sha256 prefix>") gives, when it is there and is not the default; None otherwise
-    (then the default loads, and a mismatch is refused by the index with a clear message)."""
-    if not identity or "@" not in identity:
-        return None
-    p = CHECKPOINT_DIR / f"{identity.split('@', 1)[0]}.safetensors"
-    return p if p.is_file() and p.resolve() != DEFAULT_CHECKPOINT.resolve() else None
-
-
-def load_encoder(checkpoint: str | Path | None = None, *, device: str | None = None,
-                 model: str = DEFAULT_MODEL) -> Encoder:
-    """The released checkpoint by default. With no checkpoint shipped, a randomly initialised
-    encoder of the same architecture keeps the plumbing working, and says so loudly."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
-    if checkpoint is None and not path.exists():
+def build_glb(spec, weights=None, device: str = "cpu") -> Encoder:
+    """The registry's builder for our own encoder: the bundled checkpoint, or `weights` (a
+    .safetensors file). With no checkpoint shipped, a randomly initialised encoder of the same
+    architecture keeps the plumbing working, and says so loudly."""
+    model = spec.option("model", DEFAULT_MODEL)
+    path = Path(weights) if weights else CHECKPOINT_DIR / spec.option("checkpoint", f"{model}.safetensors")
+    if weights is None and not path.exists():
         msg = (f"UNTRAINED ENCODER: no released checkpoint at {path}; using a randomly "
                f"initialised {model} (seed 0). Search results are meaningless until one ships.")
         log.warning(msg)
         torch.manual_seed(0)
         cfg = get_model_config(model)
-        return Encoder(create_image_tower(cfg), cfg.text, name=f"{cfg.name}-untrained",
-                       trained=False, device=device)
-    cfg, state, meta = read_checkpoint(path)
-    meta["sha256"] = _sha256(path)
-    tower = create_image_tower(cfg)
-    load_state(tower, state, str(path))
-    return Encoder(tower, cfg.text, name=meta.get("name", cfg.name), trained=True,
-                   checkpoint=str(path), meta=meta, device=device)
+        enc = Encoder(create_image_tower(cfg), cfg.text, name=f"{cfg.name}-untrained",
+                      trained=False, device=device)
+    else:
+        cfg, state, meta = read_checkpoint(path)
+        meta["sha256"] = _sha256(path)
+        tower = create_image_tower(cfg)
+        load_state(tower, state, str(path))
+        enc = Encoder(tower, cfg.text, name=meta.get("name", cfg.name), trained=True,
+                      checkpoint=str(path), meta=meta, device=device)
+    enc.encoder_name = _entry_for_model(spec, cfg.name)
+    enc.normalisation = spec.normalisation
+    return enc
+
+
+def _entry_for_model(spec, model: str) -> str:
+    """The registry entry an index should record for a checkpoint file of our own encoder: the
+    entry whose model the checkpoint is (a v2 file given as --checkpoint records glb-effnet-l0,
+    so reopening the index builds the same architecture), else the entry it was loaded through."""
+    from . import registry
+
+    if spec.option("model", DEFAULT_MODEL) == model:
+        return spec.name
+    for name, other in registry.registry().items():
+        if other.builder == spec.builder and other.option("model") == model:
+            return name
+    return spec.name
+
+
+def load_encoder(name: str | Path | None = None, *, weights: str | Path | None = None,
+                 device: str | None = None, model: str = DEFAULT_MODEL,
+                 checkpoint: str | Path | None = None):
+    """An encoder by registry name (engine/encoder/encoders.toml), e.g.
+    `load_encoder("dofa-clip-b16-224", weights="DIR")`; with no name, the default (ours, the
+    released checkpoint). For compatibility, `name` may also be a checkpoint file of our own
+    encoder (as `checkpoint=` or `weights=` may). Reads no environment variables: the CLI and
+    `engine.open` resolve a weights folder from the environment (registry.weights_from_env)."""
+    from . import registry
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name is not None and registry.is_encoder_name(str(name)):
+        spec = registry.get_spec(str(name))
+    elif name is not None:  # a checkpoint file of our own encoder (the pre-registry call)
+        spec, weights = registry.get_spec(registry.DEFAULT_ENCODER), name
+    else:
+        spec = registry.get_spec(registry.DEFAULT_ENCODER)
+    if checkpoint is not None:
+        weights = checkpoint
+    if spec.name == registry.DEFAULT_ENCODER and model != DEFAULT_MODEL:
+        spec = registry.EncoderSpec(**{**spec.__dict__, "options": {**spec.options, "model": model}})
+    if spec.weights == "folder":
+        weights = registry.require_weights(spec, weights)
+    return spec.build_function()(spec, weights, device)
+
+
+def load_encoder_for_index(recorded: dict, *, index: str, weights: str | Path | None = None,
+                           checkpoint: str | Path | None = None, device: str | None = None):
+    """The encoder an index was built with (its manifest's encoder record), so every reader
+    (search, CLI, UI, API) embeds queries in the index's space. A 'folder' encoder's weights
+    come from `weights`, else its environment variable, else the folder recorded at indexing."""
+    from . import registry
+
+    name = recorded.get("encoder") or registry.DEFAULT_ENCODER
+    built = recorded.get("identity") or name
+    if not registry.is_encoder_name(name):
+        raise CheckpointError(f"{index}: built with encoder {name!r}, which this version does not "
+                              f"know (known: {', '.join(registry.list_encoders())})")
+    spec = registry.get_spec(name)
+    if spec.weights != "folder":
+        return load_encoder(name, weights=weights or checkpoint, device=device)
+    chosen = weights or registry.weights_from_env(spec)
+    recorded_dir = recorded.get("weights")
+    how = f"open it with weights=DIR (CLI: --weights DIR) or set {spec.weights_env}=DIR"
+    if chosen is None and recorded_dir and not Path(recorded_dir).exists():
+        raise CheckpointError(f"{index}: built with {built}, whose weights folder {recorded_dir} "
+                              f"(recorded at indexing) no longer exists; {how}")
+    chosen = chosen or recorded_dir
+    if chosen is None:
+        raise CheckpointError(f"{index}: built with {built}, which needs its weights folder; {how}")
+    return load_encoder(name, weights=chosen, device=device)

@@ -111,3 +111,117 @@ class FixedStemPatchEmbed(nn.Module):
             x = x.reshape(b, h, w, c).permute(0, 3, 1, 2)
         x = self.stems[self.modality](x)
         return x.flatten(2).transpose(1, 2)
+
+
+# --- DOFA-CLIP's patch embedding (the paper's weights) ------------------------------------------
+# Attribute names are the checkpoint's key names under visual.trunk.patch_embed: they must not
+# change. Structure as published (see docs/MODEL_CARD.md, "The paper's own weights").
+
+
+def dofa_wavelength_features(wavelengths: torch.Tensor, dim: int) -> torch.Tensor:
+    """λ (µm) -> (C, dim): DOFA's 1-D sin/cos embedding of λ x 1000 at frequencies
+    10000^(-i / (dim/2)), sines then cosines (computed in float32, as the authors do)."""
+    freqs = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float32,
+                                         device=wavelengths.device) / (dim / 2.0))
+    angles = (wavelengths.float().reshape(-1) * 1000)[:, None] * freqs[None, :]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+class DofaResidualMLP(nn.Module):
+    """`fclayer`: x + relu(w2(relu(w1(x))))."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, dim)
+        self.w2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + F.relu(self.w2(F.relu(self.w1(x))))
+
+
+class DofaWeightGenerator(nn.Module):
+    """`weight_generator`: one post-norm transformer layer (no positional encoding) over
+    [weight_tokens, band tokens, bias_token]; band outputs (+ the band tokens) -> per-band
+    kernels (fc_weight), the bias token's output -> the conv bias (fc_bias)."""
+
+    def __init__(self, dim: int, kernel_numel: int, out_channels: int, n_tokens: int = 128,
+                 heads: int = 4, ffn: int = 2048):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d_model=dim, nhead=heads, dim_feedforward=ffn,
+                                           dropout=0.0, activation="gelu", norm_first=False,
+                                           batch_first=False)
+        self.transformer_encoder = nn.TransformerEncoder(layer, num_layers=1,
+                                                         enable_nested_tensor=False)
+        self.fc_weight = nn.Linear(dim, kernel_numel)
+        self.fc_bias = nn.Linear(dim, out_channels)
+        self.weight_tokens = nn.Parameter(torch.randn(n_tokens, dim) * 0.02)
+        self.bias_token = nn.Parameter(torch.randn(1, dim) * 0.02)
+        for m in (self.fc_weight, self.fc_bias):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.constant_(m.bias, 0.01)
+
+    def forward(self, band_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.weight_tokens.shape[0]
+        seq = torch.cat([self.weight_tokens, band_tokens, self.bias_token], dim=0)  # (S, dim), unbatched
+        out = self.transformer_encoder(seq)
+        return self.fc_weight(out[n:-1] + band_tokens), self.fc_bias(out[-1])
+
+
+class DofaPatchEmbed(nn.Module):
+    """Replaces the SigLIP trunk's conv stem: generates a (width, C, k, k) kernel and a bias
+    from the C band wavelengths, scales both by `kernel_scale`, and convolves with stride k.
+    Band order travels with the wavelengths: permuting both permutes the kernel's input
+    channels the same way, so the patch tokens are unchanged."""
+
+    def __init__(self, embed_dim: int, patch_size: int, img_size: int, wave_dim: int = 128,
+                 weight_tokens: int = 128, heads: int = 4, ffn: int = 2048, padding: int = 1,
+                 kernel_scale: float = 0.01):
+        super().__init__()
+        self.embed_dim, self.kernel_size, self.wave_dim = embed_dim, patch_size, wave_dim
+        self.padding, self.kernel_scale = padding, kernel_scale
+        self.patch_size = (patch_size, patch_size)  # what timm's ViT reads from its patch_embed
+        self.img_size = (img_size, img_size)
+        side = (img_size + 2 * padding - patch_size) // patch_size + 1
+        self.grid_size = (side, side)
+        self.num_patches = side * side
+        self.weight_generator = DofaWeightGenerator(wave_dim, patch_size * patch_size * embed_dim,
+                                                    embed_dim, weight_tokens, heads, ffn)
+        self.fclayer = DofaResidualMLP(wave_dim)
+        for m in (self.fclayer.w1, self.fclayer.w2):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.constant_(m.bias, 0.01)
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def generate(self, wavelengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C,) µm -> conv kernel (width, C, k, k) and bias (width,), float32."""
+        c, k = wavelengths.shape[0], self.kernel_size
+        with torch.autocast(wavelengths.device.type, enabled=False):
+            tokens = self.fclayer(dofa_wavelength_features(wavelengths, self.wave_dim))
+            weight, bias = self.weight_generator(tokens)
+        kernel = weight.view(c, k, k, self.embed_dim).permute(3, 0, 1, 2) * self.kernel_scale
+        return kernel.contiguous(), bias.view(self.embed_dim) * self.kernel_scale
+
+    def forward(self, x: torch.Tensor, wavelengths: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != wavelengths.shape[0]:
+            raise ValueError(f"{x.shape[1]} bands but {wavelengths.shape[0]} wavelengths")
+        if self.training or torch.is_grad_enabled():
+            kernel, bias = self.generate(wavelengths)
+        else:  # inference: kernels depend only on the band set; generate once per set
+            key = (str(wavelengths.device), *(float(w) for w in wavelengths))
+            if key not in self._cache:
+                if len(self._cache) > 64:
+                    self._cache.clear()
+                self._cache[key] = self.generate(wavelengths)
+            kernel, bias = self._cache[key]
+        # Under autocast (GPU, bf16) conv2d casts all three itself.
+        out = F.conv2d(x, kernel.to(x.dtype), bias.to(x.dtype), stride=self.kernel_size,
+                       padding=self.padding)
+        return out.flatten(2).transpose(1, 2)  # (B, N, width)
+
+    def train(self, mode: bool = True):
+        self._cache.clear()
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):  # .to(device) / .half(): cached kernels are stale
+        self._cache.clear()
+        return super()._apply(fn, *args, **kwargs)

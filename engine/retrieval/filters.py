@@ -61,9 +61,11 @@ class Filters:
     sensors: tuple[str, ...] | None = None
     start: dt.date | None = None
     end: dt.date | None = None
+    undated: bool = False  # with a date range: also keep tiles that have no acquisition date
 
     @classmethod
-    def build(cls, *, bbox=None, region=None, modality=None, sensor=None, start=None, end=None):
+    def build(cls, *, bbox=None, region=None, modality=None, sensor=None, start=None, end=None,
+              undated: bool = False):
         if bbox is not None and region is not None:
             raise InputError("give either bbox or region (polygon), not both")
         geom = bbox_geometry(bbox) if bbox is not None else (parse_region(region) if region is not None else None)
@@ -78,7 +80,8 @@ class Filters:
         start_d, end_d = _parse_date(start, "start"), _parse_date(end, "end")
         if start_d and end_d and start_d > end_d:
             raise InputError(f"start {start_d} is after end {end_d}")
-        return cls(geom, tuple(mods) if mods else None, tuple(sens) if sens else None, start_d, end_d)
+        return cls(geom, tuple(mods) if mods else None, tuple(sens) if sens else None, start_d, end_d,
+                   bool(undated))
 
     @property
     def has_attributes(self) -> bool:
@@ -122,10 +125,12 @@ class Filters:
             m &= np.isin(sel(snap.sensor_code), codes)
         if self.start is not None or self.end is not None:
             d = sel(snap.acquired_days)
+            dated = np.ones(n, dtype=bool)
             if self.start is not None:
-                m &= d >= (self.start - EPOCH).days
+                dated &= d >= (self.start - EPOCH).days
             if self.end is not None:
-                m &= (d <= (self.end - EPOCH).days) & (d > -10**9)
+                dated &= (d <= (self.end - EPOCH).days) & (d > -10**9)
+            m &= (dated | (d <= -10**9)) if self.undated else dated
         return m
 
     def env_mask(self, snap, rows: np.ndarray | None = None) -> np.ndarray:
@@ -160,7 +165,8 @@ class Filters:
             last = len(cum) - 1
             lo = 0 if self.start is None else int(np.clip((self.start - EPOCH).days - snap.day0, 0, last))
             hi = last if self.end is None else int(np.clip((self.end - EPOCH).days - snap.day0 + 1, 0, last))
-            f *= max(0, int(cum[hi]) - int(cum[lo])) / n
+            undated = (n - int(cum[-1])) if self.undated else 0
+            f *= min(n, max(0, int(cum[hi]) - int(cum[lo])) + undated) / n
         return f
 
     def spatial_candidates(self, snap, materialise_max: int):
@@ -208,19 +214,24 @@ class Filters:
         if self.sensors:
             clauses.append(f"sensor IN ({', '.join('?' for _ in self.sensors)})")
             params += list(self.sensors)
+        dates, dparams = [], []
         if self.start is not None:
-            clauses.append("acquired >= ?")
-            params.append(self.start)
+            dates.append("acquired >= ?")
+            dparams.append(self.start)
         if self.end is not None:
-            clauses.append("acquired <= ?")
-            params.append(self.end)
+            dates.append("acquired <= ?")
+            dparams.append(self.end)
+        if dates:
+            both = " AND ".join(dates)
+            clauses.append(f"(({both}) OR acquired IS NULL)" if self.undated else both)
+            params += dparams
         return " AND ".join(clauses) or "TRUE", params
 
     def describe(self) -> dict:
         return {"region": self.region.wkt if self.region is not None else None,
                 "modalities": self.modalities, "sensors": self.sensors,
                 "start": str(self.start) if self.start else None,
-                "end": str(self.end) if self.end else None}
+                "end": str(self.end) if self.end else None, "undated": self.undated}
 
 
 class SpatialGrid:

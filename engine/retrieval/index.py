@@ -15,18 +15,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ..errors import InputError
 from ..modalities import MODALITIES
 from ..store.layout import Layout
 from ..store.segment import read_overviews, read_thumbs
+from ..store.verify import damaged
 from . import planner
+from . import ranking as _ranking
 from .config import DEFAULT, SearchConfig
 from .filters import Filters
+from .ranking import Ranking, Reference, relevance_band
 from .snapshot import Snapshot
 
 MAX_K = 1000
 THUMB_CACHE = 4096  # thumbnails kept in memory per Index (a few MB)
+RANKED_MAX_DEPTH = 16_384  # diversified / floored lists stop widening their candidates here
 
 
 _WGS84 = None
@@ -48,8 +53,10 @@ def check_k(k, max_k: int = MAX_K) -> int:
         k_int = int(k)
     except (TypeError, ValueError, OverflowError):
         raise InputError(f"k {str(k)[:40]!r} is not an integer") from None
-    if k_int != k or not 1 <= k_int <= max_k:
-        raise InputError(f"k must be between 1 and {max_k}, got {str(k)[:40]}")
+    if k_int != k or k_int < 1:
+        raise InputError(f"k must be a positive integer (1 to {max_k}), got {str(k)[:40]}")
+    if k_int > max_k:
+        raise InputError(f"k {k_int} is more than the maximum of {max_k}")
     return k_int
 
 
@@ -66,10 +73,11 @@ def as_tile_id(tile_id) -> int:
 
 class Index:
     def __init__(self, path: str | Path, encoder=None, checkpoint: str | Path | None = None,
-                 config: SearchConfig = DEFAULT):
+                 config: SearchConfig = DEFAULT, weights: str | Path | None = None):
         self.path = Path(path)
         self.config = config
         self._checkpoint = checkpoint
+        self._weights = weights
         self.layout = Layout(self.path)
         self._snap = Snapshot.load(self.path, config=config.vectors)
         self._encoder = encoder
@@ -77,6 +85,8 @@ class Index:
         self._encoder_lock = threading.Lock()  # one encoder load
         self._thumbs_lock = threading.Lock()
         self._thumbs: OrderedDict[int, bytes] = OrderedDict()
+        # (snapshot, ranking.Reference): replaced whole (one assignment) when the snapshot moves
+        self._reference: tuple | None = None
 
     # --- snapshot management -----------------------------------------------------------
     @property
@@ -101,15 +111,14 @@ class Index:
         return self._encoder_for(self._snap)
 
     def _encoder_for(self, snap: Snapshot):
-        if self._encoder is None:
+        if self._encoder is None:  # the encoder the index was built with (its manifest says which)
             with self._encoder_lock:
                 if self._encoder is None:
-                    from ..encoder import load_encoder
-                    from ..encoder.factory import shipped_checkpoint
+                    from ..encoder.factory import load_encoder_for_index
 
-                    # an index built with an older released encoder keeps working with it
-                    built_with = snap.manifest.encoder.get("identity")
-                    self._encoder = load_encoder(self._checkpoint or shipped_checkpoint(built_with))
+                    self._encoder = load_encoder_for_index(
+                        snap.manifest.encoder, index=str(self.path), weights=self._weights,
+                        checkpoint=self._checkpoint)
         self._check_encoder(self._encoder, snap)
         return self._encoder
 
@@ -118,21 +127,31 @@ class Index:
         if built_with and built_with != enc.identity:
             raise InputError(
                 f"{self.path}: index was built with encoder {built_with} but the loaded encoder "
-                f"is {enc.identity}; open it with the matching checkpoint")
+                f"is {enc.identity}; open it with the matching checkpoint or weights folder")
 
     # --- queries -------------------------------------------------------------------------
     def search(self, text: str | None = None, bbox=None, k: int = 20, modality=None,
                start=None, end=None, *, sensor=None, region=None, image=None,
                wavelengths=None, image_modality: str | None = None, tile_id: int | None = None,
-               vector: np.ndarray | None = None):
+               vector: np.ndarray | None = None, undated: bool = False, calibrated: bool = False,
+               diversify: int | None = None, min_relevance: float | None = None):
         """Top-k tiles for one query (text, image array, tile id or vector) within filters;
-        `result.attrs["plan"]` holds the strategy the planner chose (see planner.py)."""
+        `result.attrs["plan"]` holds the strategy the planner chose (see planner.py).
+
+        `score` is what the list is ordered by: the cosine similarity (`score_raw`, always
+        there too) or, with calibrated=True, the per-modality calibrated score (ranking.py).
+        `relevance` is the percentile of the tile's score among its modality's tiles in this
+        index for this query, `match` a high/medium/low band. `undated` keeps tiles without a
+        date when a date range is given; `diversify=N` allows at most N results per scene and
+        one per place; `min_relevance` drops results below that percentile. What the ranking
+        hid is in `result.attrs["ranking"]` (docs/RANKING.md)."""
         k = check_k(k)
         given = [x is not None for x in (text, image, tile_id, vector)]
         if sum(given) != 1:
             raise InputError("give exactly one query: text, image, tile_id or vector")
         filters = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor,
-                                start=start, end=end)
+                                start=start, end=end, undated=undated)
+        ranking = Ranking.build(calibrated, diversify, min_relevance)
         snap = self.snapshot
         exclude = None
         if text is not None:
@@ -150,14 +169,128 @@ class Index:
                 raise InputError(f"query vector must be {snap.dim} finite numbers") from None
             if q.shape[0] != snap.dim or not np.all(np.isfinite(q)):
                 raise InputError(f"query vector must be {snap.dim} finite numbers")
+        if not ranking.plain:
+            return self._ranked(snap, q, k, filters, ranking, exclude)
         rows, scores, plan = planner.top_k(snap, q, k + (exclude is not None), filters,
                                            self.config.planner)
         if exclude is not None:
             keep = snap.tile_ids[rows] != exclude
             rows, scores = rows[keep][:k], scores[keep][:k]
-        res = self._results(snap, rows, scores)
+        res = self._results(snap, rows, scores, stats=self._stats(snap, q))
         res.attrs["plan"] = plan
+        res.attrs["ranking"] = {"calibrated": False, "diversify": None, "min_relevance": None,
+                                "hidden_by_diversify": 0, "below_floor": 0}
         return res
+
+    # --- ranking across modalities and scenes (ranking.py) -------------------------------------
+    def _stats(self, snap: Snapshot, q: np.ndarray):
+        """This query's score distribution per modality over the snapshot's reference tiles."""
+        ref = self._reference
+        if ref is None or ref[0] is not snap:
+            ref = (snap, Reference(snap.modality_code, snap.vectors.take))
+            self._reference = ref
+        return ref[1].stats(q)
+
+    def _ranked(self, snap: Snapshot, q, k: int, filters: Filters, ranking: Ranking, exclude):
+        """Calibrated, diversified and/or floored top-k. Calibrated: each modality's exact
+        cosine top `depth` (calibration is monotone within a modality, so the merged lists hold
+        the calibrated top `depth`). Diversified or floored: the candidates widen (x4) until k
+        survive, the filters run out of tiles, or RANKED_MAX_DEPTH."""
+        from dataclasses import replace
+
+        stats = self._stats(snap, q)
+        depth = k + (exclude is not None)
+        if ranking.diversify is not None or ranking.min_relevance is not None:
+            depth = max(4 * depth, depth + 32)
+        scope = []
+        if ranking.calibrated:
+            present = [MODALITIES[c] for c in np.flatnonzero(snap.modality_counts[:len(MODALITIES)])]
+            scope = [m for m in present if not filters.modalities or m in filters.modalities]
+        passed_before = -1
+        while True:
+            plans = {}
+            if ranking.calibrated:
+                parts = []
+                for m in scope:
+                    r, sc, plans[m] = planner.top_k(snap, q, depth, replace(filters, modalities=(m,)),
+                                                    self.config.planner)
+                    parts.append((r, sc))
+                rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+                raw = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
+                exhausted = all(len(p[0]) < depth for p in parts)
+            else:
+                rows, raw, plans["all"] = planner.top_k(snap, q, depth, filters, self.config.planner)
+                exhausted = len(rows) < depth
+            codes = snap.modality_code[rows]
+            cal = stats.calibrate(raw, codes)
+            rel = stats.relevance(raw, codes)
+            key = cal if ranking.calibrated else raw.astype(np.float32)
+            order = np.lexsort((snap.tile_ids[rows], -key))
+            rows, raw, cal, rel, key = rows[order], raw[order], cal[order], rel[order], key[order]
+            if exclude is not None:
+                keep = snap.tile_ids[rows] != exclude
+                rows, raw, cal, rel, key = rows[keep], raw[keep], cal[keep], rel[keep], key[keep]
+            n_cand = len(rows)
+            below = 0
+            if ranking.min_relevance is not None:
+                keep = rel >= ranking.min_relevance
+                rows, raw, cal, rel, key = rows[keep], raw[keep], cal[keep], rel[keep], key[keep]
+                below = n_cand - len(rows)
+            if ranking.diversify is not None:
+                boxes = np.stack([snap.minx[rows], snap.miny[rows], snap.maxx[rows], snap.maxy[rows]], 1)
+                scenes = snap.take(rows, ["scene_id"]).column("scene_id").to_pylist()
+                pos = _ranking.diversify(scenes, boxes, ranking.diversify, k)
+            else:
+                pos = np.arange(min(k, len(rows)))
+            stalled = ranking.diversify is None and len(rows) == passed_before  # floor reached
+            passed_before = len(rows)
+            if len(pos) >= k or exhausted or stalled or depth >= min(RANKED_MAX_DEPTH, snap.n_tiles):
+                break
+            depth = min(depth * 4, RANKED_MAX_DEPTH, snap.n_tiles)
+        hidden = int(pos[-1] + 1 - len(pos)) if len(pos) else 0
+        out = self._results(snap, rows[pos], key[pos], raw=raw[pos], relevance=rel[pos])
+        out.attrs["plan"] = {"strategy": "ranked", "depth": depth, "per_modality": plans}
+        out.attrs["ranking"] = {"calibrated": ranking.calibrated, "diversify": ranking.diversify,
+                                "min_relevance": ranking.min_relevance,
+                                "hidden_by_diversify": hidden,
+                                "below_floor": int(below) if len(pos) < k else 0}
+        return out
+
+    def filter_counts(self, bbox=None, modality=None, start=None, end=None, *, sensor=None,
+                      region=None, undated: bool = False) -> list[dict]:
+        """What each filter does to this index, applied in the order region, modality, sensor,
+        dates: [{"filter", "removed", "left"}], plus "undated_kept" (tiles without a date that
+        the date filter let through) on the dates row. Only filters that are set are listed.
+        Exact (footprints tested); O(index) numpy: for a page, not for a hot loop."""
+        from dataclasses import replace
+
+        f = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor, start=start,
+                          end=end, undated=undated)
+        snap = self.snapshot
+        alive = np.ones(snap.n_tiles, dtype=bool)
+        out = []
+
+        def step(name, mask, **extra):
+            before = int(alive.sum())
+            alive[:] &= mask
+            out.append({"filter": name, "removed": before - int(alive.sum()),
+                        "left": int(alive.sum()), **extra})
+
+        none = Filters()
+        if f.region is not None:
+            env = replace(none, region=f.region).env_mask(snap)
+            rows = np.flatnonzero(env)
+            env[rows] = replace(none, region=f.region).exact_geometry(snap, rows)
+            step("region", env)
+        if f.modalities:
+            step("modality", replace(none, modalities=f.modalities).attr_mask(snap))
+        if f.sensors:
+            step("sensor", replace(none, sensors=f.sensors).attr_mask(snap))
+        if f.start is not None or f.end is not None:
+            m = replace(none, start=f.start, end=f.end, undated=f.undated).attr_mask(snap)
+            undated_kept = int((m & alive & (snap.acquired_days <= -10**9)).sum())
+            step("dates", m, undated_kept=undated_kept)
+        return out
 
     def tile_vector(self, tile_id, snap: Snapshot | None = None) -> np.ndarray:
         snap = snap or self.snapshot
@@ -166,9 +299,11 @@ class Index:
             raise InputError(f"tile_id {tile_id} is not in this index")
         return snap.vectors[row]
 
-    def _results(self, snap: Snapshot, rows: np.ndarray, scores: np.ndarray):
+    def _results(self, snap: Snapshot, rows: np.ndarray, scores: np.ndarray, *, raw=None,
+                 relevance=None, stats=None):
         """GeoDataFrame of the rows, built column by column (faster than going
-        through pyarrow's to_pandas for a page of results)."""
+        through pyarrow's to_pandas for a page of results). `stats` (a query's distribution)
+        fills relevance and match for a plain ranking."""
         import geopandas as gpd
         import shapely
         from geopandas.array import from_shapely
@@ -177,6 +312,13 @@ class Index:
                              "row_off", "col_off", "height", "width", "geometry"])
         d = {"rank": np.arange(1, len(rows) + 1), "tile_id": t.column("tile_id").to_numpy(),
              "score": np.asarray(scores, dtype=np.float32)}
+        d["score_raw"] = d["score"] if raw is None else np.asarray(raw, dtype=np.float32)
+        if stats is not None and relevance is None:
+            relevance = stats.relevance(d["score_raw"], snap.modality_code[rows])
+        d["relevance"] = (np.full(len(rows), np.nan, np.float32) if relevance is None
+                          else np.round(np.asarray(relevance, np.float32), 2))
+        d["match"] = (np.full(len(rows), None, object) if relevance is None
+                      else relevance_band(d["relevance"]))
         for c in ("modality", "sensor", "scene"):
             d[c] = np.asarray(t.column(c).to_pylist(), dtype=object)
         d["acquired"] = pd.to_datetime(t.column("acquired").to_numpy(zero_copy_only=False))
@@ -214,11 +356,20 @@ class Index:
         for seg, seg_ids in by_segment.items():
             try:
                 table = read_thumbs(self.layout, seg, seg_ids)
-            except FileNotFoundError:  # compacted away since this snapshot: reload and retry
-                self.refresh()
-                return {**out, **self.thumbnails(missing)}
-            for t, jpeg in zip(table.column("tile_id").to_pylist(), table.column("jpeg").to_pylist()):
-                out[t] = jpeg
+            except (OSError, pa.ArrowException) as e:
+                # compacted away since this snapshot: reload once and retry; a file missing from
+                # the live generation is damage, named with its repair (never a retry loop)
+                if isinstance(e, FileNotFoundError) and self.refresh():
+                    return {**out, **self.thumbnails(missing)}
+                raise damaged(self.layout, [f"segments/{seg}/thumbs.parquet "
+                                            f"{'is missing' if isinstance(e, FileNotFoundError) else 'is unreadable'}"]) from None
+            got = dict(zip(table.column("tile_id").to_pylist(), table.column("jpeg").to_pylist()))
+            lost = [t for t in seg_ids if t not in got]
+            if lost:
+                raise damaged(self.layout, [f"segments/{seg}/thumbs.parquet has no thumbnail for "
+                                            f"tile {lost[0]}"])
+            for t in seg_ids:
+                out[t] = got[t]
         with self._thumbs_lock:
             self._thumbs.update((t, out[t]) for t in missing if t in out)
             while len(self._thumbs) > THUMB_CACHE:
@@ -240,7 +391,11 @@ class Index:
         snap = self.snapshot
         out = []
         for name in snap.segments:
-            for r in read_overviews(self.layout, name).to_pylist():
+            try:
+                table = read_overviews(self.layout, name)
+            except (OSError, pa.ArrowException):
+                raise damaged(self.layout, [f"segments/{name}/overviews.parquet is missing or unreadable"]) from None
+            for r in table.to_pylist():
                 r["corners"] = json.loads(r["corners"])
                 out.append(r)
         live = set(snap.scenes().column("scene_id").to_pylist())
@@ -276,7 +431,9 @@ class Index:
             "modalities": {MODALITIES[i]: int(c) for i, c in enumerate(snap.modality_counts[:len(MODALITIES)]) if c},
             "sensors": {name: int(c) for name, c in sorted(zip(snap.sensor_names, snap.sensor_counts)) if c},
             "encoder": {"name": enc.get("name"), "identity": enc.get("identity"),
-                        "embedding_dim": enc.get("dim"), "trained": enc.get("trained")},
+                        "embedding_dim": enc.get("dim"), "trained": enc.get("trained"),
+                        "registry_name": enc.get("encoder") or "glb-vit-s8",
+                        **({"weights": enc["weights"]} if enc.get("weights") else {})},
             "bbox": bbox,
             "segments": len(snap.manifest.segments),
         }
@@ -287,16 +444,19 @@ _OPEN_LOCK = threading.Lock()
 
 
 def open_index(path: str | Path, encoder=None, checkpoint: str | Path | None = None,
-               config: SearchConfig = DEFAULT) -> Index:
-    """Opened indexes are cached per path (and per encoder, checkpoint and config, when
-    given); the encoder is loaded on the first query that needs it."""
+               config: SearchConfig = DEFAULT, weights: str | Path | None = None) -> Index:
+    """Opened indexes are cached per path (and per encoder, checkpoint, config and weights
+    folder, when given); the encoder the index was built with is loaded on the first query that
+    needs it (a weights folder, where it needs one: `weights`, its environment variable, or the
+    folder recorded at indexing)."""
     if not isinstance(config, SearchConfig):
         raise InputError(f"config must be an engine.SearchConfig, got {type(config).__name__}")
     key = (str(Path(path).resolve()), id(encoder) if encoder is not None else None,
-           str(checkpoint or ""), config)
+           str(checkpoint or ""), config, str(weights or ""))
     with _OPEN_LOCK:
         if key not in _OPEN:
-            _OPEN[key] = Index(path, encoder=encoder, checkpoint=checkpoint, config=config)
+            _OPEN[key] = Index(path, encoder=encoder, checkpoint=checkpoint, config=config,
+                               weights=weights)
         return _OPEN[key]
 
 

@@ -15,6 +15,8 @@ picked up by building a new Snapshot (reusing already-loaded segments) and swapp
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -24,15 +26,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import CorruptIndexError
 from ..modalities import MODALITIES
 from ..store.files import try_atomic_write
 from ..store.layout import TILE_SCHEMA, Layout
 from ..store.manifest import Manifest, read_current, read_scenes, read_tombstones
 from ..store.segment import read_tiles, read_vectors
+from ..store.verify import damaged, generation_damage, require_whole
 from . import vectors as vec
 from .config import DEFAULT, VectorIndexConfig
 from .filters import SpatialGrid
+
+log = logging.getLogger("glb.store")
 
 NULL_DAY = -(2 ** 31)
 
@@ -94,6 +98,9 @@ class Snapshot:
         self.manifest = manifest
         self.current_name = current_name
         cache = cache or {}
+        damage = generation_damage(layout, manifest, segments=[])  # its scenes, tombstones files
+        if damage:
+            raise damaged(layout, damage)
         total = sum(int(s.n_rows) for s in manifest.segments)
         self.large = total >= config.quant_min_rows
         self.segments: dict[str, LoadedSegment] = {}
@@ -102,9 +109,8 @@ class Snapshot:
             if seg is None or (isinstance(seg.vectors, np.memmap) != self.large):
                 seg = self._load_segment(info.name)
                 if seg.tiles.num_rows != seg.vectors.shape[0] or seg.tiles.num_rows != info.n_rows:
-                    raise CorruptIndexError(
-                        f"segment {info.name}: {seg.tiles.num_rows} tiles, {seg.vectors.shape[0]} "
-                        f"vectors, manifest says {info.n_rows}")
+                    raise damaged(layout, [f"segments/{info.name}: {seg.tiles.num_rows} tiles, "
+                                           f"{seg.vectors.shape[0]} vectors, manifest says {info.n_rows}"])
             if seg.cols is None:  # dropped after the last snapshot was built (large index)
                 seg.cols = _compact(seg.tiles)
             self.segments[info.name] = seg
@@ -116,7 +122,11 @@ class Snapshot:
         n_phys = int(self.seg_offsets[-1])
 
         # Tombstones: live -> physical row map (None when every row is live).
-        dead = read_tombstones(layout, manifest)
+        try:
+            dead = read_tombstones(layout, manifest)
+        except (OSError, pa.ArrowException) as e:
+            raise damaged(layout, [f"manifests/{manifest.tombstones_file}: unreadable "
+                                   f"({str(e).splitlines()[0][:120]})"]) from None
         self.live_phys = None
         live_masks: list[np.ndarray | None] = [None] * len(segs)
         if dead.num_rows and n_phys:
@@ -174,26 +184,40 @@ class Snapshot:
         self._vindex_lock = threading.Lock()
 
     def _load_segment(self, name: str) -> LoadedSegment:
-        if not self.large:
-            tiles = read_tiles(self.layout, name)
-            return LoadedSegment(name, tiles, read_vectors(self.layout, name), _compact(tiles))
-        tiles = self._arrow_tiles(name)
-        return LoadedSegment(name, tiles, read_vectors(self.layout, name, mmap=True), _compact(tiles))
+        """A segment's files, checked whole first (a missing or truncated file is one line
+        naming it and the repair, never a traceback from numpy or Arrow)."""
+        info = next(s for s in self.manifest.segments if s.name == name)
+        require_whole(self.layout, [info])
+        try:
+            if not self.large:
+                tiles = read_tiles(self.layout, name)
+                return LoadedSegment(name, tiles, read_vectors(self.layout, name), _compact(tiles))
+            tiles = self._arrow_tiles(name)
+            return LoadedSegment(name, tiles, read_vectors(self.layout, name, mmap=True), _compact(tiles))
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise damaged(self.layout, [f"segments/{name}: unreadable ({str(e).splitlines()[0][:120]})"]) from None
 
     def _arrow_tiles(self, name: str) -> pa.Table:
         """The segment's tile records as a memory-mapped Arrow file (made once, from the
-        immutable tiles.parquet; kept in memory if the index folder is not writable)."""
+        immutable tiles.parquet; kept in memory if the index folder is not writable). The file
+        is derived data: it is used only while it matches its source (segment name, row count
+        and tile ids, recorded when written and compared with tiles.parquet's), and rebuilt
+        otherwise."""
         import pyarrow.ipc as ipc
 
-        path = self.layout.root / "vindex" / f"{name}.tiles.arrow"
+        path = arrow_tiles_path(self.layout, name)
+        source_ids = read_tile_ids(self.layout, name)
         if path.is_file():
             try:
                 t = ipc.open_file(pa.memory_map(str(path))).read_all()
-                if t.schema.names == TILE_SCHEMA.names:
+                why = arrow_tiles_mismatch(t, name, source_ids)
+                if why is None:
                     return t
-            except (OSError, pa.ArrowInvalid):
-                pass
+                log.warning("%s: %s; rebuilding it from the segment", path, why)
+            except (OSError, pa.ArrowException) as e:
+                log.warning("%s: unreadable (%s); rebuilding it from the segment", path, e)
         t = read_tiles(self.layout, name)
+        t = t.replace_schema_metadata(arrow_tiles_metadata(name, source_ids))
 
         def write(p):
             with pa.OSFile(str(p), "wb") as f, ipc.new_file(f, t.schema) as w:
@@ -308,7 +332,11 @@ class Snapshot:
                 "vector_index": int(vi), "vectors_in_ram": int(self.vectors.in_ram_bytes()) if not self.large else 0}
 
     def scenes(self) -> pa.Table:
-        return read_scenes(self.layout, self.manifest)
+        try:
+            return read_scenes(self.layout, self.manifest)
+        except (OSError, pa.ArrowException) as e:
+            raise damaged(self.layout, [f"manifests/{self.manifest.scenes_file}: unreadable "
+                                        f"({str(e).splitlines()[0][:120]})"]) from None
 
     @classmethod
     def load(cls, root, previous: Snapshot | None = None,
@@ -337,3 +365,57 @@ def prepare(path: str | Path, config: VectorIndexConfig = DEFAULT.vectors) -> di
     after = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     return {"tiles": snap.n_tiles, "kind": vi.kind, "seconds": time.perf_counter() - t0,
             "reused": bool(before) and not (after - before), **vi.describe()}
+
+
+# --- the derived tile records (vindex/<segment>.tiles.arrow) -----------------------------------
+def arrow_tiles_path(layout: Layout, name: str):
+    return layout.root / "vindex" / f"{name}.tiles.arrow"
+
+
+def read_tile_ids(layout: Layout, name: str) -> np.ndarray:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(layout.segment(name) / "tiles.parquet", columns=["tile_id"]) \
+        .column("tile_id").to_numpy().astype(np.int64)
+
+
+def _ids_digest(ids: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(ids, dtype="<i8").tobytes(), digest_size=16).hexdigest()
+
+
+def arrow_tiles_metadata(name: str, ids: np.ndarray) -> dict:
+    return {b"glb.segment": name.encode(), b"glb.rows": str(len(ids)).encode(),
+            b"glb.tile_ids": _ids_digest(ids).encode()}
+
+
+def arrow_tiles_mismatch(t: pa.Table, name: str, source_ids: np.ndarray) -> str | None:
+    """Why a tiles.arrow cannot stand for segment `name` (None: it can): cheap checks, done on
+    every load (names, recorded segment, rows, the tile ids against tiles.parquet's)."""
+    if t.schema.names != TILE_SCHEMA.names:
+        return "columns differ from the store's tile schema"
+    meta = t.schema.metadata or {}
+    seg = meta.get(b"glb.segment", b"").decode(errors="replace")
+    if seg != name:
+        return f"made from segment {seg or '(not recorded)'}, not {name}"
+    if t.num_rows != len(source_ids) or meta.get(b"glb.rows") != str(len(source_ids)).encode():
+        return f"{t.num_rows} rows, the segment holds {len(source_ids)}"
+    ids = t.column("tile_id").to_numpy().astype(np.int64)
+    if not np.array_equal(ids, source_ids) or meta.get(b"glb.tile_ids") != _ids_digest(ids).encode():
+        return "its tile ids differ from the segment's"
+    return None
+
+
+def arrow_tiles_problem(layout: Layout, name: str) -> str | None:
+    """Full check of an existing tiles.arrow (for `glb check`): the cheap checks, then every
+    column equal to tiles.parquet's."""
+    import pyarrow.ipc as ipc
+
+    path = arrow_tiles_path(layout, name)
+    try:
+        t = ipc.open_file(pa.memory_map(str(path))).read_all()
+        why = arrow_tiles_mismatch(t, name, read_tile_ids(layout, name))
+        if why is None and not t.replace_schema_metadata(None).equals(read_tiles(layout, name)):
+            why = "its records differ from the segment's tiles.parquet"
+    except (OSError, pa.ArrowException) as e:
+        why = f"unreadable ({str(e).splitlines()[0][:100]})"
+    return why

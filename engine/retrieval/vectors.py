@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -287,45 +288,179 @@ def _train(vectors: RowVectors, dim: int, nlist: int, m: int, train_sample: int,
     return index
 
 
-def load_quantizer(root: Path, vectors: RowVectors, dim: int, config: VectorIndexConfig):
-    """-> (trained empty IndexIVFPQ, digest). Trained once per index; the first reader to
-    publish it wins (hard link: never replaced), later readers use that one."""
+def quantizer_problem(index, dim: int, nlist: int, m: int) -> str | None:
+    """Why a deserialised quantiser cannot serve this index (None: it can)."""
     import faiss
 
-    nlist = min(config.nlist, max(16, len(vectors) // 64))
+    ivf = index  # deserialize_index returns the most derived type
+    if not isinstance(ivf, faiss.IndexIVFPQ):
+        return f"a {type(ivf).__name__}, not an IVF-PQ index"
+    if ivf.d != dim or ivf.nlist != nlist or ivf.pq.M != m:
+        return f"dimension {ivf.d}, {ivf.nlist} lists, {ivf.pq.M}-byte codes; this index needs {dim}, {nlist}, {m}"
+    if not ivf.is_trained or ivf.ntotal != 0:
+        return "not a trained, empty quantiser"
+    if not np.isfinite(ivf.quantizer.reconstruct_n(0, ivf.nlist)).all():
+        return "its centroids are not finite"
+    return None
+
+
+def quantizer_params(n_rows: int, config: VectorIndexConfig) -> tuple[int, int, str]:
+    nlist = min(config.nlist, max(16, n_rows // 64))
     m = config.pq_m
-    folder = root / "vindex"
-    name = f"quantizer-ivf{nlist}-pq{m}.faiss"
-    path = folder / name
-    if path.is_file():
+    return nlist, m, f"quantizer-ivf{nlist}-pq{m}.faiss"
+
+
+def read_quantizer(path: Path, dim: int, nlist: int, m: int):
+    """-> (index, digest), or (None, why) when the file does not deserialise or does not fit."""
+    import faiss
+
+    try:
         raw = path.read_bytes()
         index = faiss.deserialize_index(np.frombuffer(raw, np.uint8))
-        return index, hashlib.sha256(raw).hexdigest()[:16]
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, RuntimeError) as e:
+        return None, f"unreadable ({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})"
+    why = quantizer_problem(index, dim, nlist, m)
+    if why:
+        return None, why
+    return index, hashlib.sha256(raw).hexdigest()[:16]  # owns the C++ object (a downcast view would not)
+
+
+def load_quantizer(root: Path, vectors: RowVectors, dim: int, config: VectorIndexConfig,
+                   _retry: bool = True):
+    """-> (trained empty IndexIVFPQ, digest). Trained once per index; the first reader to
+    publish it wins (hard link: never replaced while sound), later readers use that one. A file
+    that does not deserialise or does not fit the index (damaged, or copied from another) is
+    removed and trained again, never used."""
+    import faiss
+
+    nlist, m, name = quantizer_params(len(vectors), config)
+    path = root / "vindex" / name
+    if path.is_file():
+        index, digest = read_quantizer(path, dim, nlist, m)
+        if index is not None:
+            return index, digest
+        log.warning("%s: %s; training the quantiser again", path, digest)
+        try:
+            path.unlink()
+        except OSError:
+            pass
     index = _train(vectors, dim, nlist, m, config.train_sample)
     raw = faiss.serialize_index(index).tobytes()
     try:
         try_atomic_write(path, lambda p: p.write_bytes(raw), exclusive=True)
     except FileExistsError:  # another reader published first: use theirs
-        return load_quantizer(root, vectors, dim, config)
+        if _retry:
+            return load_quantizer(root, vectors, dim, config, _retry=False)
     return index, hashlib.sha256(raw).hexdigest()[:16]
+
+
+CODES_SAMPLE = 32  # rows re-encoded on every load to tie a codes file to its segment's vectors
+
+
+def codes_paths(root: Path, segment: str, digest: str) -> tuple[Path, Path]:
+    base = root / "vindex" / f"{segment}.{digest}.codes"
+    return base.with_name(base.name + ".npy"), base.with_name(base.name + ".json")
+
+
+def _codes_digest(codes: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(codes).tobytes(), digest_size=16).hexdigest()
+
+
+def codes_problem(codes: np.ndarray, meta_path: Path, segment: str, part: np.ndarray, trained,
+                  digest: str, *, full: bool = False, chunk: int = 131_072) -> str | None:
+    """Why cached codes cannot stand for `segment`'s vectors (None: they can). Checked against
+    what was recorded when they were written (segment, rows, quantiser, checksum) and against
+    the source: a sample of rows (every row with full=True, as `glb check` does) re-encoded
+    from the segment's vectors must give the same codes."""
+    import json
+
+    if codes.ndim != 2 or codes.shape != (part.shape[0], trained.sa_code_size()) or codes.dtype != np.uint8:
+        return f"shape {codes.shape}, the segment needs ({part.shape[0]}, {trained.sa_code_size()})"
+    try:
+        meta = json.loads(meta_path.read_bytes())
+    except FileNotFoundError:
+        return "no record of what it was made from"
+    except (OSError, ValueError) as e:
+        return f"its record is unreadable ({e})"
+    want = {"segment": segment, "rows": int(part.shape[0]), "quantizer": digest}
+    for k, v in want.items():
+        if meta.get(k) != v:
+            return f"made for {k} {meta.get(k)!r}, not {v!r}"
+    if meta.get("checksum") != _codes_digest(codes):
+        return "its checksum does not match (damaged)"
+    n = part.shape[0]
+    rows = np.arange(n) if full else np.unique(np.linspace(0, n - 1, min(n, CODES_SAMPLE)).astype(np.int64))
+    for i in range(0, len(rows), chunk):
+        r = rows[i:i + chunk]
+        again = trained.sa_encode(np.ascontiguousarray(part[r], dtype=np.float32))
+        if not np.array_equal(again, codes[r]):
+            return "its codes do not encode the segment's vectors"
+    return None
 
 
 def segment_codes(root: Path, segment: str, part: np.ndarray, trained, digest: str,
                   chunk: int) -> np.ndarray:
-    """sa_encode codes (list number + PQ code) of every physical row of one segment, cached."""
-    path = root / "vindex" / f"{segment}.{digest}.codes.npy"
+    """sa_encode codes (list number + PQ code) of every physical row of one segment, cached in
+    vindex/ with a record of what they were made from; a cached file is used only while it
+    matches (codes_problem), and rebuilt otherwise."""
+    import json
+
+    path, meta_path = codes_paths(root, segment, digest)
     if path.is_file():
         try:
             codes = np.load(path)
-            if codes.shape[0] == part.shape[0]:
+            why = codes_problem(codes, meta_path, segment, part, trained, digest, chunk=chunk)
+            if why is None:
                 return codes
-        except (OSError, ValueError):
-            pass
+            log.warning("%s: %s; encoding the segment again", path, why)
+        except (OSError, ValueError) as e:
+            log.warning("%s: unreadable (%s); encoding the segment again", path, e)
     outs = [trained.sa_encode(np.ascontiguousarray(part[i:i + chunk], dtype=np.float32))
             for i in range(0, part.shape[0], chunk)]
     codes = np.concatenate(outs) if outs else np.zeros((0, trained.sa_code_size()), np.uint8)
-    try_atomic_write(path, lambda p: _save_npy(p, codes))
+    meta = {"segment": segment, "rows": int(part.shape[0]), "quantizer": digest,
+            "checksum": _codes_digest(codes)}
+    if try_atomic_write(path, lambda p: _save_npy(p, codes)):
+        try_atomic_write(meta_path, lambda p: p.write_bytes(json.dumps(meta).encode()))
     return codes
+
+
+def derived_problems(root: Path, segments: list[tuple[str, int]], dim: int) -> list[tuple[Path, str]]:
+    """(file, why) for each derived file in vindex/ that a searcher would not use as is (for
+    `glb check`; searchers rebuild them). Independent of the search config: every quantiser
+    file present is checked against the parameters its name states, and the codes made with
+    each sound one are re-encoded in full. Codes of no quantiser present are stale leftovers
+    (deleted later), not damage."""
+    folder = Path(root) / "vindex"
+    if not folder.is_dir():
+        return []
+    out: list[tuple[Path, str]] = []
+    quantizers = {}
+    for path in sorted(folder.glob("quantizer-ivf*-pq*.faiss")):
+        m = re.fullmatch(r"quantizer-ivf(\d+)-pq(\d+)\.faiss", path.name)
+        if not m:
+            continue
+        trained, digest = read_quantizer(path, dim, int(m.group(1)), int(m.group(2)))
+        if trained is None:
+            out.append((path, digest))
+        else:
+            quantizers[digest] = trained
+    for seg, _rows in segments:
+        for digest, trained in quantizers.items():
+            path, meta_path = codes_paths(Path(root), seg, digest)
+            if not path.is_file():
+                continue
+            try:
+                codes = np.load(path)
+                part = np.load(Path(root) / "segments" / seg / "vectors.npy", mmap_mode="r")
+                why = codes_problem(codes, meta_path, seg, part, trained, digest, full=True)
+            except (OSError, ValueError) as e:
+                why = f"unreadable ({e})"
+            if why:
+                out.append((path, why))
+    return out
 
 
 def build_ivfpq(root: Path, segments: list[tuple[str, np.ndarray, np.ndarray | None]],
@@ -386,7 +521,8 @@ def build_ivfpq(root: Path, segments: list[tuple[str, np.ndarray, np.ndarray | N
 
 
 def _gc(root: Path, live_segments: set[str], digest: str, grace_s: float = 600) -> None:
-    """Drop cached codes of segments that no longer exist (a writer deleted them)."""
+    """Drop cached files of segments that no longer exist (a writer deleted them) and codes
+    made with another quantiser (one found damaged and trained again)."""
     folder = root / "vindex"
     if not folder.is_dir():
         return
@@ -394,8 +530,10 @@ def _gc(root: Path, live_segments: set[str], digest: str, grace_s: float = 600) 
     for p in folder.iterdir():
         if p.name.startswith("quantizer-") or p.name.lstrip(".").startswith("ivf-"):
             continue  # on-disk lists: engine/retrieval/ondisk.gc
-        seg = p.name.lstrip(".").split(".")[0]
-        if seg in live_segments or (root / "segments" / seg).is_dir():
+        parts = p.name.lstrip(".").split(".")
+        seg = parts[0]
+        other_quantizer = len(parts) > 2 and parts[2] == "codes" and parts[1] != digest
+        if (seg in live_segments or (root / "segments" / seg).is_dir()) and not other_quantizer:
             continue
         try:
             if now - p.stat().st_mtime > grace_s:

@@ -82,3 +82,49 @@ class Layout:
 
     def exists(self) -> bool:
         return self.current.is_file()
+
+
+# --- paths that are not valid UTF-8 --------------------------------------------------------------
+# Parquet strings are UTF-8. An indexed path is stored as it is when it is valid UTF-8 (every
+# index written before keeps its records); a path whose name is not (Python holds the bytes
+# as surrogates) is stored as `bytes:` + its bytes with every byte outside printable ASCII, and
+# the backslash, written \\xNN. Indexed paths are absolute, so the prefix cannot be a real path.
+NON_UTF8_PREFIX = "bytes:"
+
+
+def path_to_store(path: str) -> str:
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        raw = path.encode("utf-8", "surrogateescape")
+        return NON_UTF8_PREFIX + "".join(chr(b) if 0x20 <= b < 0x7F and b != 0x5C else f"\\x{b:02x}"
+                                         for b in raw)
+
+
+def path_from_store(text: str) -> str:
+    if not text or not text.startswith(NON_UTF8_PREFIX):
+        return text
+    body, raw, i = text[len(NON_UTF8_PREFIX):], bytearray(), 0
+    while i < len(body):
+        if body[i] == "\\" and body[i + 1:i + 2] == "x":
+            raw.append(int(body[i + 2:i + 4], 16))
+            i += 4
+        else:
+            raw += body[i].encode()
+            i += 1
+    return bytes(raw).decode("utf-8", "surrogateescape")
+
+
+def stored_scene(record: dict) -> dict:
+    p = record.get("path")
+    return record if p is None or path_to_store(p) == p else dict(record, path=path_to_store(p))
+
+
+def display_text(text: str) -> str:
+    """Text for a Parquet string column and a screen: bytes that are not UTF-8 as \\xNN."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from ..errors import CorruptIndexError, EncoderMismatchError, GLBError
 from .files import fsync_dir
-from .layout import OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout
+from .layout import OVERVIEW_SCHEMA, SCENE_SCHEMA, THUMB_SCHEMA, TILE_SCHEMA, Layout, path_from_store, stored_scene
 from .lock import WriterLock
 from .manifest import (
     Manifest,
@@ -39,19 +39,27 @@ from .manifest import (
     write_tombstones,
 )
 from .segment import install_segment, new_segment_name, read_tiles, write_segment
+from .verify import damaged, generation_damage
 
 log = logging.getLogger("glb.store")
 
 ORPHAN_GRACE_S = 600  # unreferenced files younger than this may still be read by a searcher
 
 
+def _path_bytes(text: str) -> bytes:
+    """The bytes a path string stands for: its UTF-8 for ordinary paths (so the ids of every
+    existing index stay as they were), the file system's own bytes for names that are not
+    valid UTF-8 (Python holds those bytes as surrogates)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def tile_id_for(scene_key: str, row_off: int, col_off: int, height: int, width: int) -> int:
-    h = hashlib.blake2b(f"{scene_key}|{row_off}|{col_off}|{height}|{width}".encode(), digest_size=8)
+    h = hashlib.blake2b(_path_bytes(f"{scene_key}|{row_off}|{col_off}|{height}|{width}"), digest_size=8)
     return int.from_bytes(h.digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def scene_id_for(path: str, sha256: str) -> str:
-    return hashlib.blake2b(f"{path}|{sha256}".encode(), digest_size=8).hexdigest()
+    return hashlib.blake2b(_path_bytes(f"{path}|{sha256}"), digest_size=8).hexdigest()
 
 
 @dataclass
@@ -89,10 +97,14 @@ class _State:
 
 class StoreWriter:
     def __init__(self, root: str | Path, encoder: dict, *, commit_every: int = 2048,
-                 lock: WriterLock | None = None):
+                 lock: WriterLock | None = None, verify: bool = True):
         """`lock`: the index's writer lock, already acquired (the caller took it before a slow
-        start); the writer releases it on close."""
+        start); the writer releases it on close. `verify`: refuse a live generation with a
+        missing, truncated or unreadable file (DamagedIndexError naming it): a new generation
+        is never published on top of damage. Only the repair (engine/repair.py) opens a
+        damaged index, to publish the repaired generation."""
         self.layout = Layout(root)
+        self._next_segment: str | None = None
         self.lock = lock if lock is not None else WriterLock(self.layout.root).acquire()
         try:
             self.encoder = encoder
@@ -104,13 +116,18 @@ class StoreWriter:
                         f"{root}: index was built with encoder {self.manifest.encoder.get('identity')}, "
                         f"this run uses {encoder.get('identity')}; index into a new folder "
                         f"(vectors of two encoders cannot be compared)")
+                if verify:
+                    damage = generation_damage(self.layout, self.manifest)
+                    if damage:
+                        raise damaged(self.layout, damage)
                 try:
                     scenes = read_scenes(self.layout, self.manifest).to_pylist()
                     t = read_tombstones(self.layout, self.manifest)
                 except (OSError, pa.ArrowException) as e:
                     raise CorruptIndexError(f"{root}: generation {self.manifest.generation}'s scenes "
                                             f"or tombstones file is unreadable ({str(e)[:160]})") from None
-                self.state = _State({s["path"]: s for s in scenes},
+                self.state = _State({path_from_store(s["path"]): dict(s, path=path_from_store(s["path"]))
+                                     for s in scenes},
                                     set(zip(t.column("segment").to_pylist(),
                                             t.column("tile_id").to_pylist())))
             else:
@@ -236,7 +253,7 @@ class StoreWriter:
         m = Manifest(generation=gen, encoder=self.encoder, segments=segments,
                      n_tiles=sum(int(r["n_tiles"] or 0) for r in scenes.values()))
         m.scenes_file = f"{gen:09d}.scenes.parquet"
-        pq.write_table(pa.Table.from_pylist(list(scenes.values()), schema=SCENE_SCHEMA),
+        pq.write_table(pa.Table.from_pylist([stored_scene(r) for r in scenes.values()], schema=SCENE_SCHEMA),
                        self.layout.manifests / m.scenes_file)
         if tombstones:
             m.tombstones_file = f"{gen:09d}.tombstones.parquet"
@@ -283,7 +300,7 @@ class StoreWriter:
         m = Manifest(generation=gen, encoder=self.encoder, segments=segments,
                      n_tiles=sum(int(r["n_tiles"] or 0) for r in scenes.values()))
         m.scenes_file = f"{gen:09d}.scenes.parquet"
-        pq.write_table(pa.Table.from_pylist(list(scenes.values()), schema=SCENE_SCHEMA),
+        pq.write_table(pa.Table.from_pylist([stored_scene(r) for r in scenes.values()], schema=SCENE_SCHEMA),
                        self.layout.manifests / m.scenes_file)
         if self.state.tombstones:
             m.tombstones_file = f"{gen:09d}.tombstones.parquet"
@@ -390,12 +407,47 @@ class StoreWriter:
                      segments=[SegmentInfo(name, tiles.num_rows)] if tiles.num_rows else [],
                      n_tiles=tiles.num_rows)
         m.scenes_file = f"{gen:09d}.scenes.parquet"
-        pq.write_table(pa.Table.from_pylist(list(scenes.values()), schema=SCENE_SCHEMA),
+        pq.write_table(pa.Table.from_pylist([stored_scene(r) for r in scenes.values()], schema=SCENE_SCHEMA),
                        self.layout.manifests / m.scenes_file)
         fsync_dir(self.layout.manifests)
         publish(self.layout, m)
         self.manifest, self.state = m, _State(scenes, set())
         return CommitResult(gen, 0, 0, n_dead)
+
+    def commit_generation(self, keep: list[SegmentInfo], new_segment: tuple | None,
+                          scenes: dict[str, dict], tombstones: set[tuple[str, int]]) -> CommitResult:
+        """Publish a generation made of segments kept as they are, at most one new segment
+        (tiles, vectors, thumbs, overviews) and the given scene records and tombstones, by the
+        same steps as every commit (segment, scenes file, tombstones, manifest, CURRENT). The
+        repair's way to write (engine/repair.py); scene records of tiles in the new
+        segment must already name it (`segment_name` gives its name)."""
+        if self.staged or self.removed or self.touched:
+            raise GLBError("commit the staged changes before publishing a generation")
+        gen = self.manifest.generation + 1
+        segments = list(keep)
+        if new_segment is not None:
+            tiles, vectors, thumbs, overviews = new_segment
+            name = self.segment_name(gen)
+            write_segment(self.layout, name, tiles, vectors, thumbs, overviews)
+            segments.append(SegmentInfo(name=name, n_rows=tiles.num_rows))
+        m = Manifest(generation=gen, encoder=self.encoder, segments=segments,
+                     n_tiles=sum(int(r["n_tiles"] or 0) for r in scenes.values()))
+        m.scenes_file = f"{gen:09d}.scenes.parquet"
+        pq.write_table(pa.Table.from_pylist([stored_scene(r) for r in scenes.values()], schema=SCENE_SCHEMA),
+                       self.layout.manifests / m.scenes_file)
+        if tombstones:
+            m.tombstones_file = f"{gen:09d}.tombstones.parquet"
+            write_tombstones(self.layout, m.tombstones_file, tombstones)
+        fsync_dir(self.layout.manifests)
+        publish(self.layout, m)
+        deleted = len(self.state.scenes) - len(scenes)
+        self.manifest, self.state = m, _State(dict(scenes), set(tombstones))
+        return CommitResult(gen, 0, 0, deleted)
+
+    def segment_name(self, generation: int) -> str:
+        if self._next_segment is None or not self._next_segment.startswith(f"{generation:09d}-"):
+            self._next_segment = new_segment_name(generation)
+        return self._next_segment
 
     def close(self) -> None:
         self.lock.release()

@@ -227,6 +227,10 @@ def FILES() -> list[FileCase]:
     add(FileCase("flipped_x", "negative pixel width (mirrored)", lambda d: _write_tif(d / "flipped_x.tif", _rgb(), transform=Affine(-10, 0, 500640, 0, -10, 5000000), **rgb), "ok"))
     add(FileCase("sheared", "rotated and sheared geotransform", lambda d: _write_tif(d / "sheared.tif", _rgb(), transform=Affine(10, 5, 500000, 5, -10, 5000000), **rgb), "ok"))
     add(FileCase("south_pole", "polar stereographic over the South Pole", lambda d: _write_tif(d / "south_pole.tif", _rgb(), crs="EPSG:3031", transform=from_origin(-3200, 3200, 100, 100), **rgb), "ok"))
+    add(FileCase("north_pole", "polar stereographic centred on the North Pole", lambda d: _write_tif(d / "north_pole.tif", _rgb(), crs="EPSG:3413", transform=from_origin(-3200, 3200, 100, 100), **rgb), "ok"))
+    add(FileCase("across_180", "EPSG:4326, longitudes 179..181", lambda d: _write_tif(d / "across_180.tif", _rgb(), crs="EPSG:4326", transform=from_origin(179.0, 1.0, 2 / 64, 2 / 64), **rgb), "ok"))
+    add(FileCase("grid_0_360", "EPSG:4326 global grid, longitudes 0..360", lambda d: _write_tif(d / "grid_0_360.tif", _rgb(), crs="EPSG:4326", transform=from_origin(0.0, 90.0, 360 / 64, 180 / 64), **rgb), "ok"))
+    add(FileCase("half_pixel_grid", "EPSG:4326 global grid shifted half a pixel (-182.8..177.2)", lambda d: _write_tif(d / "half_pixel_grid.tif", _rgb(), crs="EPSG:4326", transform=from_origin(-180 - 180 / 64, 90 + 90 / 64, 360 / 64, 180 / 64), **rgb), "ok"))
     # --- shapes and band counts ---
     add(FileCase("one_pixel", "1x1 pixel, 4 float bands", lambda d: _write_tif(d / "one_pixel.tif", np.ones((4, 1, 1), np.float32)), "fail", "smaller than",
                  override={"wavelengths": (0.49, 0.56, 0.665, 0.842)}))
@@ -245,6 +249,7 @@ def FILES() -> list[FileCase]:
     add(FileCase("nan_nodata", "nodata=NaN declared, all NaN", lambda d: _write_tif(d / "nan_nodata.tif", np.full((1, 64, 64), np.nan, np.float32), nodata=float("nan")), "empty", override=dem))
     add(FileCase("f64_beyond_f32", "float64 values of 1e300 (Inf once in float32)", lambda d: _write_tif(d / "f64_beyond_f32.tif", np.random.default_rng(1).normal(size=(1, 64, 64)) * 1e300), "empty", override=dem))
     add(FileCase("half_nan", "left half NaN, right half valid", lambda d: _write_tif(d / "half_nan.tif", np.where(np.arange(128)[None, None, :] < 64, np.nan, 100.0).repeat(64, 1).astype(np.float32)), "ok", override=dem))
+    add(FileCase("f64_part_nan", "float64, a third of the pixels NaN (numpy warnings must not leak)", lambda d: _write_tif(d / "f64_part_nan.tif", np.where(np.arange(64)[None, None, :] < 20, np.nan, np.random.default_rng(4).uniform(0, 3000, (1, 64, 64)))), "ok", override=dem))
     add(FileCase("speckled_inf", "30% of pixels -Inf", lambda d: _write_tif(d / "speckled_inf.tif", np.where(np.random.default_rng(2).random((1, 64, 64)) < 0.3, -np.inf, 5.0).astype(np.float32)), "ok", override=dem))
     add(FileCase("float32_max", "every pixel 3e38", lambda d: _write_tif(d / "float32_max.tif", np.full((1, 64, 64), 3e38, np.float32)), "ok", override=dem))
     add(FileCase("int64_extremes", "int64 at its limits", lambda d: _write_tif(d / "int64_extremes.tif", np.where(np.random.default_rng(3).random((1, 64, 64)) < .5, np.iinfo(np.int64).min + 1, np.iinfo(np.int64).max).astype(np.int64)), "ok", override=dem))
@@ -316,6 +321,9 @@ def QUERIES() -> list[QueryCase]:
     # bbox
     add(QueryCase("bbox crossing the antimeridian", lambda i, c: i.search(vector=u, bbox=(170, -60, -170, 60), k=50), None,
                   lambda r, c: all(g.intersects(c["antimeridian_box"]) for g in r.geometry)))
+    add(QueryCase("polygon crossing the antimeridian (read the short way round)",
+                  lambda i, c: i.search(vector=u, region="POLYGON((170 -60,-170 -60,-170 60,170 60,170 -60))", k=50),
+                  None, lambda r, c: len(r) > 0 and all(g.intersects(c["antimeridian_box"]) for g in r.geometry)))
     add(QueryCase("bbox swapped (>180 deg)", lambda i, c: i.search(vector=u, bbox=(10, 0, -10, 1)), "swap"))
     add(QueryCase("bbox lat out of range", lambda i, c: i.search(vector=u, bbox=(0, -91, 1, 1)), "outside"))
     add(QueryCase("bbox NaN", lambda i, c: i.search(vector=u, bbox=(0, 0, float("nan"), 1)), "finite"))

@@ -6,8 +6,14 @@
  * is added only when the page asks for it.
  *
  * Python -> map (args): data (URL of the scenes list), results (GeoJSON), results_key,
- *   region (GeoJSON geometry or null), region_key, fit ({key, bounds, max_zoom}), web_basemap,
- *   height.
+ *   region (GeoJSON geometry or null), region_key, query_footprint (GeoJSON geometry of an
+ *   uploaded query image, or null), fit ({key, bounds, max_zoom}), web_basemap, height.
+ *
+ * What the analyst sees: results are fitted inside the part of the map no control covers
+ * (FIT_PAD); footprints stacked on one place share one label ("3 · 14"); the selected result
+ * is an outline over its own scene's overview picture (drawn above the others), its label
+ * shows its rank first; the region searched stays drawn; a locator inset shows where the map
+ * is when it is zoomed in past the imagery's context.
  * Map -> Python (component value): {event: "region", geometry} or {event: "select", tile_id},
  *   each with a fresh `seq` so the page handles it once.
  */
@@ -15,7 +21,10 @@
   "use strict";
 
   var state = { data: null, resultsKey: null, regionKey: null, fitKey: null, pendingFit: null,
-                height: 0, n: 0, scenes: [] };
+                height: 0, n: 0, scenes: [], selected: null, queryKey: null };
+  // Room left around fitted results for the controls: draw toolbar (top left), layer switch
+  // (top right), info box and scale (bottom left), locator inset (bottom right).
+  var FIT_PAD = { topLeft: [56, 20], bottomRight: [56, 104] };
 
   function post(type, extra) {
     var msg = { isStreamlitMessage: true, type: type };
@@ -37,10 +46,13 @@
   var map = L.map("map", { minZoom: 1, maxZoom: 20, zoomSnap: 0.5, worldCopyJump: false });
   map.attributionControl.setPrefix("Leaflet");
   map.setView([20, 0], 2);
-  [["glb-land", 150], ["glb-imagery", 220], ["glb-outlines", 410], ["glb-results", 420],
-   ["glb-labels", 610]].forEach(function (p) { map.createPane(p[0]).style.zIndex = p[1]; });
+  [["glb-land", 150], ["glb-imagery", 220], ["glb-selimg", 230], ["glb-outlines", 410],
+   ["glb-results", 420], ["glb-region", 430], ["glb-labels", 610]].forEach(function (p) {
+    map.createPane(p[0]).style.zIndex = p[1];
+  });
   map.getPane("glb-land").style.pointerEvents = "none";
   map.getPane("glb-imagery").style.pointerEvents = "none";
+  map.getPane("glb-selimg").style.pointerEvents = "none";
 
   var land = L.layerGroup().addTo(map);
   var imagery = L.layerGroup().addTo(map);
@@ -48,6 +60,8 @@
   var results = L.layerGroup().addTo(map);
   var labels = L.layerGroup().addTo(map);
   var drawn = new L.FeatureGroup().addTo(map);
+  var queryLayer = L.layerGroup().addTo(map);
+  var selectedScene = null;  // the selected result's own overview, above the other imagery
   var web = null;
 
   L.control.layers(null, {
@@ -66,21 +80,46 @@
   function showInfo() {
     var loaded = state.scenes.filter(function (s) { return s.overlay; }).length;
     var nres = results.getLayers().length ? results.getLayers()[0].getLayers().length : 0;
-    info._div.innerHTML = "<b>" + state.scenes.length + "</b> scenes indexed · imagery shown for <b>" +
+    info._div.innerHTML = "<b>" + state.scenes.length + "</b> scenes · imagery for <b>" +
       loaded + "</b>" + (nres ? " · <b>" + nres + "</b> results" : "") +
-      "<br>Draw a rectangle or polygon (left) to search inside it.";
+      "<br>Draw a rectangle or polygon (top left) to search inside it.";
     document.body.dataset.scenes = state.scenes.length;
     document.body.dataset.overlays = loaded;
     document.body.dataset.results = nres;
   }
 
+  // --- locator inset: where the map is, once zoomed in past the outlines' context ---------
+  var locDiv = L.DomUtil.create("div", "glb-locator", document.body);
+  locDiv.id = "glb-locator";
+  var locator = L.map(locDiv, { attributionControl: false, zoomControl: false, dragging: false,
+                                scrollWheelZoom: false, doubleClickZoom: false, boxZoom: false,
+                                keyboard: false, touchZoom: false }).setView([20, 0], 0);
+  locator.createPane("loc-land").style.zIndex = 150;  // beneath the mark
+  var locMark = L.circleMarker([0, 0], { radius: 5, color: "#fff", weight: 2, fillColor: "#c92a2a",
+                                         fillOpacity: 1, className: "glb-locator-mark" });
+  function updateLocator() {
+    var z = map.getZoom(), show = z >= 8;
+    locDiv.style.display = show ? "block" : "none";
+    document.body.dataset.locator = show ? "1" : "0";
+    if (!show) { return; }
+    locator.invalidateSize();
+    var c = map.getCenter();
+    locator.setView(c, 3, { animate: false });
+    locMark.setLatLng(c).addTo(locator);
+  }
+  map.on("moveend zoomend", updateLocator);
+
   // --- country outlines (Natural Earth 1:110m, served locally) ---------------------------
   fetch("vendor/world-atlas/countries-110m.json").then(function (r) { return r.json(); })
     .then(function (topo) {
-      L.geoJSON(topojson.feature(topo, topo.objects.countries), {
+      var countries = topojson.feature(topo, topo.objects.countries);
+      L.geoJSON(countries, {
         pane: "glb-land", interactive: false, renderer: L.canvas({ pane: "glb-land" }),
         style: { color: "#8d99a6", weight: 0.7, fillColor: "#efece4", fillOpacity: 1 }
       }).addTo(land);
+      L.geoJSON(countries, { interactive: false, pane: "loc-land",
+        style: { color: "#8d99a6", weight: 0.5, fillColor: "#efece4", fillOpacity: 1 }
+      }).addTo(locator);
     }).catch(function () { /* orientation only; the imagery basemap does not need it */ });
 
   // --- scenes: outlines always, overview pictures when in view and big enough -------------
@@ -106,6 +145,7 @@
         return { rec: s, bounds: bounds, corners: ll, overlay: null, dot: dot };
       });
       updateImagery();
+      showSelectedScene();
     }).catch(function (e) { info._div.textContent = "Could not load the scene list: " + e; });
   }
 
@@ -132,16 +172,34 @@
   map.on("moveend zoomend", updateImagery);
 
   // --- results ------------------------------------------------------------------------
+  // The selected result's own scene overview, drawn above the other imagery: revisits of
+  // the same place (other dates) lie beneath it.
+  function showSelectedScene() {
+    if (selectedScene) { map.removeLayer(selectedScene); selectedScene = null; }
+    document.body.dataset.selectedScene = "";
+    var p = state.selected;
+    if (!p) { return; }
+    var s = state.scenes.filter(function (x) { return x.rec.scene_id === p.scene_id; })[0];
+    if (!s) { return; }
+    selectedScene = L.imageOverlay.rotated(s.rec.img, s.corners[0], s.corners[1], s.corners[3], {
+      pane: "glb-selimg", interactive: false, alt: s.rec.scene, className: "glb-selected-scene"
+    }).addTo(map);
+    document.body.dataset.selectedScene = s.rec.scene_id;
+  }
+
   function setResults(fc) {
     results.clearLayers();
     labels.clearLayers();
-    if (!fc || !fc.features) { showInfo(); return; }
+    state.selected = null;
+    if (!fc || !fc.features) { showSelectedScene(); showInfo(); return; }
+    fc.features.forEach(function (f) { if (f.properties.selected) { state.selected = f.properties; } });
     var layer = L.geoJSON(fc, {
       pane: "glb-results",
       style: function (f) {
+        // the selection is an outline: its imagery stays visible
         var sel = f.properties.selected;
-        return { color: sel ? "#c92a2a" : "#e8590c", weight: sel ? 4 : 2,
-                 fillOpacity: sel ? 0.35 : 0.2, className: "glb-result" + (sel ? " glb-selected" : "") };
+        return sel ? { color: "#c92a2a", weight: 3, fill: false, className: "glb-result glb-selected" }
+                   : { color: "#e8590c", weight: 1.5, fillOpacity: 0.08, className: "glb-result" };
       },
       onEachFeature: function (f, lyr) {
         var p = f.properties;
@@ -152,32 +210,50 @@
       }
     }).addTo(results);
     // One label per place: results with the same footprint (one place, several dates or
-    // sensors) share it, e.g. "1·4·7"; clicking it selects the best of them.
-    var groups = {};
+    // sensors) share it, "3 · 14 · 20 +2"; the selected one's rank comes first. Clicking it
+    // selects the best of them, and the next one on each further click.
+    // "One place" as the engine's diversification has it: footprints overlapping by half or
+    // more (revisits differ by a pixel or two of georeferencing).
+    function samePlace(a, b) {
+      var w = Math.min(a.getEast(), b.getEast()) - Math.max(a.getWest(), b.getWest());
+      var h = Math.min(a.getNorth(), b.getNorth()) - Math.max(a.getSouth(), b.getSouth());
+      if (w <= 0 || h <= 0) { return false; }
+      var area = function (x) { return (x.getEast() - x.getWest()) * (x.getNorth() - x.getSouth()); };
+      return w * h >= 0.5 * (area(a) + area(b) - w * h);
+    }
+    var groups = [];
     layer.eachLayer(function (lyr) {
-      var c = lyr.getBounds().getCenter();
-      var key = c.lat.toFixed(5) + "," + c.lng.toFixed(5);
-      (groups[key] = groups[key] || { center: c, items: [] }).items.push(lyr.feature.properties);
+      var bb = lyr.getBounds();
+      var g = groups.filter(function (x) { return samePlace(x.bounds, bb); })[0];
+      if (!g) { g = { bounds: bb, center: bb.getCenter(), items: [] }; groups.push(g); }
+      g.items.push(lyr.feature.properties);
     });
-    Object.keys(groups).forEach(function (key) {
-      var g = groups[key], items = g.items.sort(function (a, b) { return a.rank - b.rank; });
-      var sel = items.some(function (p) { return p.selected; });
-      var text = items.slice(0, 3).map(function (p) { return p.rank; }).join("·") +
-        (items.length > 3 ? "…" : "");
+    groups.forEach(function (g) {
+      var items = g.items.sort(function (a, b) { return a.rank - b.rank; });
+      var si = -1;
+      items.forEach(function (p, i) { if (p.selected) { si = i; } });
+      var shown = si < 0 ? items : [items[si]].concat(items.filter(function (p, i) { return i !== si; }));
+      var text = shown.slice(0, 3).map(function (p) { return p.rank; }).join(" · ") +
+        (shown.length > 3 ? " +" + (shown.length - 3) : "");
+      var next = items[(si + 1) % items.length];
       L.marker(g.center, {
-        pane: "glb-labels", keyboard: false,
+        pane: "glb-labels", keyboard: false, zIndexOffset: si < 0 ? 0 : 1000,
         title: items.map(function (p) { return "#" + p.rank + " " + p.scene; }).join("\n"),
         icon: L.divIcon({ className: "glb-rank-anchor", iconSize: [0, 0],
-                          html: '<span class="glb-rank' + (sel ? " glb-rank-selected" : "") + '">' +
-                            text + "</span>" })
-      }).on("click", function () { send({ event: "select", tile_id: items[0].tile_id }); })
+                          html: '<span class="glb-rank' + (si >= 0 ? " glb-rank-selected" : "") +
+                            '" data-n="' + items.length + '">' + esc(text) + "</span>" })
+      }).on("click", function () { send({ event: "select", tile_id: next.tile_id }); })
         .addTo(labels);
     });
+    showSelectedScene();
     showInfo();
   }
 
   // --- the analyst's region -------------------------------------------------------------
-  var regionStyle = { color: "#1971c2", weight: 2, fillOpacity: 0.06 };
+  // The region searched: an outline in its own pane above the results (no fill, so the results
+  // inside it stay clickable), kept until the analyst clears or redraws it.
+  var regionStyle = { color: "#1971c2", weight: 2.5, dashArray: "6 4", fill: false,
+                      pane: "glb-region", className: "glb-region" };
   map.addControl(new L.Control.Draw({
     position: "topleft",
     draw: {
@@ -203,7 +279,17 @@
   function setRegion(geometry) {
     drawn.clearLayers();
     if (!geometry) { return; }
-    L.geoJSON(geometry, { style: regionStyle }).eachLayer(function (l) { drawn.addLayer(l); });
+    L.geoJSON(geometry, { style: regionStyle, pane: "glb-region" })
+      .eachLayer(function (l) { drawn.addLayer(l); });
+  }
+
+  // An uploaded query image that says where it is: its footprint, dashed purple.
+  function setQueryFootprint(geometry) {
+    queryLayer.clearLayers();
+    if (!geometry) { return; }
+    L.geoJSON(geometry, { pane: "glb-region", interactive: false,
+      style: { color: "#7048e8", weight: 2.5, dashArray: "2 5", fill: false,
+               className: "glb-query-footprint" } }).addTo(queryLayer);
   }
 
   // --- optional web basemap (only when the page asks: it needs the internet) ---------------
@@ -230,6 +316,8 @@
     if (args.data && args.data !== state.data) { state.data = args.data; loadScenes(args.data); }
     if (args.results_key !== state.resultsKey) { state.resultsKey = args.results_key; setResults(args.results); }
     if (args.region_key !== state.regionKey) { state.regionKey = args.region_key; setRegion(args.region); }
+    var qk = JSON.stringify(args.query_footprint || null);
+    if (qk !== state.queryKey) { state.queryKey = qk; setQueryFootprint(args.query_footprint); }
     var fit = args.fit;
     if (fit && fit.key !== state.fitKey && fit.bounds) {
       state.fitKey = fit.key;
@@ -246,7 +334,8 @@
     map.invalidateSize();
     if (map.getSize().y < state.height - 5 || map.getSize().x < 50) { return; }
     state.pendingFit = null;
-    map.fitBounds(fit.bounds, { maxZoom: fit.max_zoom || 16, padding: [24, 24] });
+    map.fitBounds(fit.bounds, { maxZoom: fit.max_zoom || 16, paddingTopLeft: FIT_PAD.topLeft,
+                                paddingBottomRight: FIT_PAD.bottomRight });
   }
 
   window.addEventListener("message", function (event) {
