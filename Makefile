@@ -7,7 +7,7 @@ PORT   ?= 8501
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint install sample-index ui browser bench train ablations clean
+.PHONY: demo test lint install sample-index ui browser bench train train-gpu train-loo-ucm train-v1 ablations clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,9 +53,20 @@ lint: install
 test: install browser lint
 	GLB_DATA=$(DATA) $(BIN)/python -m pytest -q
 
-# The released encoder's recipe (about 67 min on 2 CPU cores once the cache exists), its ablations and the
-# leave-Harvey-out run (each 300 + 3 x 30 steps); tables land in runs/<name>/eval/.
+# Encoder v2 (glb-effnet-l0, an option beside the default v1; docs/MODEL_CARD.md): `train`
+# on the CPU, resumable with --resume; `train-gpu` the larger recipe on one GPU; `train-loo-ucm` the leave-UCM-out run.
+# `train-v1` is the v1 (glb-vit-s8) recipe, its ablations and leave-Harvey-out run below.
+# Tables land in runs/<name>/eval/.
 train: install
+	$(BIN)/glb train --config training/configs/v2-cpu.json --resume
+
+train-gpu: install
+	$(BIN)/glb train --config training/configs/v2-gpu.json --resume
+
+train-loo-ucm: install
+	$(BIN)/glb train --config training/configs/v2-loo-ucm.json --resume
+
+train-v1: install
 	$(BIN)/glb train --config training/configs/cpu-default.json
 
 ABLATIONS = ablation-full ablation-no-maka ablation-fixed-stems ablation-no-merge loo-harvey ablation-pairs

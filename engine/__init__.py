@@ -41,7 +41,8 @@ _LAZY = {"Encoder": ".encoder", "load_encoder": ".encoder", "Index": ".retrieval
          "VectorIndexConfig": ".retrieval.config", "check_k": ".retrieval.index",
          "parse_wavelengths": ".sensors", "FeedbackConfig": ".retrieval.config",
          "parse_bbox": ".geo", "parse_region": ".geo", "bbox_geometry": ".geo",
-         "export_results": ".export", "write_results": ".export"}
+         "export_results": ".export", "write_results": ".export",
+         "try_atomic_write": ".store.files"}
 
 
 def __getattr__(name: str):
@@ -59,4 +60,5 @@ __all__ = ["CheckpointError", "CorruptIndexError", "Encoder", "EncoderMismatchEr
            "GLBError", "Index", "IndexLockedError", "IndexNotFoundError", "IndexWriteError", "InputError",
            "MODALITIES", "PlannerConfig", "RasterError", "SearchConfig", "UnknownSensorError",
            "VectorIndexConfig", "bbox_geometry", "check_k", "export_results", "load_encoder", "open",
-           "open_index", "parse_bbox", "parse_region", "parse_wavelengths", "search", "write_results"]
+           "open_index", "parse_bbox", "parse_region", "parse_wavelengths", "search", "try_atomic_write",
+           "write_results"]

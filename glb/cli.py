@@ -157,6 +157,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--paper-only", action="store_true", help="with --paper: skip our held-out table")
     ev.add_argument("--out", help="write the table (markdown and JSON) here")
     ev.add_argument("--tasks", help="comma-separated subset")
+    ev.add_argument("--quick", action="store_true",
+                    help="smoke run: at most a few dozen images per split (not the card's numbers)")
 
     be = sub.add_parser("bench", help="benchmarks (see docs/BENCHMARKS.md)")
     be.add_argument("what", choices=["search", "index", "all", "feedback", "refine"])
@@ -557,7 +559,8 @@ def cmd_eval(args) -> int:
     from training.evaluate import main as eval_main
 
     return eval_main(args.checkpoint, out=args.out, tasks=args.tasks.split(",") if args.tasks else None,
-                     encoder=_encoder(args), paper=args.paper, paper_only=args.paper_only)
+                     encoder=_encoder(args), paper=args.paper, paper_only=args.paper_only,
+                     quick=args.quick)
 
 
 def cmd_encoders(args) -> int:

@@ -366,3 +366,45 @@ def test_scenes_unlabelled():
         assert "elevation" not in s.key and "labels/" not in s.key and "-dem" not in s.key
         sensors[s.sensor] += 1
     assert len(sensors) >= 3
+
+
+def test_scene_sets_aid_ucm_uavic():
+    """AID and UCM: one class per folder; UCM train captions are the human ones from
+    captions.tsv (read here independently), test has none; UAVIC: captions only, no labels."""
+    import csv
+
+    aid = load("aid", "val", root=DATA)
+    assert len(aid.classes) == 30 and len(aid) == 2000
+    s = aid[0]
+    assert s.label == Path(s.key).parent.name and s.modality == "rgb" and s.pixels.shape[0] == 3
+    human: dict[str, list[str]] = {}
+    with open(DATA / "ucm" / "captions.tsv", newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            human.setdefault(row["path"], []).append(row["caption"].strip())
+    tr = load("ucm", "train", root=DATA)
+    assert len(tr.classes) == 21 and len(tr) == 1680
+    for i in (0, 777, len(tr) - 1):
+        s = tr[i]
+        rel = s.key.removeprefix("ucm/")
+        assert set(human[rel]) <= set(s.captions) and s.label == Path(rel).parent.name
+    te = load("ucm", "test", root=DATA)
+    assert len(te) == 420 and not any(k.startswith("test/") for k in human)
+    assert all(c not in set(sum(human.values(), [])) for c in te[0].captions)
+    uav = load("uavic", "train", root=DATA)
+    s = uav[0]
+    assert s.label is None and len(s.captions) >= 3
+    total = len(uav) + len(load("uavic", "test", root=DATA))
+    assert total == len({r["path"] for r in csv.DictReader(open(DATA / "uavic" / "captions.tsv"),
+                                                           delimiter="\t")})
+    with pytest.raises(FileNotFoundError, match="aid"):
+        load("aid", "train", root=DATA / "nowhere")
+
+
+def test_training_configs_never_train_on_evaluation_splits():
+    from training.train import load_config
+
+    for p in sorted((Path(__file__).resolve().parents[1] / "training" / "configs").glob("*.json")):
+        cfg = load_config(p)
+        for src in ("aid", "ucm", "uavic"):
+            if src in cfg.get("sources", {}):
+                assert cfg["sources"][src].get("split", "train") == "train", (p.name, src)

@@ -22,7 +22,7 @@ from engine.encoder.factory import Encoder
 from engine.store.files import atomic_write
 
 log = logging.getLogger("glb.train.cache")
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 DEV_FRACTION = 10  # 1 in 10 training samples of a labelled source is held out as "dev" (merging)
 
 
@@ -88,6 +88,7 @@ def held_out_pair_keys(splits: dict[str, str]) -> dict[str, set[str]]:
 def cache_key(cfg: dict) -> str:
     d = {"v": CACHE_VERSION, "sources": cfg["sources"],
          "max_per_source": cfg.get("max_per_source"), "teachers": sorted(cfg.get("teachers", [])),
+         "max_captions": cfg.get("max_captions_per_sample"),
          "seed": cfg.get("seed", 0)}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -124,6 +125,8 @@ def build_cache(cfg: dict, encoder: Encoder, cache_dir: Path, log_fn=print) -> C
     dropped = 0
     groups: dict[tuple, dict] = {}
     cap = cfg.get("max_per_source")
+    # captions kept per sample (all when unset): embedding them is a large share of a CPU run
+    max_caps = cfg.get("max_captions_per_sample")
     for source, spec in cfg["sources"].items():
         ds = load_dataset(source, spec.get("split", "train"))
         n = len(ds)
@@ -144,7 +147,12 @@ def build_cache(cfg: dict, encoder: Encoder, cache_dir: Path, log_fn=print) -> C
                                         "keys": [], "views": [], "refl": []})
             x, _ = encoder.preprocess(s.pixels, s.wavelengths, s.modality)
             g["x"].append(x[0].half())
-            g["caps"].append([cap_id(c) for c in s.captions])
+            caps = s.captions
+            if max_caps and len(caps) > max_caps:  # a seeded choice per sample keeps every
+                pick = np.random.default_rng(zlib.crc32(s.key.encode())).choice(  # phrasing in the pool
+                    len(caps), max_caps, replace=False)
+                caps = [caps[j] for j in sorted(pick)]
+            g["caps"].append([cap_id(c) for c in caps])
             g["labels"].append(labels.setdefault((s.source, s.label), len(labels)) if s.label is not None else -1)
             g["keys"].append(s.key)
             if any(n.startswith("effnet") for n in teachers):
@@ -193,7 +201,10 @@ def build_cache(cfg: dict, encoder: Encoder, cache_dir: Path, log_fn=print) -> C
             stats[name] = (allf.mean(0), allf.std(0).clamp(min=1e-3))
     text = list(captions)
     log_fn(f"cache: embedding {len(text)} captions and prompts")
-    emb = torch.from_numpy(encoder.encode_text(text)) if text else torch.zeros(0, encoder.dim)
+    emb = torch.zeros(len(text), encoder.dim)
+    if text:  # by length, so each batch pads little (human captions vary from 3 to 40 words)
+        order = sorted(range(len(text)), key=lambda i: len(text[i]))
+        emb[order] = torch.from_numpy(encoder.encode_text([text[i] for i in order]))
     cache = Cache(out_groups, text, emb, [k for k, _ in sorted(labels.items(), key=lambda kv: kv[1])],
                   prompts, {n: t.dim for n, t in teachers.items()}, stats,
                   {"built_s": time.time() - t0, "samples": sum(len(g) for g in out_groups),

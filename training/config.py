@@ -30,7 +30,7 @@ KEYS: dict[str, tuple[type, ...]] = {
     "log_every": (int,), "probe_steps": (int,), "probe_lr": _NUM, "late_steps": (int,),
     "late_lr": _NUM, "stem_steps": (int,), "stem_lr": _NUM, "stem_replay": _NUM,
     "eval_after": (bool,), "eval_tasks": (list, type(None)), "eval_extra": (list,),
-    "eval_quick": (bool,), "eval_speed": (bool,),
+    "eval_quick": (bool,), "eval_speed": (bool,), "ridge_init": (bool,), "ridge_grid": (list,),
 }
 
 

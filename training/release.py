@@ -1,6 +1,10 @@
 """Write an image tower as a release checkpoint: safetensors + metadata the engine reads.
 
-    python -m training.release runs/cpu-default/model.safetensors   # copy into engine/checkpoints
+    python -m training.release runs/v2-cpu/model.safetensors   # -> engine/checkpoints/<model name>.safetensors
+
+The file is named after the checkpoint's model (glb-vit-s8, glb-effnet-l0), so releasing one
+encoder never overwrites another; the registry (engine/encoder/encoders.toml) names the file
+each encoder loads.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from engine.encoder import ModelConfig
-from engine.encoder.factory import DEFAULT_CHECKPOINT, read_checkpoint
+from engine.encoder.factory import CHECKPOINT_DIR, read_checkpoint
 
 MAX_BYTES = 40 * 1024 * 1024
 
@@ -29,8 +33,9 @@ def write_checkpoint(state: dict, cfg: ModelConfig, path: Path, extra: dict | No
     return path
 
 
-def release(src: str | Path, dst: Path = DEFAULT_CHECKPOINT) -> Path:
-    read_checkpoint(src)  # refuse anything the engine could not load
+def release(src: str | Path, dst: Path | None = None) -> Path:
+    cfg, _, _ = read_checkpoint(src)  # refuse anything the engine could not load
+    dst = dst if dst is not None else CHECKPOINT_DIR / f"{cfg.name}.safetensors"
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dst)
     return dst

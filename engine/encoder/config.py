@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
-DEFAULT_MODEL = "glb-vit-s8"
+DEFAULT_MODEL = "glb-effnet-l0"   # v2; "glb-vit-s8" (v1) stays shipped and loadable
+V1_MODEL = "glb-vit-s8"
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,12 @@ class VisionConfig:
     wave_dim: int = 128
     wavegen_layers: int = 1
     wavegen_heads: int = 4
+    # v2 towers (engine/encoder/effnet.py); "vit" keeps the v1 architecture above
+    tower: str = "vit"
+    trunk: str = "efficientnet_lite0"
+    trunk_size: int = 128          # the tower resizes image_size inputs to this inside
+    head_hidden: int = 512
+    head_linear: bool = False      # head = linear map + zero-initialised MLP correction
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,7 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = DEFAULT_MODEL
+    name: str = V1_MODEL               # the dataclass defaults describe the v1 ViT
     embed_dim: int = 384
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -44,7 +51,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         return cls(
-            name=d.get("name", DEFAULT_MODEL),
+            name=d.get("name", V1_MODEL),
             embed_dim=int(d.get("embed_dim", 384)),
             vision=VisionConfig(**d.get("vision", {})),
             text=TextConfig(**d.get("text", {})),

@@ -20,14 +20,24 @@ from .vit import ImageTower
 log = logging.getLogger("glb.encoder")
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+# v1 stays the default: v2 does not win the whole table (docs/MODEL_CARD.md); v2 is the
+# registry's `glb-effnet-l0`, selectable by name.
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "glb-vit-s8.safetensors"
+V2_CHECKPOINT = CHECKPOINT_DIR / "glb-effnet-l0.safetensors"
 MIN_SIDE = 16
 MAX_BANDS = 256
 
 
 def create_image_tower(cfg: ModelConfig | str = DEFAULT_MODEL) -> ImageTower:
+    """The tower a config names: v1 ViT (`tower: vit`) or v2 pretrained CNN (`tower: effnet`)."""
     if isinstance(cfg, str):
         cfg = get_model_config(cfg)
+    if cfg.vision.tower == "effnet":
+        from .effnet import EffNetTower
+
+        return EffNetTower(cfg)
+    if cfg.vision.tower != "vit":
+        raise CheckpointError(f"model {cfg.name}: unknown tower {cfg.vision.tower!r}")
     return ImageTower(cfg)
 
 
@@ -212,18 +222,32 @@ def build_glb(spec, weights=None, device: str = "cpu") -> Encoder:
         log.warning(msg)
         torch.manual_seed(0)
         cfg = get_model_config(model)
-        enc = Encoder(ImageTower(cfg), cfg.text, name=f"{cfg.name}-untrained",
+        enc = Encoder(create_image_tower(cfg), cfg.text, name=f"{cfg.name}-untrained",
                       trained=False, device=device)
     else:
         cfg, state, meta = read_checkpoint(path)
         meta["sha256"] = _sha256(path)
-        tower = ImageTower(cfg)
+        tower = create_image_tower(cfg)
         load_state(tower, state, str(path))
         enc = Encoder(tower, cfg.text, name=meta.get("name", cfg.name), trained=True,
                       checkpoint=str(path), meta=meta, device=device)
-    enc.encoder_name = spec.name
+    enc.encoder_name = _entry_for_model(spec, cfg.name)
     enc.normalisation = spec.normalisation
     return enc
+
+
+def _entry_for_model(spec, model: str) -> str:
+    """The registry entry an index should record for a checkpoint file of our own encoder: the
+    entry whose model the checkpoint is (a v2 file given as --checkpoint records glb-effnet-l0,
+    so reopening the index builds the same architecture), else the entry it was loaded through."""
+    from . import registry
+
+    if spec.option("model", DEFAULT_MODEL) == model:
+        return spec.name
+    for name, other in registry.registry().items():
+        if other.builder == spec.builder and other.option("model") == model:
+            return name
+    return spec.name
 
 
 def load_encoder(name: str | Path | None = None, *, weights: str | Path | None = None,

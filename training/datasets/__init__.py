@@ -22,13 +22,14 @@ from .hsi import JasperRidge, SalinasA, Samson, Urban
 from .mstar import MSTAR
 from .ombria import OmbriaS1, OmbriaS2
 from .opensarship import OpenSARShip
+from .scene_sets import AID, UAVIC, UCM
 from .scenes import ScenesUnlabelled
 from .sen1floods11 import Sen1Floods11S1, Sen1Floods11S2
 
 _CLASSES: tuple[type[EODataset], ...] = (
     EuroSATRGB, EuroSATMS, OmbriaS1, OmbriaS2, Harvey, MSTAR, HitUAV, OpenSARShip, HRSID,
     SalinasA, Samson, JasperRidge, Urban, Sen1Floods11S1, Sen1Floods11S2, BigEarthNetS1,
-    BigEarthNetS2, Elevation, ScenesUnlabelled,
+    BigEarthNetS2, Elevation, ScenesUnlabelled, AID, UCM, UAVIC,
 )
 DATASETS: dict[str, type[EODataset]] = {c.name: c for c in _CLASSES}
 

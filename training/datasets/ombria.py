@@ -54,6 +54,10 @@ def ombria_captions(sensor: str, phase: str, frac: float, split: str) -> list[st
             f"{short} taken before the flood: no flood water yet",
             f"pre-flood {what} of land that was later flooded{later}",
             f"the same place before flooding, seen in a {what}",
+            # MiniLM reads "not flooded" / "before the flood" close to "flooded" (negation and
+            # the shared word): phrasings without the word say what the image does show
+            f"dry land with rivers in their normal channels, a {what}",
+            f"a {what} of dry ground with no standing water",
         ]
     elif frac > FLOOD_THRESHOLD:
         p = percent(frac, fine=True)
@@ -69,6 +73,7 @@ def ombria_captions(sensor: str, phase: str, frac: float, split: str) -> list[st
             f"a {what} after {ev}, with almost no flooding in this area ({p} flooded)",
             f"{short} after the flood: the land here stayed mostly dry",
             f"post-flood {what} of an area barely touched by the flood water ({p})",
+            f"dry land with no standing water, a {what}",
         ]
     return dedupe(caps)
 
