@@ -67,8 +67,11 @@ def _gdal_path(p: Path):
 
 
 @contextmanager
-def open_raster(source: str | Path | bytes, *, name: str | None = None):
-    """Yield (dataset, RasterInfo) or raise RasterError naming the file and what is wrong."""
+def open_raster(source: str | Path | bytes, *, name: str | None = None, remote: bool = False):
+    """Yield (dataset, RasterInfo) or raise RasterError naming the file and what is wrong.
+    remote: a `/vsicurl/` URL may be read (the indexer's STAC assets); anywhere else (a query
+    image's path) such a string is just a file name that does not exist, so a query can never
+    make the server fetch a URL."""
     rasterio = _rasterio()
     from rasterio.errors import RasterioError
 
@@ -84,7 +87,7 @@ def open_raster(source: str | Path | bytes, *, name: str | None = None):
         memfile = MemoryFile(bytes(source))
         opener = lambda: memfile.open(driver=UPLOAD_DRIVERS)
         size = len(source)
-    elif isinstance(source, str) and source.startswith("/vsicurl/"):
+    elif remote and isinstance(source, str) and source.startswith("/vsicurl/"):
         # a remote cloud-optimised GeoTIFF: GDAL reads it with HTTP range requests
         size = None
         opener = lambda: rasterio.open(source)

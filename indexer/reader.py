@@ -145,7 +145,7 @@ def read_scene(unit: int, source: Source, encoder, opts: TileOptions, result: Sc
 
     from rasterio.warp import transform_bounds
 
-    with open_raster(source.key, name=source.label) as (ds, info):
+    with open_raster(source.key, name=source.label, remote=source.remote is not None) as (ds, info):
         check_georeferenced(ds, info)
         lay = layout_of(ds, info, source.override)
         indexes = list(lay.band_indexes) if lay.band_indexes else None

@@ -84,7 +84,7 @@ def test_cli_format_and_out(small_index, tmp_path):
     assert len(gpd.read_parquet(io.BytesIO(r.stdout))) == 7
     r = subprocess.run(base + ["--format", "csv"], cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
-    assert r.returncode == 0 and r.stdout.splitlines()[0].startswith("rank,tile_id")
+    assert r.returncode == 0 and r.stdout.splitlines()[0].startswith('"rank","tile_id"')
     assert len(r.stdout.strip().splitlines()) == 8
     r = subprocess.run(base + ["--out", str(tmp_path / "o.xlsx")], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)

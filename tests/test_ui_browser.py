@@ -55,6 +55,12 @@ def browser_index(tmp_path_factory, encoder):
     return path
 
 
+class ServerURL(str):
+    """The server's address; `.log` is its output (the first-map test reads the preload line)."""
+
+    log: Path
+
+
 @pytest.fixture(scope="module")
 def server(browser_index, tmp_path_factory):
     """One `glb ui` server for the whole module (starting one costs the encoder's load)."""
@@ -81,7 +87,9 @@ def server(browser_index, tmp_path_factory):
             assert proc.poll() is None, logpath.read_text()[-2000:]
             assert time.time() < deadline, "the server did not come up in 90 s"
             time.sleep(0.3)
-        yield url
+        served = ServerURL(url)
+        served.log = logpath
+        yield served
     finally:
         proc.terminate()
         try:

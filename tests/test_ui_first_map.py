@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from test_ui_browser import ARGS, CHROMIUM, MAP, server  # noqa: F401 - the fixture
+from test_ui_browser import ARGS, CHROMIUM, MAP, browser_index, server  # noqa: F401 - the fixtures
 
 pytestmark = pytest.mark.browser
 
@@ -18,7 +18,7 @@ LOADED = "glb ui: index and encoder loaded in"
 def test_first_visitor_sees_the_map_at_once(server, tmp_path):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
-    log = tmp_path / "streamlit.log"
+    log = server.log
     deadline = time.time() + 180
     while LOADED not in log.read_text():
         assert "not preloaded" not in log.read_text(), log.read_text()[-2000:]
