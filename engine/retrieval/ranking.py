@@ -98,6 +98,8 @@ class Reference:
         return cls(np.asarray(modality_code), lambda rows: np.asarray(vectors[rows], np.float32), seed)
 
     def stats(self, q: np.ndarray) -> "QueryStats":
+        if len(self.matrix) == 0:  # an empty index (e.g. a repair dropped every scene)
+            return QueryStats(self, np.zeros(0, np.float32))
         return QueryStats(self, self.matrix @ np.asarray(q, np.float32))
 
 
