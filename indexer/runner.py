@@ -344,7 +344,8 @@ def plan_units(found, writer: StoreWriter, report: RunReport) -> list[list]:
     work = plan_work(found, writer.scene)
     report.unchanged += work.unchanged
     report.failed.extend(work.problems)
-    log.info("%d work units to index (%d files unchanged), into generation %d onwards",
+    # "indexing ..." is the line operators (and the crash suite) wait for: work has begun
+    log.info("indexing %d work units (%d files unchanged) into generation %d onwards",
              len(work.units), work.unchanged, writer.manifest.generation + 1)
     return work.units
 
