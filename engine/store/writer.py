@@ -250,16 +250,7 @@ class StoreWriter:
                 scenes[r["path"]] = dict(r, segment=wname if n else None, indexed_at=now)
                 added_tiles += n
 
-        m = Manifest(generation=gen, encoder=self.encoder, segments=segments,
-                     n_tiles=sum(int(r["n_tiles"] or 0) for r in scenes.values()))
-        m.scenes_file = f"{gen:09d}.scenes.parquet"
-        pq.write_table(pa.Table.from_pylist([stored_scene(r) for r in scenes.values()], schema=SCENE_SCHEMA),
-                       self.layout.manifests / m.scenes_file)
-        if tombstones:
-            m.tombstones_file = f"{gen:09d}.tombstones.parquet"
-            write_tombstones(self.layout, m.tombstones_file, tombstones)
-        fsync_dir(self.layout.manifests)
-        publish(self.layout, m)
+        m = self._publish(gen, segments, scenes, tombstones)
         result = CommitResult(gen, len(self.staged) + sum(len(w.scenes) for w in self.written),
                               added_tiles, deleted)
         self.manifest = m
@@ -414,6 +405,21 @@ class StoreWriter:
         self.manifest, self.state = m, _State(scenes, set())
         return CommitResult(gen, 0, 0, n_dead)
 
+    def _publish(self, gen: int, segments: list, scenes: dict, tombstones) -> Manifest:
+        """Write generation `gen`'s scenes and tombstones files and its manifest, then swap
+        CURRENT to it (the commit point): the one way both commits publish."""
+        m = Manifest(generation=gen, encoder=self.encoder, segments=segments,
+                     n_tiles=sum(int(r["n_tiles"] or 0) for r in scenes.values()))
+        m.scenes_file = f"{gen:09d}.scenes.parquet"
+        pq.write_table(pa.Table.from_pylist([stored_scene(r) for r in scenes.values()], schema=SCENE_SCHEMA),
+                       self.layout.manifests / m.scenes_file)
+        if tombstones:
+            m.tombstones_file = f"{gen:09d}.tombstones.parquet"
+            write_tombstones(self.layout, m.tombstones_file, tombstones)
+        fsync_dir(self.layout.manifests)
+        publish(self.layout, m)
+        return m
+
     def commit_generation(self, keep: list[SegmentInfo], new_segment: tuple | None,
                           scenes: dict[str, dict], tombstones: set[tuple[str, int]]) -> CommitResult:
         """Publish a generation made of segments kept as they are, at most one new segment
@@ -430,16 +436,7 @@ class StoreWriter:
             name = self.segment_name(gen)
             write_segment(self.layout, name, tiles, vectors, thumbs, overviews)
             segments.append(SegmentInfo(name=name, n_rows=tiles.num_rows))
-        m = Manifest(generation=gen, encoder=self.encoder, segments=segments,
-                     n_tiles=sum(int(r["n_tiles"] or 0) for r in scenes.values()))
-        m.scenes_file = f"{gen:09d}.scenes.parquet"
-        pq.write_table(pa.Table.from_pylist([stored_scene(r) for r in scenes.values()], schema=SCENE_SCHEMA),
-                       self.layout.manifests / m.scenes_file)
-        if tombstones:
-            m.tombstones_file = f"{gen:09d}.tombstones.parquet"
-            write_tombstones(self.layout, m.tombstones_file, tombstones)
-        fsync_dir(self.layout.manifests)
-        publish(self.layout, m)
+        m = self._publish(gen, segments, scenes, tombstones)
         deleted = len(self.state.scenes) - len(scenes)
         self.manifest, self.state = m, _State(dict(scenes), set(tombstones))
         return CommitResult(gen, 0, 0, deleted)
