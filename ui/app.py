@@ -46,16 +46,9 @@ def index_path() -> str | None:
 # --- loaded once per server process ---------------------------------------------------------
 @st.cache_resource(show_spinner="Opening the index and loading the encoder (once per server)…")
 def load_index(path: str):
-    idx = preload.opened(path)  # `glb ui` loads it when the server starts
+    idx = preload.opened(path)  # `glb ui` loads (and warms) it when the server starts
     if idx is None:
-        idx = engine.open(path)
-    # Load the encoder and open the thumbnail store now, so the analyst's first query is fast.
-    first = idx.search("warm-up", k=1)
-    if len(first):
-        try:
-            idx.thumbnail(int(first["tile_id"].iloc[0]))
-        except engine.GLBError:
-            pass
+        idx = preload.warm_up(engine.open(path))
     return idx
 
 

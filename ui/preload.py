@@ -27,6 +27,18 @@ def _key(path: str | Path) -> str:
     return str(Path(path).resolve())
 
 
+def warm_up(idx):
+    """Load the index's encoder and open its thumbnail store with one query, so the analyst's
+    first query is fast. Returns `idx`."""
+    first = idx.search("warm-up", k=1)
+    if len(first):
+        try:
+            idx.thumbnail(int(first["tile_id"].iloc[0]))
+        except engine.GLBError:
+            pass
+    return idx
+
+
 def warm(path: str | Path, echo=None) -> object | None:
     """Open the index at `path`, load its encoder, run one query and read one thumbnail (the
     first analyst's query then finds everything loaded). Returns the index, or None when it
@@ -36,13 +48,7 @@ def warm(path: str | Path, echo=None) -> object | None:
         done = _started.setdefault(key, threading.Event())
     t0 = time.perf_counter()
     try:
-        idx = engine.open(key)
-        first = idx.search("warm-up", k=1)
-        if len(first):
-            try:
-                idx.thumbnail(int(first["tile_id"].iloc[0]))
-            except engine.GLBError:
-                pass
+        idx = warm_up(engine.open(key))
         _loaded[key] = idx
         if echo:
             echo(f"glb ui: index and encoder loaded in {time.perf_counter() - t0:.1f} s")
