@@ -167,7 +167,12 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--smoke", action="store_true", help="seconds-long version for CI")
     be.add_argument("--write", help="write the markdown report here")
     be.add_argument("--methods", help="search: comma-separated subset of ours,ours_disk,ours_gpu,numpy,duckdb_vss "
-                                      "(results merge into an existing report)")
+                                      "(results merge into an existing report); feedback: of "
+                                      "query,rocchio-classic,rocchio,probe")
+    be.add_argument("--encoder", help="feedback: the encoder whose embeddings the simulated analysts "
+                                      "search (a name from `glb encoders`; default: the default encoder)")
+    be.add_argument("--pools", help="feedback: comma-separated subset of the held-out pools "
+                                    "(glb/bench/feedback_data.py)")
     return p
 
 

@@ -3,7 +3,8 @@
     glb bench search --vectors N [--json] [--smoke]
     glb bench index [--json] [--smoke]
     glb bench all --write docs/BENCHMARKS.md
-    glb bench feedback [--json] [--write FILE]   simulated analysts (docs/FEEDBACK.md)
+    glb bench feedback [--encoder NAME] [--pools A,B] [--methods M,N] [--json] [--write FILE]
+                                                 simulated analysts (docs/FEEDBACK.md)
     glb bench refine --vectors N [--json] [--smoke]   latency of a relevance-feedback refine
 
 Benchmarks print numbers; CI runs only `--smoke` (seconds). Generated data goes under
@@ -23,7 +24,18 @@ def main(args) -> int:
         from .feedback import POOLS, to_markdown
         from .feedback import run as run_feedback
 
-        res = run_feedback(pools=("eurosat_ms_test",) if args.smoke else POOLS, smoke=args.smoke, echo=echo)
+        from .feedback import METHODS as FEEDBACK_METHODS
+
+        pools = tuple(args.pools.split(",")) if getattr(args, "pools", None) else POOLS
+        methods = tuple(args.methods.split(",")) if getattr(args, "methods", None) else FEEDBACK_METHODS
+        unknown = sorted(set(pools) - set(POOLS)) + sorted(set(methods) - set(FEEDBACK_METHODS))
+        if unknown:
+            from engine.errors import InputError
+
+            raise InputError(f"glb bench feedback: unknown pool or method {unknown[0]!r} (pools: "
+                             f"{', '.join(POOLS)}; methods: {', '.join(FEEDBACK_METHODS)})")
+        res = run_feedback(pools=("eurosat_ms_test",) if args.smoke else pools, methods=methods,
+                           smoke=args.smoke, echo=echo, encoder=getattr(args, "encoder", None))
         md = to_markdown(res)
         if args.write:
             from pathlib import Path

@@ -40,8 +40,9 @@ def _next(scores: np.ndarray, seen: np.ndarray, k: int = K) -> np.ndarray:
 
 
 def simulate(pool, q0: np.ndarray | None, start_marks: np.ndarray | None, rel: np.ndarray,
-             method: str, cfg, rng_seed: int) -> list[float]:
-    """P@20 of new results for round 0..ROUNDS of one class."""
+             method: str, cfg, rng_seed: int) -> tuple[list[float], list[float]]:
+    """Round 0..ROUNDS of one class -> (P@20 of the new results, the same against what was
+    still findable: hits / min(20, relevant tiles not shown yet); NaN when none was left)."""
     from engine.retrieval.feedback import refine
 
     n = len(pool.vectors)
@@ -52,7 +53,7 @@ def simulate(pool, q0: np.ndarray | None, start_marks: np.ndarray | None, rel: n
     if start_marks is not None:
         seen[start_marks] = True
         marked += list(start_marks)
-    out = []
+    out, findable = [], []
     for r in range(ROUNDS + 1):
         if r == 0 and q0 is not None:
             v = q0
@@ -66,21 +67,43 @@ def simulate(pool, q0: np.ndarray | None, start_marks: np.ndarray | None, rel: n
             p, ng = m[rel[m]], m[~rel[m]]
             v = refine(q0, pool.vectors[p], pool.vectors[ng], bg, cfg).vector
         shown = _next(pool.vectors @ v, seen)
-        out.append(float(rel[shown].mean()) if len(shown) else 0.0)
+        left = int((rel & ~seen).sum())
+        hits = int(rel[shown].sum())
+        out.append(hits / len(shown) if len(shown) else 0.0)
+        findable.append(hits / min(K, left) if left else float("nan"))
         seen[shown] = True
         marked += list(shown)
-    return out
+    return out, findable
 
 
-def run(pools=POOLS, methods=METHODS, smoke: bool = False, echo=print) -> dict:
+METRICS = ("new", "findable")   # P@20 of the new results; the same against what was findable
+
+
+def _nanmean(curves) -> list:
+    a = np.array(curves, np.float64)
+    with np.errstate(all="ignore"):
+        m = np.nanmean(a, 0) if np.isfinite(a).any() else np.full(a.shape[1], np.nan)
+    return [None if not np.isfinite(x) else round(float(x), 4) for x in m]
+
+
+def _arr(curve) -> np.ndarray:
+    return np.array([np.nan if x is None else x for x in curve], np.float64)
+
+
+def run(pools=POOLS, methods=METHODS, smoke: bool = False, echo=print, encoder: str | None = None,
+        config=None) -> dict:
+    """`encoder`: a registry name (`glb encoders`; default: the default encoder). `config`: the
+    FeedbackConfig the feedback methods start from (each run sets its `method`)."""
     from dataclasses import replace
 
     from engine.encoder import load_encoder
     from engine.retrieval.feedback import FeedbackConfig
 
-    enc = load_encoder()
+    enc = load_encoder(encoder)
+    base = config or FeedbackConfig()
     t0 = time.time()
-    out = {"encoder": enc.identity, "k": K, "rounds": ROUNDS, "pools": {}}
+    out = {"encoder": enc.identity, "k": K, "rounds": ROUNDS, "methods": list(methods),
+           "config": {k: v for k, v in base.__dict__.items() if k != "method"}, "pools": {}}
     for name in pools:
         pool = load_pool(name, enc, echo=echo)
         texts = enc.encode_text(pool.prompts)
@@ -93,16 +116,17 @@ def run(pools=POOLS, methods=METHODS, smoke: bool = False, echo=print) -> dict:
             seed = 1000 * ci + 7
             five = np.random.default_rng(seed).choice(np.flatnonzero(rel), 5, replace=False)
             for method in methods:
-                cfg = FeedbackConfig(method=method if method != "query" else "probe")
+                cfg = replace(base, method=method if method != "query" else base.method)
                 cfg = replace(cfg, background=min(cfg.background, len(pool.vectors)))
-                row[f"text/{method}"] = simulate(pool, texts[ci], None, rel, method, cfg, seed)
-                row[f"random5/{method}"] = simulate(pool, None, five, rel, method, cfg, seed)
+                for start, q0, marks in (("text", texts[ci], None), ("random5", None, five)):
+                    new, findable = simulate(pool, q0, marks, rel, method, cfg, seed)
+                    row[f"{start}/{method}"] = new
+                    row[f"{start}/{method}/findable"] = [None if np.isnan(x) else x for x in findable]
             res["classes"][cls] = row
             if smoke:
                 break
         for key in [k for k in next(iter(res["classes"].values())) if "/" in k]:
-            curves = np.array([c[key] for c in res["classes"].values()])
-            res[key] = [round(float(x), 4) for x in curves.mean(0)]
+            res[key] = _nanmean([_arr(c[key]) for c in res["classes"].values()])
         out["pools"][name] = res
         echo(f"{name}: " + "  ".join(f"{k} {res[k]}" for k in res if k.startswith("text/")))
     out["seconds"] = round(time.time() - t0, 1)
@@ -110,51 +134,89 @@ def run(pools=POOLS, methods=METHODS, smoke: bool = False, echo=print) -> dict:
     return out
 
 
+def _key(start: str, method: str, metric: str) -> str:
+    return f"{start}/{method}" + ("/findable" if metric == "findable" else "")
+
+
 def summarise(out: dict) -> dict:
-    """Average over pools per start/method and round, and the targets."""
-    keys = sorted({k for p in out["pools"].values() for k in p if "/" in k})
-    s = {}
-    for k in keys:
-        curves = np.array([p[k] for p in out["pools"].values() if k in p])
-        s[k] = [round(float(x), 4) for x in curves.mean(0)]
-    targets = {}
-    for m in METHODS:
-        k = f"text/{m}"
-        if k not in s:
-            continue
-        gain2 = s[k][2] - s[k][0]
-        worst = min(out["pools"][p][k][r] - out["pools"][p][k][0] for p in out["pools"] for r in (1, 2, 3))
-        vs_query = min(out["pools"][p][k][r] - out["pools"][p]["text/query"][r]
-                       for p in out["pools"] for r in (1, 2, 3)) if "text/query" in s else None
-        targets[m] = {"gain_round2_points": round(100 * gain2, 1),
-                      "worst_pool_round_vs_round0_points": round(100 * worst, 1),
-                      "worst_pool_round_vs_query_alone_points": None if vs_query is None else round(100 * vs_query, 1)}
+    """Average over pools per start/method/metric and round, and the targets (from text): the
+    round-2 gain over round 0, the worst pool round against its round 0, and against the
+    query alone at the same round."""
+    pools = out["pools"].values()
+    keys = sorted({k for p in pools for k in p if "/" in k})
+    s = {k: _nanmean([_arr(p[k]) for p in pools if k in p]) for k in keys}
+    targets: dict = {}
+    for metric in METRICS:
+        targets[metric] = {}
+        for m in out.get("methods", METHODS):
+            k, kq = _key("text", m, metric), _key("text", "query", metric)
+            if k not in s:
+                continue
+            # round 2 - round 0 per pool where both are defined, averaged over those pools
+            gains = [_arr(p[k])[2] - _arr(p[k])[0] for p in pools
+                     if np.isfinite(_arr(p[k])[[0, 2]]).all()]
+            worst_r0, worst_q = [], []
+            for name, p in out["pools"].items():
+                c = _arr(p[k])
+                for r in range(1, len(c)):
+                    if np.isfinite(c[r]) and np.isfinite(c[0]):
+                        worst_r0.append((c[r] - c[0], name, r))
+                    if kq in p and np.isfinite(c[r]) and np.isfinite(_arr(p[kq])[r]):
+                        worst_q.append((c[r] - _arr(p[kq])[r], name, r))
+            below = sorted({(n, r) for d, n, r in worst_r0 if d < -1e-9 and r <= 2})
+            w0, wq = min(worst_r0) if worst_r0 else None, min(worst_q) if worst_q else None
+            targets[metric][m] = {
+                "gain_round2_points": round(100 * float(np.mean(gains)), 1) if gains else None,
+                "gain_pools": len(gains),
+                "worst_pool_round_vs_round0_points": None if w0 is None else round(100 * w0[0], 1),
+                "worst_pool_round_vs_round0": None if w0 is None else f"{w0[1]} r{w0[2]}",
+                "pools_below_round0_by_round2": [f"{n} r{r}" for n, r in below],
+                "worst_pool_round_vs_query_alone_points": None if wq is None else round(100 * wq[0], 1),
+                "worst_pool_round_vs_query_alone": None if wq is None else f"{wq[1]} r{wq[2]}"}
     s["targets"] = targets
     return s
 
 
+def _cells(curve) -> str:
+    return " | ".join("–" if x is None else f"{100 * x:.1f}" for x in curve)
+
+
 def to_markdown(out: dict) -> str:
-    lines = [f"Encoder `{out['encoder']}`; P@{out['k']} of new results, mean over classes; "
-             f"rounds 0..{out['rounds']}; {out['seconds']} s.", ""]
+    methods = out.get("methods", METHODS)
+    lines = [f"Encoder `{out['encoder']}`; mean over classes; rounds 0..{out['rounds']}; "
+             f"{out['seconds']} s. **new**: P@{out['k']} of the new results. **findable**: hits / "
+             f"min({out['k']}, relevant tiles not shown yet), the share of what could still be "
+             f"found (– where nothing was left).", ""]
     for start in ("text", "random5"):
         lines += [f"**Start: {start}**", "",
-                  "| pool | tiles | classes | method | r0 | r1 | r2 | r3 |", "|---|---|---|---|---|---|---|---|"]
-        for name, p in out["pools"].items():
-            for m in METHODS:
-                k = f"{start}/{m}"
-                if k in p:
-                    lines.append(f"| {name} | {p['tiles']} | {len(p['classes'])} | {m} | "
-                                 + " | ".join(f"{100 * x:.1f}" for x in p[k]) + " |")
-        for m in METHODS:
-            k = f"{start}/{m}"
-            if k in out["summary"]:
-                lines.append(f"| **mean** | | | {m} | " + " | ".join(f"{100 * x:.1f}" for x in out["summary"][k]) + " |")
+                  "| pool | tiles | classes | method | new r0 | r1 | r2 | r3 | findable r0 | r1 | r2 | r3 |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        rows = [(name, p) for name, p in out["pools"].items()] + [("**mean**", None)]
+        for name, p in rows:
+            for m in methods:
+                src = p if p is not None else out["summary"]
+                kn, kf = _key(start, m, "new"), _key(start, m, "findable")
+                if kn not in src:
+                    continue
+                head = (f"| {name} | {p['tiles']} | {len(p['classes'])} | {m} | " if p is not None
+                        else f"| {name} | | | {m} | ")
+                lines.append(head + _cells(src[kn]) + " | " + _cells(src.get(kf, [None] * 4)) + " |")
         lines.append("")
-    lines += ["| method | round 2 - round 0 (points, mean) | worst pool round vs its round 0 | "
-              "worst pool round vs the query alone |", "|---|---|---|---|"]
-    for m, t in out["summary"]["targets"].items():
-        lines.append(f"| {m} | {t['gain_round2_points']:+.1f} | {t['worst_pool_round_vs_round0_points']:+.1f} | "
-                     f"{t['worst_pool_round_vs_query_alone_points']:+.1f} |")
+    lines += ["Targets, from text (pools averaged; a pool round counts where it is defined):", "",
+              "| metric | method | round 2 − round 0 (points, mean over pools) | worst pool round vs its round 0 | "
+              "pool rounds 1–2 below round 0 | worst pool round vs the query alone |",
+              "|---|---|---|---|---|---|"]
+    for metric, per in out["summary"]["targets"].items():
+        for m, t in per.items():
+            w0 = ("–" if t["worst_pool_round_vs_round0_points"] is None else
+                  f"{t['worst_pool_round_vs_round0_points']:+.1f} ({t['worst_pool_round_vs_round0']})")
+            wq = ("–" if t["worst_pool_round_vs_query_alone_points"] is None else
+                  f"{t['worst_pool_round_vs_query_alone_points']:+.1f} ({t['worst_pool_round_vs_query_alone']})")
+            gain = "–" if t["gain_round2_points"] is None else f"{t['gain_round2_points']:+.1f}"
+            if t["gain_pools"] < len(out["pools"]):
+                gain += f" ({t['gain_pools']} pools)"
+            lines.append(f"| {metric} | {m} | {gain} | {w0} | "
+                         f"{', '.join(t['pools_below_round0_by_round2']) or 'none'} | {wq} |")
     return "\n".join(lines) + "\n"
 
 
