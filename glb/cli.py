@@ -106,6 +106,15 @@ def _parser() -> argparse.ArgumentParser:
     wadd.add_argument("--min-score", type=float,
                       help="alert on new tiles scoring at least this (default: the score of "
                            "today's k-th result)")
+    wadd.add_argument("--undated", action="store_true",
+                      help="with --start/--end: also alert on tiles that have no date")
+    wadd.add_argument("--calibrated", action="store_true",
+                      help="rank by the per-modality calibrated score, as the UI's 'rank fairly "
+                           "across sensors' does (--min-score is then in its units)")
+    wadd.add_argument("--diversify", type=int, metavar="N",
+                      help="at most N alerts a run per scene, one per place")
+    wadd.add_argument("--min-relevance", type=float, metavar="PERCENTILE",
+                      help="alert only on tiles at or above this relevance percentile (0-100)")
     wadd.add_argument("--replace", action="store_true", help="replace a saved search of that name")
     for name, hlp in (("list", "saved searches, with their alert counts"),
                       ("show", "a saved search and its alerts (marks them seen)"),
@@ -426,7 +435,9 @@ def cmd_watch(args) -> int:
         doc = w.add(args.name, args.text, k=args.k, min_score=args.min_score, replace=args.replace,
                     tile_id=args.tile_id, positives=args.like, negatives=args.unlike,
                     bbox=args.bbox, region=args.region, modality=args.modality,
-                    sensor=args.sensor, start=args.start, end=args.end)
+                    sensor=args.sensor, start=args.start, end=args.end, undated=args.undated,
+                    calibrated=args.calibrated, diversify=args.diversify,
+                    min_relevance=args.min_relevance)
         ms = doc["min_score"]
         print(f"saved search {doc['name']!r}: alerts on new tiles scoring "
               f"{'at least ' + format(ms, '.4f') if ms is not None else 'best'} (at most "

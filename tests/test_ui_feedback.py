@@ -70,6 +70,10 @@ def test_mark_refine_save_and_clear(at, index_copy):
     doc = engine.open(index_copy).watches.show("peaks")
     assert doc["query"]["text"] == "mountains" and doc["query"]["positives"] == [int(ids[0]), int(ids[1])]
     assert doc["query"]["negatives"] == [int(ids[2])]
+    # saved as the page ranked it: alert runs re-apply the page's ranking options
+    assert doc["ranking"] == {"calibrated": page.calibrated, "diversify": page.diversify,
+                              "min_relevance": None}
+    assert doc["query"]["undated"] is page.undated
     at.run()
     assert any("peaks · 0 alerts" in e.label for e in at.sidebar.expander)
 

@@ -141,3 +141,89 @@ def test_a_bad_saved_search_is_named_skipped_and_never_blocks_indexing(index_cop
     assert after["scenes"] == before["scenes"] + 1 and after["tiles"] > before["tiles"]
     listed = {w["name"]: w for w in json.loads(glb("watch", "list", "--index", index_copy, "--json").stdout)}
     assert "error" in listed["bad"] and listed["good"]["alerts"] == 20
+
+
+TERRAIN = "a digital elevation model"
+
+
+def test_saved_ranking_options_are_kept_and_reapplied_to_new_tiles(index_copy):
+    """A saved search ranks an alert run's new tiles as the analyst's search did: calibrated
+    scores, the relevance floor and diversification are stored and re-applied; a search.json
+    from before they existed keeps loading (the plain ranking)."""
+    import engine
+
+    idx = engine.open(index_copy)
+    doc = idx.watches.add("cal", TERRAIN, k=5, calibrated=True)
+    today = idx.search(TERRAIN, k=5, calibrated=True)
+    assert doc["ranking"] == {"calibrated": True, "diversify": None, "min_relevance": None}
+    assert doc["min_score"] == pytest.approx(float(today["score"].min()))   # calibrated units
+    assert doc["min_score"] != pytest.approx(float(idx.search(TERRAIN, k=5)["score"].min()))
+    idx.watches.add("cal", TERRAIN, k=5, calibrated=True, min_score=-1e9, replace=True)
+    idx.watches.add("plain", TERRAIN, k=1000, min_score=-1)
+    idx.watches.add("floor", TERRAIN, k=1000, min_score=-1, min_relevance=90)
+    idx.watches.add("one per scene", TERRAIN, k=1000, min_score=-1, diversify=1)
+    idx.watches.add("old", TERRAIN, k=1000, min_score=-1, diversify=1, calibrated=True)
+    p = index_copy / "watches" / "old" / "search.json"
+    old = json.loads(p.read_text())
+    del old["ranking"], old["query"]["undated"]      # as written before the options existed
+    p.write_text(json.dumps(old))
+    shown = idx.watches.show("old")
+    assert "ranking" not in shown and shown["query"]["text"] == TERRAIN
+
+    r = glb("index", NEW_SCENE, "--index", index_copy, "--quiet")
+    assert r.returncode == 0, r.stderr
+    new = new_tile_ids(index_copy)
+    plain = alerts(index_copy, "plain")
+    assert {f["properties"]["tile_id"] for f in plain} == new and len(new) > 1
+    assert "relevance" not in plain[0]["properties"]           # plain alerts as before
+    assert [f["properties"]["tile_id"] for f in alerts(index_copy, "old")] == \
+        [f["properties"]["tile_id"] for f in plain]
+
+    # Calibrated: the score is the calibrated one the search gives those tiles now.
+    idx = engine.open(index_copy)
+    n = int(idx.info()["tiles"])
+    ranked = idx.search(TERRAIN, k=min(n, 1000), calibrated=True)
+    by_id = {int(t): (float(s), float(rv)) for t, s, rv in
+             zip(ranked["tile_id"], ranked["score"], ranked["relevance"])}
+    assert new <= set(by_id)
+    cal = alerts(index_copy, "cal")
+    want = sorted(new, key=lambda t: (-by_id[t][0], t))[:5]
+    assert [f["properties"]["tile_id"] for f in cal] == want
+    for f in cal:
+        pr = f["properties"]
+        assert pr["score"] == pytest.approx(by_id[pr["tile_id"]][0], abs=1e-4)
+        assert pr["relevance"] == pytest.approx(by_id[pr["tile_id"]][1], abs=0.01)  # shown to 2 places
+        assert pr["score_raw"] != pytest.approx(pr["score"], abs=1e-3)
+
+    # The relevance floor: exactly the new tiles at or above the 90th percentile.
+    floor = {f["properties"]["tile_id"] for f in alerts(index_copy, "floor")}
+    assert floor == {t for t in new if by_id[t][1] >= 90} and 0 < len(floor) < len(new)
+    # Diversified: one tile per scene (the new scene's best), however many matched.
+    div = alerts(index_copy, "one per scene")
+    assert [f["properties"]["tile_id"] for f in div] == [plain[0]["properties"]["tile_id"]]
+
+
+def test_watch_add_ranking_options_on_the_cli_and_bad_ones(index_copy):
+    r = glb("watch", "add", "fair", TERRAIN, "--index", index_copy, "--calibrated", "--diversify", "2",
+            "--min-relevance", "50", "--start", "2000-01-01", "--undated")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(glb("watch", "show", "fair", "--index", index_copy, "--json").stdout)
+    assert doc["ranking"] == {"calibrated": True, "diversify": 2, "min_relevance": 50.0}
+    assert doc["query"]["undated"] is True and doc["query"]["start"] == "2000-01-01"
+    r = glb("watch", "add", "bad", TERRAIN, "--index", index_copy, "--diversify", "0")
+    assert r.returncode == 2 and "diversify" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = glb("watch", "add", "bad", TERRAIN, "--index", index_copy, "--min-relevance", "120")
+    assert r.returncode == 2 and "min_relevance" in r.stderr
+    assert not (index_copy / "watches" / "bad").exists()
+    # A hand-edited ranking that cannot run is named and skipped; the others still alert.
+    p = index_copy / "watches" / "fair" / "search.json"
+    d = json.loads(p.read_text())
+    d["ranking"]["diversify"] = "many"
+    p.write_text(json.dumps(d))
+    r = glb("watch", "add", "ok", TERRAIN, "--index", index_copy, "--min-score", "-1")
+    assert r.returncode == 0, r.stderr
+    r = glb("index", NEW_SCENE, "--index", index_copy, "--quiet")
+    assert r.returncode == 1
+    err = [line for line in r.stderr.splitlines() if "skipped" in line]
+    assert len(err) == 1 and "'fair'" in err[0] and "ranking is invalid" in err[0]
+    assert len(alerts(index_copy, "ok")) == 20

@@ -145,8 +145,11 @@ def panel(idx, req: q.Request, outcome) -> None:
 def save(idx, req: q.Request, name: str) -> str:
     """Save the current search (query, marks, region, filters) under `name`: a message."""
     try:
+        # The search as the page ranked it: every alert run re-applies these.
         kw = {"modality": list(req.modalities) or None, "sensor": list(req.sensors) or None,
-              "start": req.start, "end": req.end, "k": req.k}
+              "start": req.start, "end": req.end, "k": req.k, "undated": req.undated,
+              "calibrated": req.calibrated, "diversify": req.diversify,
+              "min_relevance": req.min_relevance or None}
         region = q.parse_region(req.region)
         if region is not None:
             kw.update(region.engine_kwargs())

@@ -195,11 +195,11 @@ class Index:
     def query_vector(self, text: str | None = None, *, bbox=None, region=None, modality=None,
                      sensor=None, start=None, end=None, image=None, wavelengths=None,
                      image_modality: str | None = None, tile_id: int | None = None, vector=None,
-                     positives=None, negatives=None, feedback=None):
+                     positives=None, negatives=None, feedback=None, undated: bool = False):
         """The unit vector a search scores with (query and marks resolved), and what feedback
         did (None without marks): what a saved search keeps."""
         filters = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor,
-                                start=start, end=end)
+                                start=start, end=end, undated=undated)
         q, _, refined = self._query(self.snapshot, filters, text=text, image=image,
                                     wavelengths=wavelengths, image_modality=image_modality,
                                     tile_id=tile_id, vector=vector, positives=positives,

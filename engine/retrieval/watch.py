@@ -1,8 +1,10 @@
 """Saved searches ("watches") and their alert logs, kept in the index folder.
 
     index/watches/<name>/search.json      the saved search: what was asked (text, tile, marks,
-                                          region, filters), k and min_score, and the resolved
-                                          unit scoring vector with the encoder that made it
+                                          region, filters, keep-undated), its ranking options
+                                          (calibrated, diversify, min_relevance), k and
+                                          min_score, and the resolved unit scoring vector with
+                                          the encoder that made it
     index/watches/<name>/state.json       how far alerts were checked: {generation, through,
                                           boundary (scenes of the `through` second)}
     index/watches/<name>/alerts.geojsonl  the alert log: one GeoJSON Feature a line (tile id,
@@ -15,7 +17,13 @@ since it last checked: tiles of scenes whose `indexed_at` is after the watch's `
 (or in that second, and not checked then). Scene records keep `indexed_at` across compactions,
 so a compaction is not news; a re-indexed (changed) file is. This assumes the indexing host's
 clock does not run backwards between runs.
-Matches (inside the filters, score >= min_score, the best k) are appended to the log.
+Matches (inside the filters, score >= min_score, the best k) are appended to the log. The new
+tiles are ranked as the saved search ranked: with `calibrated` the score is the per-modality
+calibrated one (engine/retrieval/ranking.py, against the index as it is at the check, as a
+search then would be) and min_score is in its units; `min_relevance` drops tiles below that
+percentile; `diversify=N` keeps at most N of a run's alerts per scene and one per place (a
+revisit of a place alerted in an earlier run is news, so it is not held against earlier runs).
+Saved searches written before these options existed have none of them: the plain ranking.
 
 Crash safety, like the store's (engine/store/files.py): every file is replaced whole (write
 beside, fsync, rename), so a reader sees the old log or the new one, never half of one. The
@@ -47,6 +55,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,62}[A-Za-z0-9_.-]|[A-Za-z0-9]")
 QUERY_KEYS = ("text", "tile_id", "image", "positives", "negatives", "bbox", "region", "modality",
               "sensor", "start", "end")
 FILTER_KEYS = ("bbox", "region", "modality", "sensor", "start", "end")
+RANKING_KEYS = ("calibrated", "diversify", "min_relevance")
 MAX_K = 1000
 
 
@@ -113,15 +122,22 @@ class Watches:
 
     # --- saving -----------------------------------------------------------------------------
     def add(self, name: str, text: str | None = None, *, k: int = 20, min_score: float | None = None,
-            replace: bool = False, image_name: str | None = None, **query) -> dict:
+            replace: bool = False, image_name: str | None = None, undated: bool = False,
+            calibrated: bool = False, diversify: int | None = None,
+            min_relevance: float | None = None, **query) -> dict:
         """Save a search under `name`: the same arguments as Index.search (text, tile_id, image
         with wavelengths and image_modality, vector, positives, negatives, bbox/region and
-        filters). Its alerts start from now. `min_score` defaults to the score of its k-th
-        result today: a new tile alerts when it would have made today's top k."""
+        filters, undated, and the ranking options calibrated / diversify / min_relevance, which
+        every alert run re-applies). Its alerts start from now. `min_score` defaults to the
+        score of its k-th result today (calibrated when the search is): a new tile alerts when
+        it would have made today's top k."""
         from .index import check_k
+        from .ranking import Ranking
 
         check_name(name)
         k = check_k(k)
+        ranking = Ranking.build(calibrated, diversify, min_relevance)
+        undated = _flag(undated, "undated")
         if min_score is not None:
             try:
                 min_score = float(min_score)
@@ -134,18 +150,20 @@ class Watches:
             raise InputError(f"a saved search named {name!r} exists; remove it first")
         idx = self.index
         filters = {key: query.get(key) for key in FILTER_KEYS}
-        q, refined = idx.query_vector(text, **query)
+        q, refined = idx.query_vector(text, undated=undated, **query)
         snap = idx.snapshot
+        ranked = {key: getattr(ranking, key) for key in RANKING_KEYS}
         if min_score is None:
-            res = idx.search(vector=q, k=k, **filters)
+            res = idx.search(vector=q, k=k, undated=undated, **ranked, **filters)
             min_score = float(res["score"].min()) if len(res) else None
         spec = {"text": text, "tile_id": query.get("tile_id"), "image": image_name,
                 "positives": [int(t) for t in (query.get("positives") or [])],
                 "negatives": [int(t) for t in (query.get("negatives") or [])],
-                **{key: _jsonable(query.get(key)) for key in FILTER_KEYS}}
+                **{key: _jsonable(query.get(key)) for key in FILTER_KEYS}, "undated": undated}
         doc = {"name": name, "created": _now(), "generation": snap.manifest.generation,
                "encoder": snap.manifest.encoder.get("identity"), "query": spec, "k": k,
-               "min_score": min_score, "feedback": refined.describe() if refined else None,
+               "ranking": ranked, "min_score": min_score,
+               "feedback": refined.describe() if refined else None,
                "vector": [float(x) for x in q]}
         state = {"generation": snap.manifest.generation, **_cursor(snap)}
         # Made complete in a hidden folder, then renamed into place: a listing (or an indexing
@@ -223,6 +241,31 @@ class Watches:
         n = len(read_alerts(d))
         _write_json(d / "seen.json", {"seen": n, "at": _now()})
         return n
+
+
+def _flag(v, what: str) -> bool:
+    if v is None or isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    raise InputError(f"{what} must be true or false, got {v!r}")
+
+
+def saved_ranking(doc: dict):
+    """The ranking a saved search re-applies (ranking.Ranking); files saved before the ranking
+    options existed have no "ranking": the plain ranking. -> (Ranking, undated)."""
+    from .ranking import Ranking
+
+    r = doc.get("ranking")
+    if r is None:
+        r = {}
+    if not isinstance(r, dict) or set(r) - set(RANKING_KEYS):
+        raise WatchError(f"its ranking {str(r)[:80]!r} is not an object of {', '.join(RANKING_KEYS)}")
+    q = doc.get("query") or {}
+    try:
+        calibrated = _flag(r.get("calibrated", False), "calibrated")
+        undated = _flag(q.get("undated", False), "undated")
+        return Ranking.build(calibrated, r.get("diversify"), r.get("min_relevance")), undated
+    except InputError as e:
+        raise WatchError(f"its ranking is invalid ({e})") from None
 
 
 def _jsonable(v):
@@ -368,10 +411,11 @@ def _check_one(d: Path, doc: dict, state: dict, snap, cache: dict) -> int:
     min_score = doc.get("min_score")
     if min_score is not None and not isinstance(min_score, (int, float)):
         raise WatchError(f"min_score {min_score!r} is not a number")
+    ranking, undated = saved_ranking(doc)
     q = doc.get("query") or {}
     try:
         given: dict[str, Any] = {key: q.get(key) for key in FILTER_KEYS}
-        filters = Filters.build(**given)
+        filters = Filters.build(**given, undated=undated)
     except InputError as e:
         raise WatchError(f"its filters are invalid ({e})") from None
     boundary = state.get("boundary") or []
@@ -382,10 +426,23 @@ def _check_one(d: Path, doc: dict, state: dict, snap, cache: dict) -> int:
     if len(rows):
         rows = rows[filters.check_rows(snap, rows)]
         rows = rows[filters.exact_geometry(snap, rows)]
-    scores = snap.vectors.score(v, rows) if len(rows) else np.zeros(0, np.float32)
+    raw = snap.vectors.score(v, rows) if len(rows) else np.zeros(0, np.float32)
+    scores, relevance = raw, None
+    if not ranking.plain and len(rows):
+        # As Index.search ranks (index.py `_ranked`): the query's score distribution per
+        # modality over this snapshot's reference tiles.
+        stats = _reference(snap, cache).stats(v)
+        codes = snap.modality_code[rows]
+        relevance = stats.relevance(raw, codes)
+        if ranking.calibrated:
+            scores = stats.calibrate(raw, codes)
+        if ranking.min_relevance is not None:
+            keep = relevance >= ranking.min_relevance
+            rows, raw, scores, relevance = rows[keep], raw[keep], scores[keep], relevance[keep]
     if min_score is not None:
         keep = scores >= np.float32(min_score)
-        rows, scores = rows[keep], scores[keep]
+        rows, raw, scores = rows[keep], raw[keep], scores[keep]
+        relevance = None if relevance is None else relevance[keep]
     for p in d.iterdir():  # temporary files of a run killed mid-write
         if p.name.startswith(".") and ".tmp-" in p.name:
             p.unlink(missing_ok=True)
@@ -393,12 +450,21 @@ def _check_one(d: Path, doc: dict, state: dict, snap, cache: dict) -> int:
     old = log_path.read_bytes() if log_path.exists() else b""
     logged = {f.get("properties", {}).get("tile_id") for f in read_alerts(d)}
     order = np.lexsort((snap.tile_ids[rows], -scores))
-    rows, scores = rows[order], scores[order]
-    fresh = np.array([snap.tile_ids[r] not in logged for r in rows], bool)
-    rows, scores = rows[fresh][:k], scores[fresh][:k]
+    fresh = np.array([snap.tile_ids[r] not in logged for r in rows[order]], bool)
+    order = order[fresh]
+    if ranking.diversify is not None and len(order):
+        from .ranking import diversify
+
+        r = rows[order]
+        boxes = np.stack([snap.minx[r], snap.miny[r], snap.maxx[r], snap.maxy[r]], 1)
+        scenes = snap.take(r, ["scene_id"]).column("scene_id").to_pylist()
+        order = order[diversify(scenes, boxes, ranking.diversify, k)]
+    order = order[:k]
+    rows, raw, scores = rows[order], raw[order], scores[order]
+    extra = None if relevance is None else {"score_raw": raw, "relevance": relevance[order]}
     gen = snap.manifest.generation
     if len(rows):
-        lines = _features(snap, rows, scores, gen)
+        lines = _features(snap, rows, scores, gen, extra)
         if old and not old.endswith(b"\n"):
             old += b"\n"
         atomic_write_bytes(log_path, old + b"".join(lines), crash="watch.alerts")
@@ -408,7 +474,19 @@ def _check_one(d: Path, doc: dict, state: dict, snap, cache: dict) -> int:
     return int(len(rows))
 
 
-def _features(snap, rows: np.ndarray, scores: np.ndarray, gen: int) -> list[bytes]:
+def _reference(snap, cache: dict):
+    """One ranking reference per check (ranking.Reference over the snapshot's tiles)."""
+    from .ranking import Reference
+
+    if "reference" not in cache:
+        cache["reference"] = Reference(snap.modality_code, snap.vectors.take)
+    return cache["reference"]
+
+
+def _features(snap, rows: np.ndarray, scores: np.ndarray, gen: int,
+              extra: dict | None = None) -> list[bytes]:
+    """`extra`: per-row arrays added to the properties (score_raw and relevance of a ranked
+    saved search, where `score` is what it ranks by)."""
     import shapely
 
     t = snap.take(rows, ["tile_id", "scene", "scene_id", "modality", "sensor", "acquired", "geometry"])
@@ -421,6 +499,8 @@ def _features(snap, rows: np.ndarray, scores: np.ndarray, gen: int) -> list[byte
                  "scene": rec["scene"], "scene_id": rec["scene_id"], "modality": rec["modality"],
                  "sensor": rec["sensor"], "acquired": acq.isoformat() if acq else None,
                  "generation": gen, "time": now}
+        for key, vals in (extra or {}).items():
+            props[key] = round(float(vals[i]), 6)
         f = {"type": "Feature", "geometry": shapely.geometry.mapping(geoms[i]), "properties": props}
         out.append(json.dumps(f, separators=(",", ":")).encode() + b"\n")
     return out

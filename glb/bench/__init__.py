@@ -21,10 +21,9 @@ def main(args) -> int:
     echo = (lambda m: print(m, file=sys.stderr, flush=True))
     out: dict = {}
     if args.what == "feedback":
+        from .feedback import METHODS as FEEDBACK_METHODS
         from .feedback import POOLS, to_markdown
         from .feedback import run as run_feedback
-
-        from .feedback import METHODS as FEEDBACK_METHODS
 
         pools = tuple(args.pools.split(",")) if getattr(args, "pools", None) else POOLS
         methods = tuple(args.methods.split(",")) if getattr(args, "methods", None) else FEEDBACK_METHODS

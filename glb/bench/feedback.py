@@ -80,9 +80,12 @@ METRICS = ("new", "findable")   # P@20 of the new results; the same against what
 
 
 def _nanmean(curves) -> list:
+    import warnings
+
     a = np.array(curves, np.float64)
-    with np.errstate(all="ignore"):
-        m = np.nanmean(a, 0) if np.isfinite(a).any() else np.full(a.shape[1], np.nan)
+    with warnings.catch_warnings():  # a round where no class had anything left: NaN, said as –
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = np.nanmean(a, 0)
     return [None if not np.isfinite(x) else round(float(x), 4) for x in m]
 
 
