@@ -60,10 +60,13 @@ class FeedbackConfig:
     l2: float = 0.1                # logistic regression: L2 penalty (per unit of sample weight)
     weights: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)  # blends tried by cross-validation
     default_weight: float = 0.75   # blend when the marks cannot be cross-validated
+    prior_weight: float = 0.0      # blend kept unless another beats its cross-validated AUC by the margin
     margin: float = 0.02           # AUC a blend must gain over a smaller weight to be chosen,
     margin_noise: float = 0.25     # or this / sqrt(fewer of relevant, not relevant marks): the
                                    # AUC of a handful of marks is noisy (about 0.1 at 20 and 20)
     min_auc: float = 0.55          # below this (CV AUC), the marks do not separate: query alone
+    confidence: float = 0.0        # share of paired bootstrap resamples a blend must beat the query in
+    bootstrap: int = 200           # resamples of the held-out marks for `confidence`
     folds: int = 5
     max_marks: int = 5000
     seed: int = 0
@@ -71,6 +74,9 @@ class FeedbackConfig:
     def check(self) -> "FeedbackConfig":
         if self.method not in FEEDBACK_METHODS:
             raise InputError(f"feedback method {self.method!r}: choose from {', '.join(FEEDBACK_METHODS)}")
+        if self.prior_weight not in self.weights or 0.0 not in self.weights:
+            raise InputError(f"feedback weights {self.weights}: must hold 0 (the query alone) and "
+                             f"prior_weight {self.prior_weight}")
         return self
 
 

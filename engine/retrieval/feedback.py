@@ -152,11 +152,14 @@ def refine(query: np.ndarray | None, positives: np.ndarray, negatives: np.ndarra
                        f"too few {'not-' if len(neg) < 2 else ''}relevant marks to cross-validate: "
                        f"default blend")
     aucs = _cross_validate(cfg, q, pos, neg, bg, k, theta)
+    aucs, wins = aucs
     margin = max(cfg.margin, cfg.margin_noise / np.sqrt(min(len(pos), len(neg))))
-    best = 0.0
-    for w in cfg.weights:  # ascending: a larger weight must beat the best so far by `margin`
-        if aucs[w] > aucs[best] + margin:
-            best = w
+    best = cfg.prior_weight
+    # A blend must beat the prior one by the margin and, with `confidence`, beat the query alone
+    # in that share of paired bootstrap resamples of the held-out marks.
+    ok = [w for w in cfg.weights if w == best or
+          (aucs[w] > aucs[best] + margin and (w == 0 or wins[w] >= cfg.confidence))]
+    best = max(ok, key=lambda w: (aucs[w], -abs(w - best)))
     if best > 0 and aucs[best] < cfg.min_auc:
         best = 0.0
     reason = ("the marks do not separate better than the query: the query alone" if best == 0
@@ -187,7 +190,25 @@ def _cross_validate(cfg, q, pos, neg, bg, k, start=None) -> dict[float, float]:
             ns[w].append((a * nq_ + b * nd_) / norm)
     # Pooled over folds: every score is a cosine with a unit vector, so folds share a scale,
     # and one AUC over all held-out pairs is far less noisy than the mean of per-fold ones.
-    out = {}
+    out, wins = {}, {}
     for w in cfg.weights:
         out[w] = _auc(np.concatenate(ps[w]), np.concatenate(ns[w]))
-    return out
+    if cfg.confidence <= 0:
+        return out, {w: 1.0 for w in cfg.weights}
+    # Paired bootstrap: the same resampled held-out marks score every blend, so the share of
+    # resamples in which a blend outranks the query measures the difference, not each AUC's
+    # own (larger) noise.
+    npos, nneg = len(np.concatenate(ps[0.0])), len(np.concatenate(ns[0.0]))
+    cp = rng.multinomial(npos, np.full(npos, 1 / npos), size=cfg.bootstrap).astype(np.float64)
+    cn = rng.multinomial(nneg, np.full(nneg, 1 / nneg), size=cfg.bootstrap).astype(np.float64)
+
+    def boot(w):
+        d = np.concatenate(ps[w])[:, None] - np.concatenate(ns[w])[None, :]
+        m = (d > 0) + 0.5 * (d == 0)
+        return np.einsum("bi,ij,bj->b", cp, m, cn) / (npos * nneg)
+
+    base = boot(0.0)
+    for w in cfg.weights:
+        b = boot(w) - base
+        wins[w] = float((b > 0).mean() + 0.5 * (b == 0).mean())
+    return out, wins
