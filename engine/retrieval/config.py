@@ -61,11 +61,12 @@ class FeedbackConfig:
     weights: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)  # blends tried by cross-validation
     default_weight: float = 0.75   # blend when the marks cannot be cross-validated
     prior_weight: float = 0.0      # blend kept unless another beats its cross-validated AUC by the margin
-    margin: float = 0.02           # AUC a blend must gain over a smaller weight to be chosen,
-    margin_noise: float = 0.25     # or this / sqrt(fewer of relevant, not relevant marks): the
-                                   # AUC of a handful of marks is noisy (about 0.1 at 20 and 20)
-    min_auc: float = 0.55          # below this (CV AUC), the marks do not separate: query alone
-    confidence: float = 0.0        # share of paired bootstrap resamples a blend must beat the query in
+    margin: float = 0.0            # AUC a blend must gain over the prior blend to be chosen,
+    margin_noise: float = 0.0      # or this / sqrt(fewer of relevant, not relevant marks) (the
+                                   # margins of the first version, 0.02 and 0.25, kept the query
+                                   # too often: docs/FEEDBACK.md)
+    min_auc: float = 0.0           # below this (CV AUC), the marks do not separate: query alone
+    confidence: float = 0.8        # share of paired bootstrap resamples a blend must beat the query in
     bootstrap: int = 200           # resamples of the held-out marks for `confidence`
     folds: int = 5
     max_marks: int = 5000
