@@ -68,6 +68,7 @@ class FeedbackConfig:
     min_auc: float = 0.0           # below this (CV AUC), the marks do not separate: query alone
     confidence: float = 0.8        # share of paired bootstrap resamples a blend must beat the query in
     bootstrap: int = 200           # resamples of the held-out marks for `confidence`
+    bootstrap_max_pairs: int = 100_000  # relevant x not-relevant marks above which it is skipped
     folds: int = 5
     max_marks: int = 5000
     seed: int = 0

@@ -17,8 +17,11 @@ direction and the query are put on one scale (each divided by its spread over th
 and blended, `weight` 0 (query alone) .. 1 (feedback alone). The weight is chosen per query by
 cross-validation on the marks: folds of the marked tiles are held out, the direction is refitted
 on the rest, and the blend that best ranks held-out relevant tiles above held-out not-relevant
-ones (AUC) wins, ties and near-ties (within a margin that shrinks with the number of marks, as
-the AUC's noise does) going to the query. Only marked negatives
+ones (AUC, pooled over folds) wins, ties going to the query, provided it also beats the query
+alone in `confidence` (80 %) of paired bootstrap resamples of the held-out marks (the same
+resampled marks score every blend, so the test measures the difference itself; a fixed AUC
+margin, the first version's rule, is the noise of one AUC and kept the query far too often on
+real marks: docs/FEEDBACK.md). Only marked negatives
 judge it: the relevant tiles an analyst marks came from the query's own top results, so scoring
 them against random background would always favour the query. When the marks cannot be judged
 (fewer than two of a kind) the weight is `default_weight`; with no query it is 1.
@@ -163,7 +166,8 @@ def refine(query: np.ndarray | None, positives: np.ndarray, negatives: np.ndarra
     if best > 0 and aucs[best] < cfg.min_auc:
         best = 0.0
     reason = ("the marks do not separate better than the query: the query alone" if best == 0
-              else f"cross-validated on the marks (AUC {aucs[best]:.2f} vs {aucs[0.0]:.2f} for the query)")
+              else f"cross-validated on the marks (AUC {aucs[best]:.2f} vs {aucs[0.0]:.2f} for the query, "
+                   f"better in {100 * wins[best]:.0f} % of resamples)")
     return Refined(blend(q, direction, bg, best), best, cfg.method, reason,
                    {str(w): round(a, 4) for w, a in aucs.items()})
 
@@ -193,12 +197,14 @@ def _cross_validate(cfg, q, pos, neg, bg, k, start=None) -> dict[float, float]:
     out, wins = {}, {}
     for w in cfg.weights:
         out[w] = _auc(np.concatenate(ps[w]), np.concatenate(ns[w]))
-    if cfg.confidence <= 0:
+    npos, nneg = len(np.concatenate(ps[0.0])), len(np.concatenate(ns[0.0]))
+    if cfg.confidence <= 0 or npos * nneg > cfg.bootstrap_max_pairs:
+        # (that many marks: the pooled AUC's noise is small, and the resampling would cost
+        # bootstrap x pairs per blend)
         return out, {w: 1.0 for w in cfg.weights}
     # Paired bootstrap: the same resampled held-out marks score every blend, so the share of
     # resamples in which a blend outranks the query measures the difference, not each AUC's
     # own (larger) noise.
-    npos, nneg = len(np.concatenate(ps[0.0])), len(np.concatenate(ns[0.0]))
     cp = rng.multinomial(npos, np.full(npos, 1 / npos), size=cfg.bootstrap).astype(np.float64)
     cn = rng.multinomial(nneg, np.full(nneg, 1 / nneg), size=cfg.bootstrap).astype(np.float64)
 
