@@ -180,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
                                       "query,rocchio-classic,rocchio,probe")
     be.add_argument("--encoder", help="feedback: the encoder whose embeddings the simulated analysts "
                                       "search (a name from `glb encoders`; default: the default encoder)")
+    be.add_argument("--set", action="append", metavar="KEY=VALUE", dest="feedback_set",
+                    help="feedback: a FeedbackConfig field for the feedback methods (repeatable; "
+                         "e.g. --set confidence=0 --set margin_noise=0.25)")
     be.add_argument("--pools", help="feedback: comma-separated subset of the held-out pools "
                                     "(glb/bench/feedback_data.py)")
     return p

@@ -17,9 +17,16 @@ def test_bench_feedback_smoke(capsys, tmp_path, monkeypatch):
     pool = r["pools"]["eurosat_ms_test"]
     assert pool["tiles"] == 54 and len(pool["classes"]) == 1
     for start in ("text", "random5"):
-        for m in ("query", "rocchio-classic", "rocchio", "probe"):
+        for m in ("query", "rocchio-classic", "rocchio", "probe", "ceiling"):
             curve = pool[f"{start}/{m}"]
             assert len(curve) == 4 and all(0.0 <= x <= 1.0 for x in curve), (start, m, curve)
+            # against what was still findable: hits / min(20, relevant left) >= hits / 20
+            # (None where nothing was left to find)
+            fin = pool[f"{start}/{m}/findable"]
+            assert len(fin) == 4 and all(f is None or new <= f + 1e-9 <= 1.0 + 1e-9
+                                         for f, new in zip(fin, curve)), (start, m, fin, curve)
+    assert set(r["summary"]["targets"]) == {"new", "findable"}
+    assert r["summary"]["targets"]["findable"]["probe"]["gain_pools"] in (0, 1)
     # round 0 of the text start is the query alone, whatever the method
     assert len({tuple(pool[f"text/{m}"][:1]) for m in ("query", "rocchio", "probe")}) == 1
     assert (tmp_path / "feedback").is_dir()   # embeddings cached per encoder

@@ -73,6 +73,10 @@ def test_feedback_falls_back_to_the_query_when_marks_do_not_separate():
     r = refine(q, noise[:20], noise[20:], bg)
     assert r.weight == 0.0 and np.allclose(r.vector, q, atol=1e-6), r.describe()
     assert "query alone" in r.reason
+    # on these marks a blend scores a (chance) higher CV AUC than the query: the paired
+    # bootstrap is what keeps the query
+    assert max(r.cv_auc.values()) > r.cv_auc["0.0"]
+    assert refine(q, noise[:20], noise[20:], bg, FeedbackConfig(confidence=0)).weight > 0
     signal = unit(rng.standard_normal(d))
     pos = unit(q + 0.6 * signal + 0.3 * rng.standard_normal((12, d)))
     neg = unit(q - 0.6 * signal + 0.3 * rng.standard_normal((12, d)))

@@ -17,6 +17,29 @@ import json
 import sys
 
 
+def _feedback_config(pairs: list[str]):
+    """`--set KEY=VALUE` pairs -> a FeedbackConfig (numbers as the field's type)."""
+    from dataclasses import fields, replace
+
+    from engine.errors import InputError
+    from engine.retrieval.feedback import FeedbackConfig
+
+    cfg = FeedbackConfig()
+    types = {f.name: type(getattr(cfg, f.name)) for f in fields(cfg)}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in types or key == "method" or not value:
+            raise InputError(f"--set {pair!r}: give KEY=VALUE with KEY one of "
+                             f"{', '.join(k for k in types if k != 'method')}")
+        try:
+            v = (tuple(float(x) for x in value.split(",")) if types[key] is tuple
+                 else types[key](value))
+        except ValueError:
+            raise InputError(f"--set {pair!r}: {value!r} is not a {types[key].__name__}") from None
+        cfg = replace(cfg, **{key: v})
+    return cfg.check()
+
+
 def main(args) -> int:
     echo = (lambda m: print(m, file=sys.stderr, flush=True))
     out: dict = {}
@@ -33,8 +56,10 @@ def main(args) -> int:
 
             raise InputError(f"glb bench feedback: unknown pool or method {unknown[0]!r} (pools: "
                              f"{', '.join(POOLS)}; methods: {', '.join(FEEDBACK_METHODS)})")
+        config = _feedback_config(getattr(args, "feedback_set", None) or [])
         res = run_feedback(pools=("eurosat_ms_test",) if args.smoke else pools, methods=methods,
-                           smoke=args.smoke, echo=echo, encoder=getattr(args, "encoder", None))
+                           smoke=args.smoke, echo=echo, encoder=getattr(args, "encoder", None),
+                           config=config)
         md = to_markdown(res)
         if args.write:
             from pathlib import Path

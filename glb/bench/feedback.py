@@ -118,8 +118,11 @@ def run(pools=POOLS, methods=METHODS, smoke: bool = False, echo=print, encoder: 
     enc = load_encoder(encoder)
     base = config or FeedbackConfig()
     t0 = time.time()
+    default = FeedbackConfig()
     out = {"encoder": enc.identity, "k": K, "rounds": ROUNDS, "methods": list(methods),
-           "config": {k: v for k, v in base.__dict__.items() if k != "method"}, "pools": {}}
+           "config": {k: v for k, v in base.__dict__.items() if k != "method"},
+           "config_changed": {k: v for k, v in base.__dict__.items()
+                              if k != "method" and v != getattr(default, k)}, "pools": {}}
     for name in pools:
         pool = load_pool(name, enc, echo=echo)
         texts = enc.encode_text(pool.prompts)
@@ -202,7 +205,9 @@ def to_markdown(out: dict) -> str:
     lines = [f"Encoder `{out['encoder']}`; mean over classes; rounds 0..{out['rounds']}; "
              f"{out['seconds']} s. **new**: P@{out['k']} of the new results. **findable**: hits / "
              f"min({out['k']}, relevant tiles not shown yet), the share of what could still be "
-             f"found (– where nothing was left).", ""]
+             f"found (– where nothing was left). FeedbackConfig: "
+             + (", ".join(f"{k}={v}" for k, v in out.get("config_changed", {}).items()) or "the defaults")
+             + ".", ""]
     for start in ("text", "random5"):
         lines += [f"**Start: {start}**", "",
                   "| pool | tiles | classes | method | new r0 | r1 | r2 | r3 | findable r0 | r1 | r2 | r3 |",
@@ -236,10 +241,43 @@ def to_markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def noise_check(config=None, seeds: int = 30, d: int = 64) -> dict:
+    """How often the blend rule leaves the query on marks that carry nothing (relevant and
+    not-relevant marks drawn from one distribution around the query), and how often it uses
+    marks that separate along a direction the query lacks: per (relevant, not relevant) count."""
+    from engine.retrieval.feedback import refine
+
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+    out = {}
+    for npos, nneg in ((20, 20), (7, 13), (3, 17)):
+        moved = used = 0
+        for seed in range(seeds):
+            rng = np.random.default_rng(seed)
+            q = unit(rng.standard_normal(d))
+            bg = unit(rng.standard_normal((300, d)))
+            noise = unit(q + 0.3 * rng.standard_normal((npos + nneg, d)))
+            moved += refine(q, noise[:npos], noise[npos:], bg, config).weight > 0
+            signal = unit(rng.standard_normal(d))
+            pos = unit(q + 0.6 * signal + 0.3 * rng.standard_normal((npos, d)))
+            neg = unit(q - 0.6 * signal + 0.3 * rng.standard_normal((nneg, d)))
+            used += refine(q, pos, neg, bg, config).weight > 0
+        out[f"{npos}+{nneg}"] = {"noise_moved": int(moved), "signal_used": int(used), "seeds": seeds}
+    return out
+
+
 if __name__ == "__main__":
     import json
     import sys
 
+    if sys.argv[1:] == ["noise"]:  # python -m glb.bench.feedback noise
+        from engine.retrieval.feedback import FeedbackConfig
+
+        for name, cfg in (("default", FeedbackConfig()),
+                          ("first version", FeedbackConfig(margin=0.02, margin_noise=0.25, min_auc=0.55,
+                                                           confidence=0)),
+                          ("no guard", FeedbackConfig(confidence=0))):
+            print(name, json.dumps(noise_check(cfg)))
+        sys.exit(0)
     res = run(pools=sys.argv[1:] or POOLS)
     print(to_markdown(res))
     print(json.dumps(res["summary"]))
