@@ -1,11 +1,15 @@
 """Simulated analysts: what relevance feedback buys, per dataset and per round.
 
-    python -m glb bench feedback [--json] [--write docs/FEEDBACK.md-table.md]
+    python -m glb bench feedback [--encoder NAME] [--pools A,B] [--methods M,N] [--set KEY=VALUE]
+                                 [--json] [--write FILE]
+    python -m glb.bench.feedback noise     the blend rule on synthetic noise / signal marks
 
 For every class of every held-out pool (glb/bench/feedback_data.py) an analyst
 - "text" start: types the class's prompt; round 0 is the query's top 20. Each round the analyst
   marks every result shown so far by its true label, presses Refine, and sees the 20 best tiles
-  not yet shown; 3 rounds. P@20 of the NEW results per round.
+  not yet shown; 3 rounds. P@20 of the NEW results per round, and the same against what was
+  still findable: hits / min(20, relevant tiles not shown yet) (small pools run out of relevant
+  tiles, so P@20 of new results must fall there whatever the method).
 - "random5" start: no text, five randomly chosen relevant tiles marked; round 0 is the first
   refine from those; then as above.
 Methods: each feedback method of engine/retrieval/feedback.py, and "query" (no feedback: the query's next
