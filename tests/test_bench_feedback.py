@@ -38,3 +38,16 @@ def test_bench_refine_smoke(capsys):
     for c in r["cases"].values():
         assert c["plain_p50_ms"]["median"] > 0 and c["refine_p50_ms"]["median"] > 0
         assert c["feedback_fit_p50_ms"] > 0 and sum(c["blend_weights"].values()) == 3
+
+
+def test_bench_feedback_set_and_bad_options(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("GLB_BENCH_DIR", str(tmp_path))
+    r = _run(capsys, "feedback", "--smoke", "--json", "--methods", "query,probe",
+             "--set", "confidence=0", "--set", "margin_noise=0.25")
+    assert r["config_changed"] == {"margin_noise": 0.25, "confidence": 0.0}
+    assert r["methods"] == ["query", "probe"] and "text/rocchio" not in r["pools"]["eurosat_ms_test"]
+    for argv, word in ((["--set", "nope=1"], "nope"), (["--set", "confidence=high"], "high"),
+                       (["--methods", "magic"], "magic"), (["--pools", "mars"], "mars")):
+        assert main(["bench", "feedback", "--smoke", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and word in err[0], err
