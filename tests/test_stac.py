@@ -319,3 +319,36 @@ def test_stac_collection_and_item_are_search_filters(tmp_path, encoder):
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "stac_item" in r.stdout and r.stdout.count("pucallpa-archive/pucallpa-") == 3
+
+
+def test_an_index_written_before_the_stac_columns_still_searches_and_checks(tmp_path, encoder):
+    """Segments and scenes files without stac_collection / stac_item (written before they
+    existed, same store format) read them as null: searches return them empty, the STAC filters
+    keep nothing, `glb check` finds nothing wrong, and the next `glb index` run works."""
+    import pyarrow.parquet as pq
+
+    import engine
+    from engine.check import check_index
+    from indexer.runner import IndexOptions, run_index
+
+    idx = tmp_path / "index"
+    rep = run_index([SCENES / "elevation" / "dsm.tif"], idx, options=IndexOptions(progress=False),
+                    encoder=encoder, echo=lambda m: None)
+    assert rep.ok and rep.tiles_added > 0
+    rewritten = 0
+    for f in [*idx.glob("segments/*/tiles.parquet"), *idx.glob("manifests/*.parquet")]:
+        t = pq.read_table(f)
+        if "stac_item" in t.schema.names:
+            pq.write_table(t.drop_columns(["stac_collection", "stac_item"]), f)
+            rewritten += 1
+    assert rewritten >= 2  # the segment's tiles and the scenes file
+    ix = engine.open(idx, encoder=encoder)
+    res = ix.search("hills", k=5)
+    assert len(res) == 5 and res["stac_collection"].isna().all() and res["stac_item"].isna().all()
+    assert ix.search("hills", k=5, stac_collection=COLLECTION).empty
+    problems, _ = check_index(idx)
+    assert problems == []
+    again = run_index([SCENES / "elevation"], idx, options=IndexOptions(progress=False),
+                      encoder=encoder, echo=lambda m: None)
+    assert again.ok and again.indexed >= 1 and again.unchanged == 1
+    assert len(engine.open(idx, encoder=encoder).search("hills", k=5)) == 5

@@ -461,6 +461,9 @@ def arrow_tiles_problem(layout: Layout, name: str) -> str | None:
     path = arrow_tiles_path(layout, name)
     try:
         t = ipc.open_file(pa.memory_map(str(path))).read_all()
+        names = t.schema.names
+        if len(names) < len(TILE_SCHEMA.names) and names == TILE_SCHEMA.names[:len(names)]:
+            return None  # made before the newer tile columns: the next load rebuilds it, no damage
         why = arrow_tiles_mismatch(t, name, read_tile_ids(layout, name))
         if why is None and not t.replace_schema_metadata(None).equals(read_tiles(layout, name)):
             why = "its records differ from the segment's tiles.parquet"
