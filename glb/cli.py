@@ -106,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     wadd.add_argument("--sensor", action="append")
     wadd.add_argument("--start")
     wadd.add_argument("--end")
+    wadd.add_argument("--stac-collection", action="append", metavar="ID")
+    wadd.add_argument("--stac-item", action="append", metavar="ID")
     wadd.add_argument("--k", type=int, default=20, help="at most this many alerts a run (default 20)")
     wadd.add_argument("--min-score", type=float,
                       help="alert on new tiles scoring at least this (default: the score of "
@@ -427,7 +429,8 @@ def cmd_watch(args) -> int:
         doc = w.add(args.name, args.text, k=args.k, min_score=args.min_score, replace=args.replace,
                     tile_id=args.tile_id, positives=args.like, negatives=args.unlike,
                     bbox=args.bbox, region=args.region, modality=args.modality,
-                    sensor=args.sensor, start=args.start, end=args.end)
+                    sensor=args.sensor, start=args.start, end=args.end,
+                    stac_collection=args.stac_collection, stac_item=args.stac_item)
         ms = doc["min_score"]
         print(f"saved search {doc['name']!r}: alerts on new tiles scoring "
               f"{'at least ' + format(ms, '.4f') if ms is not None else 'best'} (at most "

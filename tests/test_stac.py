@@ -301,6 +301,12 @@ def test_stac_collection_and_item_are_search_filters(tmp_path, encoder):
     counts = ix.filter_counts(stac_collection=COLLECTION, stac_item="pucallpa-2000")
     assert [c["filter"] for c in counts] == ["stac_collection", "stac_item"]
     assert counts[-1]["left"] == len(want_a & want_2000)
+    # a saved search keeps the STAC filters: its alert threshold is today's k-th score inside them
+    doc = ix.watches.add("archive-2000", "forest", k=3, stac_collection="pucallpa-archive",
+                         stac_item="pucallpa-2000")
+    assert doc["query"]["stac_collection"] == "pucallpa-archive"
+    inside = ix.search("forest", k=3, stac_collection="pucallpa-archive", stac_item="pucallpa-2000")
+    assert doc["min_score"] == pytest.approx(float(inside["score"].min()))
     for bad in ("  ", "a\x1b[2Jb", ["ok", 5]):
         with pytest.raises(engine.InputError, match="STAC collection"):
             ix.search("forest", stac_collection=bad)
