@@ -257,9 +257,8 @@ def test_stac_collection_and_item_are_search_filters(tmp_path, encoder):
     """Two catalogues (two collections sharing the item id pucallpa-2000) and a plain folder in
     one index: each filter keeps exactly the tiles of that collection / item, the results carry
     both ids, and `glb search --stac-collection/--stac-item` does the same from the shell."""
-    from indexer.runner import IndexOptions, run_index
-
     import engine
+    from indexer.runner import IndexOptions, run_index
 
     a = make_catalog(tmp_path / "a", years=["1985", "2000"])
     b = make_catalog(tmp_path / "b", collection="pucallpa-archive", years=["2000", "2020"])

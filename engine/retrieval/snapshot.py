@@ -197,13 +197,13 @@ class Snapshot:
         self.stac_names: dict[str, list[str]] = {}
         self.stac_code: dict[str, np.ndarray | None] = {}
         self.stac_counts: dict[str, np.ndarray] = {}
-        for c in STAC_COLUMNS:
-            cnames, codes = _merge_codes(seg_cols, c)
+        for column in STAC_COLUMNS:
+            cnames, codes = _merge_codes(seg_cols, column)
             if codes is not None and self.live_phys is not None:
                 codes = codes[self.live_phys]
-            self.stac_names[c], self.stac_code[c] = cnames, codes
-            self.stac_counts[c] = (np.bincount(codes[codes >= 0], minlength=len(cnames))
-                                   if codes is not None else np.zeros(0, np.int64))
+            self.stac_names[column], self.stac_code[column] = cnames, codes
+            self.stac_counts[column] = (np.bincount(codes[codes >= 0], minlength=len(cnames))
+                                        if codes is not None else np.zeros(0, np.int64))
         # tile id -> row
         self._id_order = np.argsort(self.tile_ids, kind="stable").astype(
             np.int32 if len(self.tile_ids) < 2 ** 31 else np.int64)
