@@ -36,7 +36,7 @@ from engine.encoder import get_model_config
 from engine.encoder.factory import Encoder, create_image_tower
 
 from .cache import Cache, Group, build_cache, cache_key
-from .loss import MultiPositiveSigLipLoss, positives_mask
+from .loss import make_contrastive_loss, positives_mask
 from .merge import progressive_merge
 from .train import ROOT, Trainer, pick_device, seed_everything
 
@@ -62,7 +62,7 @@ class V2Trainer(Trainer):
         self.cfg, self.cache, self.out, self.device, self.log = cfg, cache, out, device, log
         self.model_cfg = tower.cfg
         self.model = V2Model(tower).to(device)
-        self.loss_fn = MultiPositiveSigLipLoss()
+        self.loss_fn = make_contrastive_loss(cfg.get("loss", "siglip"), cfg.get("logit_scale", 30.0))
         self.pairs: list = []
         self.bf16 = cfg.get("precision", "fp32") == "bf16"
         self.mode = "feats"
@@ -122,7 +122,7 @@ class V2Trainer(Trainer):
             pos |= ((txt @ txt.T) >= self.text_pos) & (src_t[:, None] != src_t[None, :])
             total = self.loss_fn(img, txt, self.model.logit_scale.exp(), self.model.logit_bias,
                                  positives=pos)
-            out["siglip"] = total.item()
+            out[self.cfg.get("loss", "siglip")] = total.item()
         out["loss"] = total.item()
         return total, out
 
@@ -315,7 +315,10 @@ def main(cfg: dict, out: str | None = None, resume: bool = False) -> int:
         ridge_init(tr, feat_groups, cfg, log)
     tr.mode = "feats"
     tr.trainable(["head"])
+    # the head alone is cheap per sample: it takes larger batches (more negatives per step)
+    tr.cfg = {**cfg, "batch": cfg.get("probe_batch", cfg["batch"])}
     tr.run_stage("probe", feat_groups, cfg["probe_steps"], cfg.get("probe_lr", lr), seed, resume=resume)
+    tr.cfg = cfg
     write_checkpoint(_tower_state(tr.model), model_cfg, out_dir / "probe.safetensors",
                      {"config": name, "stage": "probe (frozen trunk, trained projection)"})
     log(f"probe done after {time.time() - t_start:.0f} s")
@@ -325,8 +328,18 @@ def main(cfg: dict, out: str | None = None, resume: bool = False) -> int:
     tr.mode = "late"
     tr.trainable(["conv_head.", "bn2.", "head"])
     if cfg.get("late_steps", 0):
+        before = _tower_state(tr.model)
         tr.run_stage("late", tr.late_groups, cfg["late_steps"], cfg.get("late_lr", lr), seed + 1,
                      resume=resume)
+        if cfg.get("late_keep_if_better_on_dev", False):
+            # the stage must earn its place: zero-shot on the dev split, which training never saw
+            dev_before, dev_after = tr.dev_score(before), tr.dev_score(_tower_state(tr.model))
+            keep = dev_after >= dev_before
+            log(f"late: dev zero-shot {dev_before:.4f} -> {dev_after:.4f}: "
+                + ("kept" if keep else "dropped, back to the probe's head"),
+                data={"late_dev_before": dev_before, "late_dev_after": dev_after, "late_kept": keep})
+            if not keep:
+                tr.model.tower.load_state_dict(before)
     base = _tower_state(tr.model)
     final, merge_history = base, []
 
