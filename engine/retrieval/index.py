@@ -556,6 +556,7 @@ class Index:
             bbox = [float(snap.minx.min()), float(snap.miny.min()),
                     float(snap.maxx.max()), float(snap.maxy.max())]
         enc = snap.manifest.encoder
+        from ..encoder.registry import LEGACY_ENCODER  # lazy: the encoder package loads torch
         return {
             "index": str(self.path),
             "generation": snap.manifest.generation,
@@ -569,7 +570,7 @@ class Index:
             "sensors": {name: int(c) for name, c in sorted(zip(snap.sensor_names, snap.sensor_counts)) if c},
             "encoder": {"name": enc.get("name"), "identity": enc.get("identity"),
                         "embedding_dim": enc.get("dim"), "trained": enc.get("trained"),
-                        "registry_name": enc.get("encoder") or "glb-vit-s8",
+                        "registry_name": enc.get("encoder") or LEGACY_ENCODER,
                         **({"weights": enc["weights"]} if enc.get("weights") else {})},
             "bbox": bbox,
             "segments": len(snap.manifest.segments),
