@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from training.loss import (MultiPositiveInfoNCE, MultiPositiveSigLipLoss, distillation_loss,
-                           make_contrastive_loss, positives_mask)
+from training.loss import (
+    MultiPositiveInfoNCE,
+    MultiPositiveSigLipLoss,
+    distillation_loss,
+    make_contrastive_loss,
+    positives_mask,
+)
 from training.merge import apply, progressive_merge, task_vector
 from training.model import ModalityLayerNorm, Translator
 
