@@ -53,18 +53,18 @@ lint: install
 test: install browser lint
 	GLB_DATA=$(DATA) $(BIN)/python -m pytest -q
 
-# Encoder v2 (glb-effnet-l0, an option beside the default v1; docs/MODEL_CARD.md): `train`
+# Encoder v2 (glb-effnet-l0, the default; docs/MODEL_CARD.md): `train`
 # on the CPU, resumable with --resume; `train-gpu` the larger recipe on one GPU; `train-loo-ucm` the leave-UCM-out run.
 # `train-v1` is the v1 (glb-vit-s8) recipe, its ablations and leave-Harvey-out run below.
 # Tables land in runs/<name>/eval/.
 train: install
-	$(BIN)/glb train --config training/configs/v2-cpu.json --resume
+	$(BIN)/glb train --config training/configs/v2-cpu-c.json --resume
 
 train-gpu: install
 	$(BIN)/glb train --config training/configs/v2-gpu.json --resume
 
 train-loo-ucm: install
-	$(BIN)/glb train --config training/configs/v2-loo-ucm.json --resume
+	$(BIN)/glb train --config training/configs/v2-loo-ucm-c.json --resume
 
 train-v1: install
 	$(BIN)/glb train --config training/configs/cpu-default.json

@@ -78,6 +78,9 @@ def export_results(results, fmt: str, *, query: dict | None = None) -> bytes:
 
     if "acquired" in out.columns:
         out["acquired"] = pd.to_datetime(out["acquired"], errors="coerce").dt.date
+    for c in ("stac_collection", "stac_item"):  # text even when every value is null
+        if c in out.columns:
+            out[c] = out[c].astype("string")
     if out.crs is None:
         out = out.set_crs("EPSG:4326")
     first = io.BytesIO()

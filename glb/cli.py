@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--sensor", action="append", help="repeatable")
     se.add_argument("--start", help="acquired on or after YYYY-MM-DD")
     se.add_argument("--end", help="acquired on or before YYYY-MM-DD")
+    se.add_argument("--stac-collection", action="append", metavar="ID",
+                    help="only scenes indexed from this STAC collection (glb index --stac; repeatable)")
+    se.add_argument("--stac-item", action="append", metavar="ID",
+                    help="only scenes indexed from this STAC item (repeatable)")
     se.add_argument("--tile-id", type=int, help="more like this tile")
     se.add_argument("--image", help="query image file (GeoTIFF, PNG, JPEG)")
     se.add_argument("--image-sensor", help="sensor of --image when its metadata does not say")
@@ -102,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     wadd.add_argument("--sensor", action="append")
     wadd.add_argument("--start")
     wadd.add_argument("--end")
+    wadd.add_argument("--stac-collection", action="append", metavar="ID")
+    wadd.add_argument("--stac-item", action="append", metavar="ID")
     wadd.add_argument("--k", type=int, default=20, help="at most this many alerts a run (default 20)")
     wadd.add_argument("--min-score", type=float,
                       help="alert on new tiles scoring at least this (default: the score of "
@@ -361,6 +367,7 @@ def cmd_search(args) -> int:
                       config=engine.SearchConfig.from_env())
     kw = dict(bbox=args.bbox, region=args.region, k=args.k, modality=args.modality,
               sensor=args.sensor, start=args.start, end=args.end,
+              stac_collection=args.stac_collection, stac_item=args.stac_item,
               positives=args.like, negatives=args.unlike,
               exclude=(args.like or []) + (args.unlike or []) if args.exclude_marked else None)
     if args.export_marks:
@@ -406,10 +413,11 @@ def cmd_search(args) -> int:
             print("no results")
             return 0
         cols = ["rank", "score", "modality", "sensor", "acquired", "scene", "tile_id"]
-        out = res[cols].copy()
+        stac = [c for c in ("stac_collection", "stac_item") if res[c].notna().any()]
+        out = res[cols + stac].copy()
         out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d").fillna("")
-        for c in ("modality", "sensor", "scene"):  # names come from files: never raw escapes
-            out[c] = out[c].map(lambda v: _one_line(str(v)))
+        for c in ("modality", "sensor", "scene", *stac):  # names from files: never raw escapes
+            out[c] = out[c].map(lambda v: "" if v is None else _one_line(str(v)))
         print(out.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
@@ -438,8 +446,9 @@ def cmd_watch(args) -> int:
         doc = w.add(args.name, args.text, k=args.k, min_score=args.min_score, replace=args.replace,
                     tile_id=args.tile_id, positives=args.like, negatives=args.unlike,
                     bbox=args.bbox, region=args.region, modality=args.modality,
-                    sensor=args.sensor, start=args.start, end=args.end, undated=args.undated,
-                    calibrated=args.calibrated, diversify=args.diversify,
+                    sensor=args.sensor, start=args.start, end=args.end,
+                    stac_collection=args.stac_collection, stac_item=args.stac_item,
+                    undated=args.undated, calibrated=args.calibrated, diversify=args.diversify,
                     min_relevance=args.min_relevance)
         ms = doc["min_score"]
         print(f"saved search {doc['name']!r}: alerts on new tiles scoring "

@@ -94,15 +94,19 @@ def _scene_record(source: Source, sha: str, lay: BandLayout, crs: str | None, bo
         "evidence": lay.evidence,
         "minx": bounds[0], "miny": bounds[1], "maxx": bounds[2], "maxy": bounds[3],
         "indexed_at": None,
+        "stac_collection": (source.stac or {}).get("collection") or None,
+        "stac_item": (source.stac or {}).get("item"),
     }
 
 
-def _tile_row(scene_key: str, scene_id: str, scene: str, lay: BandLayout, win, geom,
+def _tile_row(scene_key: str, record: dict, lay: BandLayout, win, geom,
               nodata_frac: float) -> dict:
     x0, y0, x1, y1 = geom.bounds
     return {
         "tile_id": tile_id_for(scene_key, win.row_off, win.col_off, win.height, win.width),
-        "scene_id": scene_id, "scene": scene, "modality": lay.modality, "sensor": lay.sensor,
+        "scene_id": record["scene_id"], "scene": record["scene"], "modality": lay.modality,
+        "sensor": lay.sensor, "stac_collection": record["stac_collection"],
+        "stac_item": record["stac_item"],
         "acquired": lay.acquired, "row_off": win.row_off, "col_off": win.col_off,
         "height": win.height, "width": win.width, "minx": x0, "miny": y0, "maxx": x1, "maxy": y1,
         "geometry": geom.wkb, "nodata_frac": float(nodata_frac),
@@ -196,8 +200,7 @@ def read_scene(unit: int, source: Source, encoder, opts: TileOptions, result: Sc
                 for (win, valid, nodata), geom in zip(kept, geoms):
                     arr = fill_invalid(strip[:, :, win.col_off - c0:win.col_off - c0 + win.width], valid)
                     pending_x.append(arr)
-                    pending_tiles.append(_tile_row(scene_key, record["scene_id"], record["scene"],
-                                                   lay, win, geom, nodata))
+                    pending_tiles.append(_tile_row(scene_key, record, lay, win, geom, nodata))
                     rgb = to_rgb8(arr, lay.wavelengths, lay.modality, valid, limits)
                     pending_thumbs.append(jpeg_bytes(rgb, THUMB_SIDE, valid=valid if nodata else None))
                     n_tiles += 1
@@ -284,8 +287,7 @@ def read_chip(source: Source, sha: str | None = None):
     sha = sha or sha256_of(source.path)
     record = _scene_record(source, sha, lay, "EPSG:4326", geom.bounds)
     win = TileWindow(0, 0, arr.shape[1], arr.shape[2])
-    tile = _tile_row(f"{source.path}|{sha}", record["scene_id"], record["scene"], lay, win, geom,
-                     1.0 - float(valid.mean()))
+    tile = _tile_row(f"{source.path}|{sha}", record, lay, win, geom, 1.0 - float(valid.mean()))
     rgb = to_rgb8(arr, lay.wavelengths, lay.modality, valid)
     thumb = jpeg_bytes(rgb, THUMB_SIDE)
     record["n_tiles"] = 1

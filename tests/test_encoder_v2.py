@@ -92,14 +92,14 @@ def test_batch_norm_stays_frozen_in_training_mode(v2_tower):
 
 # The released checkpoints (v1 the default, v2 the `glb-effnet-l0` entry): sha256 of the files in engine/checkpoints/ (a new release changes
 # this line, on purpose: indexes record the identity name@sha256[:12])
-RELEASED_V2 = "602750971819d34bbb7119878a74f1b1ee8cd20d150463becb4470cb18b7319e"
+RELEASED_V2 = "308b9f0aa65ac3b13c58213d448aa92f04b1c2b251fe7ae92b7396bf5930b334"
 RELEASED_V1 = "4dbda1111d66"
 
 
 def test_released_checkpoints_identity():
-    """v2 loads by its registry name; the default stays v1 (v2 does not win the whole table)."""
+    """v2 is the default and loads by its registry name; v1 stays loadable by name."""
     from engine.encoder import list_encoders, load_encoder
-    from engine.encoder.factory import DEFAULT_CHECKPOINT, V2_CHECKPOINT
+    from engine.encoder.factory import DEFAULT_CHECKPOINT, V1_CHECKPOINT, V2_CHECKPOINT
 
     assert "glb-effnet-l0" in list_encoders()
     enc = load_encoder("glb-effnet-l0", device="cpu")
@@ -108,25 +108,28 @@ def test_released_checkpoints_identity():
     assert enc.describe()["encoder"] == "glb-effnet-l0" and enc.describe()["image_size"] == 64
     assert V2_CHECKPOINT.stat().st_size <= 40 * 2**20
     default = load_encoder(device="cpu")
-    assert default.identity == f"glb-vit-s8@{RELEASED_V1}" and default.encoder_name == "glb-vit-s8"
-    assert default.checkpoint == str(DEFAULT_CHECKPOINT)
-    # the v2 file given as a checkpoint (the pre-registry call) is recorded as the v2 entry
+    assert default.identity == enc.identity and default.encoder_name == "glb-effnet-l0"
+    assert default.checkpoint == str(DEFAULT_CHECKPOINT) == str(V2_CHECKPOINT)
+    v1 = load_encoder("glb-vit-s8", device="cpu")
+    assert v1.identity == f"glb-vit-s8@{RELEASED_V1}" and v1.checkpoint == str(V1_CHECKPOINT)
+    # a checkpoint file given as the name (the pre-registry call) is recorded as its own entry
+    assert load_encoder(V1_CHECKPOINT, device="cpu").encoder_name == "glb-vit-s8"
     assert load_encoder(V2_CHECKPOINT, device="cpu").encoder_name == "glb-effnet-l0"
     x = np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64), dtype=np.uint8)
-    a, b = enc.encode_image(x, [0.665, 0.56, 0.49]), default.encode_image(x, [0.665, 0.56, 0.49])
+    a, b = enc.encode_image(x, [0.665, 0.56, 0.49]), v1.encode_image(x, [0.665, 0.56, 0.49])
     assert a.shape == b.shape == (2, 384) and np.abs(a - b).max() > 0.1  # two different models
 
 
 def test_indexes_open_with_the_encoder_that_built_them(tmp_path):
-    """An index built with v2 (by name) opens with v2 although v1 is the default; an index built
-    with the default v1 keeps working; adding the other encoder's tiles to either is refused."""
+    """An index built with v1 (by name) opens with v1 although v2 is the default; an index built
+    with the default v2 keeps working; adding the other encoder's tiles to either is refused."""
     import engine
     from conftest import SMALL_SCENES
     from engine.encoder import load_encoder
     from indexer.runner import IndexOptions, run_index
 
-    v1 = load_encoder(device="cpu")
-    v2 = load_encoder("glb-effnet-l0", device="cpu")
+    v1 = load_encoder("glb-vit-s8", device="cpu")
+    v2 = load_encoder(device="cpu")
     for enc, other, name in ((v2, v1, "glb-effnet-l0@"), (v1, v2, "glb-vit-s8@")):
         path = tmp_path / enc.encoder_name
         rep = run_index(SMALL_SCENES[1:2], path, options=IndexOptions(progress=False), encoder=enc,
@@ -160,3 +163,15 @@ def test_glb_eval_quick_runs(tmp_path):
     assert any("nearest centroid" in t for t in tasks) and len(rep["rows"]) >= 15
     assert all(0 <= row["value"] <= 1 for row in rep["rows"])
     assert rep["speed"]["rgb"]["tiles_per_s"] > 0
+
+
+def test_a_store_without_an_encoder_name_is_a_v1_store():
+    """Stores written before the registry record no encoder name; all were built with v1, so
+    they keep opening with v1 now that v2 is the default."""
+    from engine.encoder import DEFAULT_ENCODER
+    from engine.encoder.factory import load_encoder_for_index
+
+    assert DEFAULT_ENCODER == "glb-effnet-l0"
+    enc = load_encoder_for_index({"identity": f"glb-vit-s8@{RELEASED_V1}", "dim": 384},
+                                 index="old-index", device="cpu")
+    assert enc.encoder_name == "glb-vit-s8" and enc.identity == f"glb-vit-s8@{RELEASED_V1}"

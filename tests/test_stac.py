@@ -55,7 +55,8 @@ def _item(year: str, href: str, bbox) -> "pystac.Item":
     return item
 
 
-def make_catalog(root: Path, hrefs: dict[str, str] | None = None) -> Path:
+def make_catalog(root: Path, hrefs: dict[str, str] | None = None, collection: str = COLLECTION,
+                 years: list[str] = YEARS) -> Path:
     """catalog.json -> collection -> one item per year, each asset a COG under root/data
     (or the href given for that year)."""
     import rasterio
@@ -63,14 +64,14 @@ def make_catalog(root: Path, hrefs: dict[str, str] | None = None) -> Path:
 
     root.mkdir(parents=True, exist_ok=True)
     items = []
-    for year in YEARS:
+    for year in years:
         cog = _cog(SCENES / "landsat_timeseries" / f"{year}.tif", root / "data" / f"{year}.tif")
         with rasterio.open(cog) as ds:
             bbox = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
         items.append(_item(year, (hrefs or {}).get(year, str(cog)), bbox))
     ext = pystac.Extent(pystac.SpatialExtent([[-180, -90, 180, 90]]),
                         pystac.TemporalExtent([[None, None]]))
-    coll = pystac.Collection(COLLECTION, "Landsat over Pucallpa", ext)
+    coll = pystac.Collection(collection, "Landsat over Pucallpa", ext)
     coll.add_items(items)
     cat = pystac.Catalog("test-catalog", "made by the test")
     cat.add_child(coll)
@@ -79,7 +80,7 @@ def make_catalog(root: Path, hrefs: dict[str, str] | None = None) -> Path:
     cat.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     # remote and deliberately bad hrefs are kept as given
     for year, href in (hrefs or {}).items():
-        p = root / COLLECTION / f"pucallpa-{year}" / f"pucallpa-{year}.json"
+        p = root / collection / f"pucallpa-{year}" / f"pucallpa-{year}.json"
         d = json.loads(p.read_text())
         d["assets"]["image"]["href"] = href
         p.write_text(json.dumps(d))
@@ -250,3 +251,109 @@ def test_hrefs_escaping_the_catalogue_are_refused(tmp_path, http_root, encoder):
     rep = _index([f"{url}/cat/catalog.json"], tmp_path / "index2", encoder)
     assert rep.indexed == 2 and len(rep.failed) == 1
     assert "remote catalogue" in rep.failed[0] and "refused" in rep.failed[0]
+
+
+def test_stac_collection_and_item_are_search_filters(tmp_path, encoder):
+    """Two catalogues (two collections sharing the item id pucallpa-2000) and a plain folder in
+    one index: each filter keeps exactly the tiles of that collection / item, the results carry
+    both ids, and `glb search --stac-collection/--stac-item` does the same from the shell."""
+    import engine
+    from indexer.runner import IndexOptions, run_index
+
+    a = make_catalog(tmp_path / "a", years=["1985", "2000"])
+    b = make_catalog(tmp_path / "b", collection="pucallpa-archive", years=["2000", "2020"])
+    idx = tmp_path / "index"
+    rep = run_index([SCENES / "elevation" / "dsm.tif"], idx, stac=[str(a), str(b)],
+                    options=IndexOptions(progress=False), encoder=encoder, echo=lambda m: None)
+    assert rep.ok and rep.indexed == 5, rep.failed
+    ix = engine.open(idx, encoder=encoder)
+    every = ix.footprints()  # every tile, with its STAC columns
+    by_scene = every.groupby("scene")[["stac_collection", "stac_item"]].first()
+    assert by_scene.loc[f"{COLLECTION}/pucallpa-1985"].tolist() == [COLLECTION, "pucallpa-1985"]
+    assert by_scene.loc["pucallpa-archive/pucallpa-2020"].tolist() == ["pucallpa-archive", "pucallpa-2020"]
+    plain = every[~every["scene"].str.startswith("pucallpa")]
+    assert len(plain) and plain["stac_collection"].isna().all() and plain["stac_item"].isna().all()
+    scenes = ix.scenes().set_index("scene")
+    assert scenes.loc["pucallpa-archive/pucallpa-2000", "stac_item"] == "pucallpa-2000"
+
+    def ids(df):
+        return set(df["tile_id"].tolist())
+
+    want_a = ids(every[every["stac_collection"] == COLLECTION])
+    want_2000 = ids(every[every["stac_item"] == "pucallpa-2000"])
+    assert want_a and want_2000 and want_a != want_2000
+    n = len(every)
+    got = ix.search("forest", k=n, stac_collection=COLLECTION)
+    assert ids(got) == want_a and (got["stac_collection"] == COLLECTION).all()
+    got = ix.search("forest", k=n, stac_item="pucallpa-2000")  # in both collections
+    assert ids(got) == want_2000
+    assert set(got["scene"]) == {f"{COLLECTION}/pucallpa-2000", "pucallpa-archive/pucallpa-2000"}
+    got = ix.search("forest", k=n, stac_collection="pucallpa-archive", stac_item="pucallpa-2000")
+    assert ids(got) == want_2000 - want_a and len(got) > 0
+    got = ix.search("forest", k=n, stac_collection=[COLLECTION, "pucallpa-archive"])
+    assert ids(got) == ids(every) - ids(plain)
+    assert ix.search("forest", k=10, stac_collection="no-such-collection").empty
+    # the top 5 inside a filter are the top 5 of everything, filtered (the planner's prefilter)
+    top = ix.search("forest", k=n)
+    first5 = top[top["stac_item"] == "pucallpa-2000"]["tile_id"].tolist()[:5]
+    assert ix.search("forest", k=5, stac_item="pucallpa-2000")["tile_id"].tolist() == first5
+    counts = ix.filter_counts(stac_collection=COLLECTION, stac_item="pucallpa-2000")
+    assert [c["filter"] for c in counts] == ["stac_collection", "stac_item"]
+    assert counts[-1]["left"] == len(want_a & want_2000)
+    # a saved search keeps the STAC filters: its alert threshold is today's k-th score inside them
+    doc = ix.watches.add("archive-2000", "forest", k=3, stac_collection="pucallpa-archive",
+                         stac_item="pucallpa-2000")
+    assert doc["query"]["stac_collection"] == "pucallpa-archive"
+    inside = ix.search("forest", k=3, stac_collection="pucallpa-archive", stac_item="pucallpa-2000")
+    assert doc["min_score"] == pytest.approx(float(inside["score"].min()))
+    for bad in ("  ", "a\x1b[2Jb", ["ok", 5]):
+        with pytest.raises(engine.InputError, match="STAC collection"):
+            ix.search("forest", stac_collection=bad)
+
+    r = subprocess.run([sys.executable, "-m", "glb", "search", "forest", "--index", str(idx),
+                        "--k", "500", "--stac-item", "pucallpa-2000", "--stac-collection",
+                        COLLECTION, "--format", "geojson"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    feats = json.loads(r.stdout)["features"]
+    assert {int(f["properties"]["tile_id"]) for f in feats} == want_a & want_2000
+    assert {(f["properties"]["stac_collection"], f["properties"]["stac_item"]) for f in feats} == \
+        {(COLLECTION, "pucallpa-2000")}
+    r = subprocess.run([sys.executable, "-m", "glb", "search", "forest", "--index", str(idx),
+                        "--k", "3", "--stac-collection", "pucallpa-archive"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "stac_item" in r.stdout and r.stdout.count("pucallpa-archive/pucallpa-") == 3
+
+
+def test_an_index_written_before_the_stac_columns_still_searches_and_checks(tmp_path, encoder):
+    """Segments and scenes files without stac_collection / stac_item (written before they
+    existed, same store format) read them as null: searches return them empty, the STAC filters
+    keep nothing, `glb check` finds nothing wrong, and the next `glb index` run works."""
+    import pyarrow.parquet as pq
+
+    import engine
+    from engine.check import check_index
+    from indexer.runner import IndexOptions, run_index
+
+    idx = tmp_path / "index"
+    rep = run_index([SCENES / "elevation" / "dsm.tif"], idx, options=IndexOptions(progress=False),
+                    encoder=encoder, echo=lambda m: None)
+    assert rep.ok and rep.tiles_added > 0
+    rewritten = 0
+    for f in [*idx.glob("segments/*/tiles.parquet"), *idx.glob("manifests/*.parquet")]:
+        t = pq.read_table(f)
+        if "stac_item" in t.schema.names:
+            pq.write_table(t.drop_columns(["stac_collection", "stac_item"]), f)
+            rewritten += 1
+    assert rewritten >= 2  # the segment's tiles and the scenes file
+    ix = engine.open(idx, encoder=encoder)
+    res = ix.search("hills", k=5)
+    assert len(res) == 5 and res["stac_collection"].isna().all() and res["stac_item"].isna().all()
+    assert ix.search("hills", k=5, stac_collection=COLLECTION).empty
+    problems, _ = check_index(idx)
+    assert problems == []
+    again = run_index([SCENES / "elevation"], idx, options=IndexOptions(progress=False),
+                      encoder=encoder, echo=lambda m: None)
+    assert again.ok and again.indexed >= 1 and again.unchanged == 1
+    assert len(engine.open(idx, encoder=encoder).search("hills", k=5)) == 5

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from training.loss import MultiPositiveSigLipLoss, distillation_loss, positives_mask
+from training.loss import (
+    MultiPositiveInfoNCE,
+    MultiPositiveSigLipLoss,
+    distillation_loss,
+    make_contrastive_loss,
+    positives_mask,
+)
 from training.merge import apply, progressive_merge, task_vector
 from training.model import ModalityLayerNorm, Translator
 
@@ -33,6 +39,37 @@ def test_duplicate_captions_are_positives_not_negatives():
     loss = MultiPositiveSigLipLoss()
     s, b = torch.tensor(10.0), torch.tensor(-5.0)
     assert loss(img, txt, s, b, positives=pos) < loss(img, txt, s, b, positives=torch.eye(4, dtype=torch.bool))
+
+
+def test_multi_positive_softmax_reduces_to_clip_without_duplicates():
+    torch.manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    logits = 30.0 * img @ txt.T
+    target = torch.arange(8)
+    ref = (torch.nn.functional.cross_entropy(logits, target)
+           + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+    pos = positives_mask(torch.arange(8), torch.full((8,), -1))
+    assert torch.allclose(MultiPositiveInfoNCE(30.0)(img, txt, positives=pos), ref)
+    assert torch.allclose(MultiPositiveInfoNCE(30.0)(img, txt), ref)
+
+
+def test_multi_positive_softmax_does_not_push_apart_same_label_tiles():
+    # two tiles of one class, captioned with two phrasings: as positives of each other the
+    # loss prefers the two tiles on one point; as negatives (identity targets) it pushes them apart
+    caps, labels = torch.tensor([0, 1, 2]), torch.tensor([7, 7, 8])
+    pos = positives_mask(caps, labels)
+    norm = torch.nn.functional.normalize
+    txt = norm(torch.tensor([[1.0, 0.1], [1.0, -0.1], [-1.0, 0]]), dim=-1)
+    together = norm(torch.tensor([[1.0, 0], [1.0, 0], [-1.0, 0]]), dim=-1)
+    apart = txt.clone()
+    loss = MultiPositiveInfoNCE(30.0)
+    assert loss(together, txt, positives=pos) < loss(apart, txt, positives=pos)
+    eye = torch.eye(3, dtype=torch.bool)
+    assert loss(together, txt, positives=eye) > loss(apart, txt, positives=eye)
+    with pytest.raises(ValueError, match="unknown contrastive loss 'hinge'"):
+        make_contrastive_loss("hinge")
+    assert isinstance(make_contrastive_loss("siglip"), MultiPositiveSigLipLoss)
 
 
 def test_distillation_loss_is_zero_only_at_the_target():

@@ -29,6 +29,11 @@ TINY_V2 = {
     "stem_batch": {"size": 6, "sources_per_batch": 2},
     "optim": {"lr": 1e-3, "weight_decay": 0.05, "warmup": 0.1},
     "probe_steps": 4,
+    "loss": "softmax",
+    "probe_batch": {"size": 24, "sources_per_batch": 4},
+    "late_keep_if_better_on_dev": True,
+    "stem_trainable": ["stem."],
+    "stem_keep_if_better_on_dev": True,
     "late_steps": 12,
     "groups": {"optical": ["rgb", "multispectral"], "sar": ["sar"]},
     "merge": True,
@@ -84,6 +89,12 @@ def test_all_stages_run_and_the_release_loads(runs):
     log = [json.loads(line) for line in (d / "straight" / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if r.get("stage") == "late"]
     assert len(losses) == 6 and all(np.isfinite(losses))
+    # the late and stem stages are kept only where the dev zero-shot does not fall
+    for stage in ("late", "stem"):
+        gate = [r for r in log if f"{stage}_kept" in r]
+        assert len(gate) == 1, stage
+        g = gate[0]
+        assert g[f"{stage}_kept"] == (g[f"{stage}_dev_after"] >= g[f"{stage}_dev_before"])
 
 
 def test_a_killed_run_resumes_to_the_same_weights(runs):
@@ -96,6 +107,12 @@ def test_a_killed_run_resumes_to_the_same_weights(runs):
     assert a.keys() == b.keys()
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     assert worst <= 1e-4, worst
-    # and training moved the weights (the comparison above is not between two copies of the init)
+    # the release is the probe moved further only by the stages the dev gate kept (and the
+    # merge): with every later stage dropped it is the probe exactly, else it differs
+    log = [json.loads(line) for line in (d / "straight" / "log.jsonl").read_text().splitlines()]
+    kept = [r for r in log if r.get("late_kept") or r.get("stem_kept")]
+    merged = any(h.get("lambda", 0) > 0
+                 for h in json.loads((d / "straight" / "merge.json").read_text()))
     first = load_file(str(d / "straight" / "probe.safetensors"))
-    assert max(float((a[k] - first[k]).abs().max()) for k in a if k.startswith("head.")) > 1e-3
+    moved = max(float((a[k] - first[k]).abs().max()) for k in a)
+    assert (moved > 1e-3) if (kept or merged) else (moved == 0.0), (kept, merged, moved)

@@ -308,9 +308,8 @@ def main(checkpoint: str | None, out: str | None = None, tasks: list[str] | None
 
 if __name__ == "__main__":
     # python -m training.evaluate speed [CHECKPOINT ...]: tiles/s of each checkpoint (default: the
-    # released one; 512 tiles, median of 3),
-    # released one), measured one after the other in this process, so the shared machine's load
-    # is as alike as it can be between them
+    # released one; 512 tiles, median of 3), measured one after the other in this process, so
+    # the shared machine's load is as alike as it can be between them
     import sys
 
     from engine.encoder import load_encoder

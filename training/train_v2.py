@@ -36,7 +36,7 @@ from engine.encoder import get_model_config
 from engine.encoder.factory import Encoder, create_image_tower
 
 from .cache import Cache, Group, build_cache, cache_key
-from .loss import MultiPositiveSigLipLoss, positives_mask
+from .loss import make_contrastive_loss, positives_mask
 from .merge import progressive_merge
 from .train import ROOT, Trainer, pick_device, seed_everything
 
@@ -62,7 +62,7 @@ class V2Trainer(Trainer):
         self.cfg, self.cache, self.out, self.device, self.log = cfg, cache, out, device, log
         self.model_cfg = tower.cfg
         self.model = V2Model(tower).to(device)
-        self.loss_fn = MultiPositiveSigLipLoss()
+        self.loss_fn = make_contrastive_loss(cfg.get("loss", "siglip"), cfg.get("logit_scale", 30.0))
         self.pairs: list = []
         self.bf16 = cfg.get("precision", "fp32") == "bf16"
         self.mode = "feats"
@@ -122,16 +122,20 @@ class V2Trainer(Trainer):
             pos |= ((txt @ txt.T) >= self.text_pos) & (src_t[:, None] != src_t[None, :])
             total = self.loss_fn(img, txt, self.model.logit_scale.exp(), self.model.logit_bias,
                                  positives=pos)
-            out["siglip"] = total.item()
+            out[self.cfg.get("loss", "siglip")] = total.item()
         out["loss"] = total.item()
         return total, out
 
     @torch.inference_mode()
-    def dev_score(self, tower_state: dict) -> float:
-        """Zero-shot accuracy on the dev split, from the cached last-stage features."""
+    def dev_score(self, tower_state: dict, groups: list[Group] | None = None) -> float:
+        """Zero-shot accuracy on the dev split (mean over labelled sources), from the cached
+        last-stage features, or from pixels when `groups` hold pixels (a stage that changes the
+        stem is judged on what the stem sees)."""
         tower = copy.deepcopy(self.model.tower)
         tower.load_state_dict(tower_state)
         tower.eval()
+        from_pixels = groups is not None
+        groups = self.late_groups if groups is None else groups
         accs = []
         for source, classes in self.cache.prompts.items():
             names = list(classes)
@@ -140,14 +144,18 @@ class V2Trainer(Trainer):
             cls_emb = torch.stack([nn.functional.normalize(self.cache.caption_emb[ids].mean(0), dim=-1)
                                    for ids in classes.values()]).to(self.device)
             correct = total = 0
-            for g in self.late_groups:
+            for g in groups:
                 if g.source != source or not g.dev.any():
                     continue
                 idx = torch.nonzero(g.dev).flatten()
                 for i in range(0, len(idx), 256):
                     sel = idx[i:i + 256]
-                    last, mid_mean = unpack_late(g.x[sel].float().to(self.device), self.late_shape)
-                    e = tower.embed_features(tower.pool(mid_mean, last))
+                    x = g.x[sel].float().to(self.device)
+                    if from_pixels:
+                        e = tower(x, g.wavelengths.to(self.device))
+                    else:
+                        last, mid_mean = unpack_late(x, self.late_shape)
+                        e = tower.embed_features(tower.pool(mid_mean, last))
                     pred = (e @ cls_emb.T).argmax(1).cpu()
                     lab = [self.cache.labels[j][1] if j >= 0 else None for j in g.label_ids[sel].tolist()]
                     for p, lb in zip(pred.tolist(), lab):
@@ -315,7 +323,10 @@ def main(cfg: dict, out: str | None = None, resume: bool = False) -> int:
         ridge_init(tr, feat_groups, cfg, log)
     tr.mode = "feats"
     tr.trainable(["head"])
+    # the head alone is cheap per sample: it takes larger batches (more negatives per step)
+    tr.cfg = {**cfg, "batch": cfg.get("probe_batch", cfg["batch"])}
     tr.run_stage("probe", feat_groups, cfg["probe_steps"], cfg.get("probe_lr", lr), seed, resume=resume)
+    tr.cfg = cfg
     write_checkpoint(_tower_state(tr.model), model_cfg, out_dir / "probe.safetensors",
                      {"config": name, "stage": "probe (frozen trunk, trained projection)"})
     log(f"probe done after {time.time() - t_start:.0f} s")
@@ -325,8 +336,18 @@ def main(cfg: dict, out: str | None = None, resume: bool = False) -> int:
     tr.mode = "late"
     tr.trainable(["conv_head.", "bn2.", "head"])
     if cfg.get("late_steps", 0):
+        before = _tower_state(tr.model)
         tr.run_stage("late", tr.late_groups, cfg["late_steps"], cfg.get("late_lr", lr), seed + 1,
                      resume=resume)
+        if cfg.get("late_keep_if_better_on_dev", False):
+            # the stage must earn its place: zero-shot on the dev split, which training never saw
+            dev_before, dev_after = tr.dev_score(before), tr.dev_score(_tower_state(tr.model))
+            keep = dev_after >= dev_before
+            log(f"late: dev zero-shot {dev_before:.4f} -> {dev_after:.4f}: "
+                + ("kept" if keep else "dropped, back to the probe's head"),
+                data={"late_dev_before": dev_before, "late_dev_after": dev_after, "late_kept": keep})
+            if not keep:
+                tr.model.tower.load_state_dict(before)
     base = _tower_state(tr.model)
     final, merge_history = base, []
 
@@ -352,13 +373,22 @@ def main(cfg: dict, out: str | None = None, resume: bool = False) -> int:
     # 5. stem: each band layout's first layer, end to end from pixels, trunk frozen
     if cfg.get("stem_steps", 0):
         tr.mode = "pixels"
-        tr.trainable(["stem.", "head"])
+        tr.trainable(cfg.get("stem_trainable", ["stem.", "head"]))
+        before = _tower_state(tr.model)
         others = [g for g in groups if g.modality not in PLAIN_RGB]
         rgb = [g for g in groups if g.modality in PLAIN_RGB]
         tr.cfg = {**cfg, "batch": cfg.get("stem_batch", cfg["batch"])}
         tr.run_stage("stem", others, cfg["stem_steps"], cfg.get("stem_lr", lr / 3), seed + 20,
                      replay_groups=rgb, replay_frac=cfg.get("stem_replay", 0.25), resume=resume)
         tr.cfg = cfg
+        if cfg.get("stem_keep_if_better_on_dev", False):
+            dev_before, dev_after = tr.dev_score(before, groups), tr.dev_score(_tower_state(tr.model), groups)
+            keep = dev_after >= dev_before
+            log(f"stem: dev zero-shot from pixels {dev_before:.4f} -> {dev_after:.4f}: "
+                + ("kept" if keep else "dropped"),
+                data={"stem_dev_before": dev_before, "stem_dev_after": dev_after, "stem_kept": keep})
+            if not keep:
+                tr.model.tower.load_state_dict(before)
         final = _tower_state(tr.model)
 
     ckpt = write_checkpoint(final, model_cfg, out_dir / "model.safetensors",

@@ -20,10 +20,11 @@ from .vit import ImageTower
 log = logging.getLogger("glb.encoder")
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
-# v1 stays the default: v2 does not win the whole table (docs/MODEL_CARD.md); v2 is the
-# registry's `glb-effnet-l0`, selectable by name.
-DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "glb-vit-s8.safetensors"
+# v2 (`glb-effnet-l0`) is the default since it won the model card's table; v1 (`glb-vit-s8`)
+# stays shipped: indexes built with it keep opening with it.
+V1_CHECKPOINT = CHECKPOINT_DIR / "glb-vit-s8.safetensors"
 V2_CHECKPOINT = CHECKPOINT_DIR / "glb-effnet-l0.safetensors"
+DEFAULT_CHECKPOINT = V2_CHECKPOINT
 MIN_SIDE = 16
 MAX_BANDS = 256
 
@@ -283,7 +284,7 @@ def load_encoder_for_index(recorded: dict, *, index: str, weights: str | Path | 
     come from `weights`, else its environment variable, else the folder recorded at indexing."""
     from . import registry
 
-    name = recorded.get("encoder") or registry.DEFAULT_ENCODER
+    name = recorded.get("encoder") or registry.LEGACY_ENCODER
     built = recorded.get("identity") or name
     if not registry.is_encoder_name(name):
         raise CheckpointError(f"{index}: built with encoder {name!r}, which this version does not "

@@ -33,7 +33,10 @@ from typing import Mapping
 from ..errors import CheckpointError, InputError
 
 REGISTRY_FILE = Path(__file__).parent / "encoders.toml"
-DEFAULT_ENCODER = "glb-vit-s8"
+DEFAULT_ENCODER = "glb-effnet-l0"
+# Stores written before the registry record no encoder name; every one of them was built with
+# v1, so a missing name means v1, whatever the default is now.
+LEGACY_ENCODER = "glb-vit-s8"
 WEIGHTS_KINDS = ("bundled", "folder")
 NORMALISATIONS = ("glb", "siglip")
 

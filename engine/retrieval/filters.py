@@ -54,6 +54,23 @@ def _as_list(v) -> list[str] | None:
     return [v] if isinstance(v, str) else list(v)
 
 
+MAX_STAC_ID = 1024
+
+
+def _stac_ids(v, what: str) -> tuple[str, ...] | None:
+    """STAC ids as given (any text a catalogue may use), checked to be text of sane length."""
+    ids = _as_list(v)
+    if not ids:
+        return None
+    for x in ids:
+        if not isinstance(x, str) or not x.strip():
+            raise InputError(f"{what} {x!r} is not an id (non-empty text)")
+        if len(x) > MAX_STAC_ID or any(ord(ch) < 32 or ord(ch) == 127 for ch in x):
+            raise InputError(f"{what} {x[:80]!r} is not an id (control characters or over "
+                             f"{MAX_STAC_ID} characters)")
+    return tuple(ids)
+
+
 @dataclass(frozen=True)
 class Filters:
     region: BaseGeometry | None = None
@@ -62,10 +79,14 @@ class Filters:
     start: dt.date | None = None
     end: dt.date | None = None
     undated: bool = False  # with a date range: also keep tiles that have no acquisition date
+    # STAC collection ids / item ids (`glb index --stac`): a tile passes when its scene came
+    # from one of them; tiles indexed from folders have neither
+    stac_collections: tuple[str, ...] | None = None
+    stac_items: tuple[str, ...] | None = None
 
     @classmethod
     def build(cls, *, bbox=None, region=None, modality=None, sensor=None, start=None, end=None,
-              undated: bool = False):
+              undated: bool = False, stac_collection=None, stac_item=None):
         if bbox is not None and region is not None:
             raise InputError("give either bbox or region (polygon), not both")
         geom = bbox_geometry(bbox) if bbox is not None else (parse_region(region) if region is not None else None)
@@ -80,13 +101,16 @@ class Filters:
         start_d, end_d = _parse_date(start, "start"), _parse_date(end, "end")
         if start_d and end_d and start_d > end_d:
             raise InputError(f"start {start_d} is after end {end_d}")
+        colls = _stac_ids(stac_collection, "STAC collection")
+        items = _stac_ids(stac_item, "STAC item")
         return cls(geom, tuple(mods) if mods else None, tuple(sens) if sens else None, start_d, end_d,
-                   bool(undated))
+                   bool(undated), colls, items)
 
     @property
     def has_attributes(self) -> bool:
-        """Any filter besides the region (modality, sensor, dates)."""
-        return bool(self.modalities or self.sensors or self.start is not None or self.end is not None)
+        """Any filter besides the region (modality, sensor, dates, STAC collection / item)."""
+        return bool(self.modalities or self.sensors or self.start is not None or self.end is not None
+                    or self.stac_collections or self.stac_items)
 
     @property
     def empty(self) -> bool:
@@ -131,7 +155,19 @@ class Filters:
             if self.end is not None:
                 dated &= (d <= (self.end - EPOCH).days) & (d > -10**9)
             m &= (dated | (d <= -10**9)) if self.undated else dated
+        for col, wanted in self._stac():
+            codes = snap.stac_code[col]
+            if codes is None:  # no tile of this index came from STAC
+                m[:] = False
+                continue
+            names = snap.stac_names[col]
+            m &= np.isin(sel(codes), [names.index(x) for x in wanted if x in names])
         return m
+
+    def _stac(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(snapshot column, wanted values) of each STAC filter that is set."""
+        return [(c, v) for c, v in (("stac_collection", self.stac_collections),
+                                    ("stac_item", self.stac_items)) if v]
 
     def env_mask(self, snap, rows: np.ndarray | None = None) -> np.ndarray:
         def sel(a):
@@ -167,6 +203,9 @@ class Filters:
             hi = last if self.end is None else int(np.clip((self.end - EPOCH).days - snap.day0 + 1, 0, last))
             undated = (n - int(cum[-1])) if self.undated else 0
             f *= min(n, max(0, int(cum[hi]) - int(cum[lo])) + undated) / n
+        for col, wanted in self._stac():
+            names, counts = snap.stac_names[col], snap.stac_counts[col]
+            f *= sum(int(counts[names.index(x)]) for x in wanted if x in names) / n
         return f
 
     def spatial_candidates(self, snap, materialise_max: int):
@@ -225,13 +264,17 @@ class Filters:
             both = " AND ".join(dates)
             clauses.append(f"(({both}) OR acquired IS NULL)" if self.undated else both)
             params += dparams
+        for col, wanted in self._stac():
+            clauses.append(f"{col} IN ({', '.join('?' for _ in wanted)})")
+            params += list(wanted)
         return " AND ".join(clauses) or "TRUE", params
 
     def describe(self) -> dict:
         return {"region": self.region.wkt if self.region is not None else None,
                 "modalities": self.modalities, "sensors": self.sensors,
                 "start": str(self.start) if self.start else None,
-                "end": str(self.end) if self.end else None, "undated": self.undated}
+                "end": str(self.end) if self.end else None, "undated": self.undated,
+                "stac_collections": self.stac_collections, "stac_items": self.stac_items}
 
 
 class SpatialGrid:

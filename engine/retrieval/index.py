@@ -148,7 +148,8 @@ class Index:
                wavelengths=None, image_modality: str | None = None, tile_id: int | None = None,
                vector: np.ndarray | None = None, positives=None, negatives=None, exclude=None,
                feedback=None, undated: bool = False, calibrated: bool = False,
-               diversify: int | None = None, min_relevance: float | None = None):
+               diversify: int | None = None, min_relevance: float | None = None,
+               stac_collection=None, stac_item=None):
         """Top-k tiles for one query (text, image array, tile id or vector) within filters;
         `result.attrs["plan"]` holds the strategy the planner chose (see planner.py).
 
@@ -163,10 +164,13 @@ class Index:
         index for this query, `match` a high/medium/low band. `undated` keeps tiles without a
         date when a date range is given; `diversify=N` allows at most N results per scene and
         one per place; `min_relevance` drops results below that percentile. What the ranking
-        hid is in `result.attrs["ranking"]` (docs/RANKING.md)."""
+        hid is in `result.attrs["ranking"]` (docs/RANKING.md). `stac_collection` / `stac_item`
+        (an id or a list of ids) keep tiles of scenes indexed from those STAC collections /
+        items (`glb index --stac`); results carry both as columns."""
         k = check_k(k)
         filters = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor,
-                                start=start, end=end, undated=undated)
+                                start=start, end=end, undated=undated,
+                                stac_collection=stac_collection, stac_item=stac_item)
         ranking = Ranking.build(calibrated, diversify, min_relevance)
         snap = self.snapshot
         q, skip, refined = self._query(snap, filters, text=text, image=image, wavelengths=wavelengths,
@@ -195,11 +199,13 @@ class Index:
     def query_vector(self, text: str | None = None, *, bbox=None, region=None, modality=None,
                      sensor=None, start=None, end=None, image=None, wavelengths=None,
                      image_modality: str | None = None, tile_id: int | None = None, vector=None,
-                     positives=None, negatives=None, feedback=None, undated: bool = False):
+                     positives=None, negatives=None, feedback=None, stac_collection=None,
+                     stac_item=None, undated: bool = False):
         """The unit vector a search scores with (query and marks resolved), and what feedback
         did (None without marks): what a saved search keeps."""
         filters = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor,
-                                start=start, end=end, undated=undated)
+                                start=start, end=end, stac_collection=stac_collection,
+                                stac_item=stac_item, undated=undated)
         q, _, refined = self._query(self.snapshot, filters, text=text, image=image,
                                     wavelengths=wavelengths, image_modality=image_modality,
                                     tile_id=tile_id, vector=vector, positives=positives,
@@ -352,7 +358,8 @@ class Index:
         return out
 
     def filter_counts(self, bbox=None, modality=None, start=None, end=None, *, sensor=None,
-                      region=None, undated: bool = False) -> list[dict]:
+                      region=None, undated: bool = False, stac_collection=None,
+                      stac_item=None) -> list[dict]:
         """What each filter does to this index, applied in the order region, modality, sensor,
         dates: [{"filter", "removed", "left"}], plus "undated_kept" (tiles without a date that
         the date filter let through) on the dates row. Only filters that are set are listed.
@@ -360,7 +367,8 @@ class Index:
         from dataclasses import replace
 
         f = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor, start=start,
-                          end=end, undated=undated)
+                          end=end, undated=undated, stac_collection=stac_collection,
+                          stac_item=stac_item)
         snap = self.snapshot
         alive = np.ones(snap.n_tiles, dtype=bool)
         out = []
@@ -385,6 +393,10 @@ class Index:
             m = replace(none, start=f.start, end=f.end, undated=f.undated).attr_mask(snap)
             undated_kept = int((m & alive & (snap.acquired_days <= -10**9)).sum())
             step("dates", m, undated_kept=undated_kept)
+        if f.stac_collections:
+            step("stac_collection", replace(none, stac_collections=f.stac_collections).attr_mask(snap))
+        if f.stac_items:
+            step("stac_item", replace(none, stac_items=f.stac_items).attr_mask(snap))
         return out
 
     def tile_vector(self, tile_id, snap: Snapshot | None = None) -> np.ndarray:
@@ -404,7 +416,8 @@ class Index:
         from geopandas.array import from_shapely
 
         t = snap.take(rows, ["tile_id", "modality", "sensor", "scene", "acquired", "scene_id",
-                             "row_off", "col_off", "height", "width", "geometry"])
+                             "row_off", "col_off", "height", "width", "geometry",
+                             "stac_collection", "stac_item"])
         d = {"rank": np.arange(1, len(rows) + 1), "tile_id": t.column("tile_id").to_numpy(),
              "score": np.asarray(scores, dtype=np.float32)}
         d["score_raw"] = d["score"] if raw is None else np.asarray(raw, dtype=np.float32)
@@ -420,6 +433,8 @@ class Index:
         d["scene_id"] = np.asarray(t.column("scene_id").to_pylist(), dtype=object)
         for c in ("row_off", "col_off", "height", "width"):
             d[c] = t.column(c).to_numpy()
+        for c in ("stac_collection", "stac_item"):  # None for tiles not indexed from STAC
+            d[c] = np.asarray(t.column(c).to_pylist(), dtype=object)
         d["geometry"] = from_shapely(shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False)),
                                      crs=_wgs84())
         return gpd.GeoDataFrame(d, geometry="geometry", copy=False)
@@ -541,6 +556,7 @@ class Index:
             bbox = [float(snap.minx.min()), float(snap.miny.min()),
                     float(snap.maxx.max()), float(snap.maxy.max())]
         enc = snap.manifest.encoder
+        from ..encoder.registry import LEGACY_ENCODER  # lazy: the encoder package loads torch
         return {
             "index": str(self.path),
             "generation": snap.manifest.generation,
@@ -554,7 +570,7 @@ class Index:
             "sensors": {name: int(c) for name, c in sorted(zip(snap.sensor_names, snap.sensor_counts)) if c},
             "encoder": {"name": enc.get("name"), "identity": enc.get("identity"),
                         "embedding_dim": enc.get("dim"), "trained": enc.get("trained"),
-                        "registry_name": enc.get("encoder") or "glb-vit-s8",
+                        "registry_name": enc.get("encoder") or LEGACY_ENCODER,
                         **({"weights": enc["weights"]} if enc.get("weights") else {})},
             "bbox": bbox,
             "segments": len(snap.manifest.segments),

@@ -84,9 +84,41 @@ def _compact(tiles: pa.Table) -> dict:
         sens = tiles.column("sensor").combine_chunks().dictionary_encode()
         cols["sensor_names"] = [str(s) for s in sens.dictionary.to_pylist()]
         cols["sensor_local"] = sens.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+    for c in STAC_COLUMNS:
+        cols[c + "_names"], cols[c] = _codes(tiles.column(c))
     acq = pc.cast(tiles.column("acquired"), pa.int32()).fill_null(NULL_DAY)
     cols["acquired"] = acq.to_numpy().astype(np.int32) if n else np.zeros(0, np.int32)
     return cols
+
+
+STAC_COLUMNS = ("stac_collection", "stac_item")
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray | None]:
+    """A string column as (its distinct values, int32 codes into them, -1 where null); codes
+    None when every value is null (a segment not from STAC holds no array for it)."""
+    if len(column) == 0 or column.null_count == len(column):
+        return [], None
+    enc = column.combine_chunks().dictionary_encode()
+    codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+    return [str(v) for v in enc.dictionary.to_pylist()], codes
+
+
+def _merge_codes(seg_cols: list[dict], key: str) -> tuple[list[str], np.ndarray | None]:
+    """Per-segment codes of one column -> one sorted dictionary for the snapshot and the
+    codes of every physical row (-1: null); None when no segment has a value."""
+    names = sorted({n for c in seg_cols for n in c[key + "_names"]})
+    if not names:
+        return [], None
+    pos = {n: i for i, n in enumerate(names)}
+    parts = []
+    for c in seg_cols:
+        if c[key] is None:
+            parts.append(np.full(len(c["tile_id"]), -1, np.int32))
+            continue
+        remap = np.asarray([pos[n] for n in c[key + "_names"]] + [-1], np.int32)
+        parts.append(remap[c[key]])  # code -1 picks the appended -1
+    return names, np.concatenate(parts)
 
 
 class Snapshot:
@@ -160,6 +192,18 @@ class Snapshot:
         sc = np.concatenate(sparts).astype(np.uint16 if len(names) < 65535 else np.int32) if sparts \
             else np.zeros(0, np.uint16)
         self.sensor_code = sc if self.live_phys is None else sc[self.live_phys]
+        # STAC collection / item: one dictionary each for the snapshot, code -1 for tiles not
+        # from STAC; no array at all for an index without STAC tiles
+        self.stac_names: dict[str, list[str]] = {}
+        self.stac_code: dict[str, np.ndarray | None] = {}
+        self.stac_counts: dict[str, np.ndarray] = {}
+        for column in STAC_COLUMNS:
+            cnames, codes = _merge_codes(seg_cols, column)
+            if codes is not None and self.live_phys is not None:
+                codes = codes[self.live_phys]
+            self.stac_names[column], self.stac_code[column] = cnames, codes
+            self.stac_counts[column] = (np.bincount(codes[codes >= 0], minlength=len(cnames))
+                                        if codes is not None else np.zeros(0, np.int64))
         # tile id -> row
         self._id_order = np.argsort(self.tile_ids, kind="stable").astype(
             np.int32 if len(self.tile_ids) < 2 ** 31 else np.int64)
@@ -289,7 +333,8 @@ class Snapshot:
 
     @property
     def duck(self):
-        """In-memory DuckDB: table `tiles` (row, tile_id, modality, sensor, acquired, geom) with
+        """In-memory DuckDB: table `tiles` (row, tile_id, modality, sensor, acquired, stac_collection,
+        stac_item, geom) with
         an R-tree on geom. Built on first use (not used by the planner: see filters.py)."""
         with self._duck_lock:
             if self._duck is None:
@@ -297,11 +342,13 @@ class Snapshot:
 
                 con = connect()
                 meta = self.take(np.arange(self.n_tiles),
-                                 ["tile_id", "modality", "sensor", "acquired", "geometry"]).drop_columns(["segment"])
+                                 ["tile_id", "modality", "sensor", "acquired", "geometry", *STAC_COLUMNS]
+                                 ).drop_columns(["segment"])
                 meta = meta.append_column("row", pa.array(np.arange(meta.num_rows, dtype=np.int64)))
                 con.register("meta_arrow", meta)
                 con.execute("""CREATE TABLE tiles AS SELECT row, tile_id, modality, sensor, acquired,
-                               ST_GeomFromWKB(geometry) AS geom FROM meta_arrow""")
+                               stac_collection, stac_item, ST_GeomFromWKB(geometry) AS geom
+                               FROM meta_arrow""")
                 con.unregister("meta_arrow")
                 con.execute("CREATE INDEX tiles_geom ON tiles USING RTREE (geom)")
                 self._duck = con
@@ -322,7 +369,8 @@ class Snapshot:
     def memory_bytes(self) -> dict:
         """What this snapshot holds in RAM (not counting memory-mapped files)."""
         arrays = [self.tile_ids, self.minx, self.miny, self.maxx, self.maxy, self.modality_code,
-                  self.acquired_days, self.sensor_code, self._id_order, self._id_sorted]
+                  self.acquired_days, self.sensor_code, self._id_order, self._id_sorted,
+                  *(c for c in self.stac_code.values() if c is not None)]
         if self.live_phys is not None:
             arrays.append(self.live_phys)
         cols = sum(a.nbytes for a in arrays)
@@ -413,6 +461,9 @@ def arrow_tiles_problem(layout: Layout, name: str) -> str | None:
     path = arrow_tiles_path(layout, name)
     try:
         t = ipc.open_file(pa.memory_map(str(path))).read_all()
+        names = t.schema.names
+        if len(names) < len(TILE_SCHEMA.names) and names == TILE_SCHEMA.names[:len(names)]:
+            return None  # made before the newer tile columns: the next load rebuilds it, no damage
         why = arrow_tiles_mismatch(t, name, read_tile_ids(layout, name))
         if why is None and not t.replace_schema_metadata(None).equals(read_tiles(layout, name)):
             why = "its records differ from the segment's tiles.parquet"

@@ -54,7 +54,8 @@ from ..store.files import atomic_write_bytes, fsync_dir
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,62}[A-Za-z0-9_.-]|[A-Za-z0-9]")
 QUERY_KEYS = ("text", "tile_id", "image", "positives", "negatives", "bbox", "region", "modality",
               "sensor", "start", "end")
-FILTER_KEYS = ("bbox", "region", "modality", "sensor", "start", "end")
+FILTER_KEYS = ("bbox", "region", "modality", "sensor", "start", "end", "stac_collection",
+               "stac_item")
 RANKING_KEYS = ("calibrated", "diversify", "min_relevance")
 MAX_K = 1000
 

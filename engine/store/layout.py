@@ -38,6 +38,11 @@ TILE_SCHEMA = pa.schema([
     ("maxy", pa.float64()),
     ("geometry", pa.binary()),
     ("nodata_frac", pa.float32()),
+    # the STAC item and collection a tile's scene came from (`glb index --stac`); null for
+    # files indexed from folders. Segments written before these columns existed read them as
+    # null (Parquet read with this schema fills missing columns).
+    ("stac_collection", pa.string()),
+    ("stac_item", pa.string()),
 ])
 
 SCENE_SCHEMA = pa.schema([
@@ -60,6 +65,8 @@ SCENE_SCHEMA = pa.schema([
     ("maxx", pa.float64()),
     ("maxy", pa.float64()),
     ("indexed_at", pa.timestamp("s", tz="UTC")),
+    ("stac_collection", pa.string()),   # as in TILE_SCHEMA
+    ("stac_item", pa.string()),
 ])
 
 THUMB_SCHEMA = pa.schema([("tile_id", pa.int64()), ("jpeg", pa.binary())])

@@ -180,6 +180,7 @@ def _tables(chunk: dict):
         "minx": chunk["minx"], "miny": chunk["miny"], "maxx": chunk["maxx"], "maxy": chunk["maxy"],
         "geometry": box_wkb(chunk["minx"], chunk["miny"], chunk["maxx"], chunk["maxy"]),
         "nodata_frac": np.zeros(n, np.float32),
+        "stac_collection": pa.nulls(n, pa.string()), "stac_item": pa.nulls(n, pa.string()),
     }, schema=TILE_SCHEMA)
     per = SCENE_SIDE * SCENE_SIDE
     records = [{"scene_id": f"{s['i']:016x}", "path": f"/bench/scene{s['i']:07d}.tif",

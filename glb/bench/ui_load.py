@@ -4,8 +4,13 @@ queries against one server for a bounded time. Each session checks that the page
 results of its own query (the heading names it) with thumbnails; reports errors and p50/p95
 time from Enter to results.
 
-    python -m glb.bench.ui_load --url http://127.0.0.1:8501 --sessions 20 --seconds 120 [--json]
+    python -m glb.bench.ui_load --url http://127.0.0.1:8501 --sessions 20 --seconds 120 \
+        [--ramp 60] [--json]
     (--user/--password when the page is behind the compose stack's login)
+
+`--ramp S` opens the sessions one after another over S seconds (people arrive over a minute,
+not in the same millisecond); the bound counts from the first. Every session must get at least
+one answer of its own: a session with none is an error.
 """
 
 from __future__ import annotations
@@ -30,8 +35,12 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
 
 
-async def _session(i: int, browser, url: str, until: float, out: dict, creds) -> None:
+async def _session(i: int, browser, url: str, until: float, out: dict, creds,
+                   delay: float = 0.0) -> None:
     rng = random.Random(i)
+    if delay:
+        await asyncio.sleep(delay)
+    answered = 0
     ctx = await browser.new_context(viewport={"width": 1280, "height": 900},
                                     http_credentials=creds)
     page = await ctx.new_page()
@@ -56,30 +65,38 @@ async def _session(i: int, browser, url: str, until: float, out: dict, creds) ->
                     " return i.length > 0 && i.every(x => x.complete && x.naturalWidth > 0); }")
                 out["times"].append(time.perf_counter() - t)
                 out["queries"] += 1
+                answered += 1
             except Exception as e:  # noqa: BLE001 - counted and reported, the session goes on
                 out["errors"].append(f"session {i} query {q!r}: {type(e).__name__}: {str(e)[:120]}")
             await page.wait_for_timeout(rng.randint(200, 1200))  # a person reads the results
     except Exception as e:  # noqa: BLE001
         out["errors"].append(f"session {i}: {type(e).__name__}: {str(e)[:160]}")
     finally:
+        out["answered"][i] = answered
+        if not answered and not any(e.startswith(f"session {i} ") or e.startswith(f"session {i}:")
+                                    for e in out["errors"]):
+            out["errors"].append(f"session {i}: no query answered")
         await ctx.close()
 
 
-async def run(url: str, sessions: int, seconds: float, creds=None) -> dict:
+async def run(url: str, sessions: int, seconds: float, creds=None, ramp: float = 0.0) -> dict:
     from playwright.async_api import async_playwright
 
-    out = {"times": [], "first_page": [], "errors": [], "queries": 0}
+    out = {"times": [], "first_page": [], "errors": [], "queries": 0, "answered": {}}
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         try:
             until = time.time() + seconds
-            await asyncio.gather(*(_session(i, browser, url, until, out, creds)
+            await asyncio.gather(*(_session(i, browser, url, until, out, creds,
+                                            ramp * i / max(1, sessions))
                                    for i in range(sessions)))
         finally:
             await browser.close()
     t = out["times"]
-    return {"url": url, "sessions": sessions, "seconds": seconds, "queries": out["queries"],
-            "errors": out["errors"],
+    per = [out["answered"].get(i, 0) for i in range(sessions)]
+    return {"url": url, "sessions": sessions, "seconds": seconds, "ramp_s": ramp,
+            "queries": out["queries"], "errors": out["errors"],
+            "sessions_answered": sum(1 for n in per if n), "answers_per_session": per,
             "p50_s": round(statistics.median(t), 2) if t else None,
             "p95_s": round(_pct(t, 0.95), 2) if t else None,
             "max_s": round(max(t), 2) if t else None,
@@ -91,16 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", required=True)
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--ramp", type=float, default=0.0,
+                    help="open the sessions evenly over this many seconds (default: all at once)")
     ap.add_argument("--user")
     ap.add_argument("--password")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     creds = {"username": a.user, "password": a.password} if a.user else None
-    r = asyncio.run(run(a.url, a.sessions, a.seconds, creds))
+    r = asyncio.run(run(a.url, a.sessions, a.seconds, creds, a.ramp))
     if a.json:
         print(json.dumps(r))
     else:
-        print(f"{r['sessions']} sessions, {r['seconds']:.0f} s: {r['queries']} queries answered, "
+        print(f"{r['sessions']} sessions ({r['sessions_answered']} answered), {r['seconds']:.0f} s "
+              f"(ramp {r['ramp_s']:.0f} s): {r['queries']} queries answered, "
               f"{len(r['errors'])} errors; time to results p50 {r['p50_s']} s, p95 {r['p95_s']} s, "
               f"max {r['max_s']} s; first page p50 {r['first_page_p50_s']} s")
         for e in r["errors"][:20]:
