@@ -160,7 +160,9 @@ def test_saved_ranking_options_are_kept_and_reapplied_to_new_tiles(index_copy):
     assert doc["min_score"] != pytest.approx(float(idx.search(TERRAIN, k=5)["score"].min()))
     idx.watches.add("cal", TERRAIN, k=5, calibrated=True, min_score=-1e9, replace=True)
     idx.watches.add("plain", TERRAIN, k=1000, min_score=-1)
-    idx.watches.add("floor", TERRAIN, k=1000, min_score=-1, min_relevance=90)
+    floors = (25, 50, 75, 90)   # where the new tiles fall depends on the encoder: several floors
+    for f in floors:
+        idx.watches.add(f"floor {f}", TERRAIN, k=1000, min_score=-1, min_relevance=f)
     idx.watches.add("one per scene", TERRAIN, k=1000, min_score=-1, diversify=1)
     idx.watches.add("old", TERRAIN, k=1000, min_score=-1, diversify=1, calibrated=True)
     p = index_copy / "watches" / "old" / "search.json"
@@ -195,9 +197,14 @@ def test_saved_ranking_options_are_kept_and_reapplied_to_new_tiles(index_copy):
         assert pr["relevance"] == pytest.approx(by_id[pr["tile_id"]][1], abs=0.01)  # shown to 2 places
         assert pr["score_raw"] != pytest.approx(pr["score"], abs=1e-3)
 
-    # The relevance floor: exactly the new tiles at or above the 90th percentile.
-    floor = {f["properties"]["tile_id"] for f in alerts(index_copy, "floor")}
-    assert floor == {t for t in new if by_id[t][1] >= 90} and 0 < len(floor) < len(new)
+    # The relevance floor: exactly the new tiles at or above that percentile (and at least one
+    # floor keeps some new tiles and drops others, so the floor is seen doing something).
+    kept = []
+    for f in floors:
+        got = {a["properties"]["tile_id"] for a in alerts(index_copy, f"floor {f}")}
+        assert got == {t for t in new if by_id[t][1] >= f - 0.005}, f
+        kept.append(len(got))
+    assert any(0 < n < len(new) for n in kept), kept
     # Diversified: one tile per scene (the new scene's best), however many matched.
     div = alerts(index_copy, "one per scene")
     assert [f["properties"]["tile_id"] for f in div] == [plain[0]["properties"]["tile_id"]]
