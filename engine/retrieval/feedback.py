@@ -154,8 +154,7 @@ def refine(query: np.ndarray | None, positives: np.ndarray, negatives: np.ndarra
         return Refined(blend(q, direction, bg, w), w, cfg.method,
                        f"too few {'not-' if len(neg) < 2 else ''}relevant marks to cross-validate: "
                        f"default blend")
-    aucs = _cross_validate(cfg, q, pos, neg, bg, k, theta)
-    aucs, wins = aucs
+    aucs, wins = _cross_validate(cfg, q, pos, neg, bg, k, theta)
     margin = max(cfg.margin, cfg.margin_noise / np.sqrt(min(len(pos), len(neg))))
     best = cfg.prior_weight
     # A blend must beat the prior one by the margin and, with `confidence`, beat the query alone
@@ -172,7 +171,9 @@ def refine(query: np.ndarray | None, positives: np.ndarray, negatives: np.ndarra
                    {str(w): round(a, 4) for w, a in aucs.items()})
 
 
-def _cross_validate(cfg, q, pos, neg, bg, k, start=None) -> dict[float, float]:
+def _cross_validate(cfg, q, pos, neg, bg, k, start=None) -> tuple[dict[float, float], dict[float, float]]:
+    """-> (pooled held-out AUC per blend weight, share of bootstrap resamples in which each
+    blend outranks the query alone)."""
     rng = np.random.default_rng(cfg.seed)
     pf = np.array_split(rng.permutation(len(pos)), k)
     nf = np.array_split(rng.permutation(len(neg)), k)
@@ -194,7 +195,8 @@ def _cross_validate(cfg, q, pos, neg, bg, k, start=None) -> dict[float, float]:
             ns[w].append((a * nq_ + b * nd_) / norm)
     # Pooled over folds: every score is a cosine with a unit vector, so folds share a scale,
     # and one AUC over all held-out pairs is far less noisy than the mean of per-fold ones.
-    out, wins = {}, {}
+    out: dict[float, float] = {}
+    wins: dict[float, float] = {}
     for w in cfg.weights:
         out[w] = _auc(np.concatenate(ps[w]), np.concatenate(ns[w]))
     npos, nneg = len(np.concatenate(ps[0.0])), len(np.concatenate(ns[0.0]))
