@@ -24,7 +24,11 @@ def results(small_index, encoder):
     return res
 
 
-def test_geoparquet_round_trip_geopandas(results, tmp_path):
+def test_geoparquet_round_trip_geopandas(results, small_index, encoder, tmp_path):
+    dated = engine.open(small_index, encoder=encoder).search("mountains", k=5, modality="multispectral")
+    assert dated["acquired"].notna().all()   # Landsat 5, 1988: the dates must survive the trip
+    back = gpd.read_parquet(engine.write_results(dated, tmp_path / "d.parquet"))
+    assert [str(d) for d in back["acquired"]] == [d.strftime("%Y-%m-%d") for d in dated["acquired"]]
     path = engine.write_results(results, tmp_path / "r.parquet", query={"text": "mountains"})
     back = gpd.read_parquet(path)
     assert back.crs.to_epsg() == 4326
