@@ -250,6 +250,18 @@ class Trainer:
         tower = ImageTower(self.model_cfg).to(self.device)
         tower.load_state_dict(tower_state)
         tower.eval()
+
+        def embed(g, x):
+            tower.set_modality(g.modality)
+            return tower(x, g.wavelengths.to(self.device))
+
+        return self.dev_accuracy(self.cache.groups, embed)
+
+    @torch.inference_mode()
+    def dev_accuracy(self, groups: list[Group], embed) -> float:
+        """Zero-shot top-1 on the dev rows of `groups`, mean over the labelled sources with two
+        or more classes; `embed(group, x)` maps a batch of the group's cached inputs to
+        L2-normalised embeddings."""
         accs = []
         for source, classes in self.cache.prompts.items():
             names = list(classes)
@@ -257,14 +269,13 @@ class Trainer:
                 continue
             cls_emb = torch.stack([F.normalize(self.cache.caption_emb[ids].mean(0), dim=-1) for ids in classes.values()]).to(self.device)
             correct = total = 0
-            for g in self.cache.groups:
+            for g in groups:
                 if g.source != source or not g.dev.any():
                     continue
                 idx = torch.nonzero(g.dev).flatten()
-                tower.set_modality(g.modality)
                 for i in range(0, len(idx), 256):
                     sel = idx[i:i + 256]
-                    e = tower(g.x[sel].float().to(self.device), g.wavelengths.to(self.device))
+                    e = embed(g, g.x[sel].float().to(self.device))
                     pred = (e @ cls_emb.T).argmax(1).cpu()
                     lab = [self.cache.labels[j][1] if j >= 0 else None for j in g.label_ids[sel].tolist()]
                     for p, l in zip(pred.tolist(), lab):

@@ -134,37 +134,26 @@ class V2Trainer(Trainer):
         tower = copy.deepcopy(self.model.tower)
         tower.load_state_dict(tower_state)
         tower.eval()
-        from_pixels = groups is not None
-        groups = self.late_groups if groups is None else groups
-        accs = []
-        for source, classes in self.cache.prompts.items():
-            names = list(classes)
-            if len(names) < 2:
-                continue
-            cls_emb = torch.stack([nn.functional.normalize(self.cache.caption_emb[ids].mean(0), dim=-1)
-                                   for ids in classes.values()]).to(self.device)
-            correct = total = 0
-            for g in groups:
-                if g.source != source or not g.dev.any():
-                    continue
-                idx = torch.nonzero(g.dev).flatten()
-                for i in range(0, len(idx), 256):
-                    sel = idx[i:i + 256]
-                    x = g.x[sel].float().to(self.device)
-                    if from_pixels:
-                        e = tower(x, g.wavelengths.to(self.device))
-                    else:
-                        last, mid_mean = unpack_late(x, self.late_shape)
-                        e = tower.embed_features(tower.pool(mid_mean, last))
-                    pred = (e @ cls_emb.T).argmax(1).cpu()
-                    lab = [self.cache.labels[j][1] if j >= 0 else None for j in g.label_ids[sel].tolist()]
-                    for p, lb in zip(pred.tolist(), lab):
-                        if lb is not None:
-                            correct += int(names[p] == lb)
-                            total += 1
-            if total:
-                accs.append(correct / total)
-        return float(np.mean(accs)) if accs else 0.0
+        if groups is not None:
+            return self.dev_accuracy(groups, lambda g, x: tower(x, g.wavelengths.to(self.device)))
+
+        def from_late(g, x):
+            last, mid_mean = unpack_late(x, self.late_shape)
+            return tower.embed_features(tower.pool(mid_mean, last))
+
+        return self.dev_accuracy(self.late_groups, from_late)
+
+    def keep_if_better_on_dev(self, stage: str, before: dict, groups: list[Group] | None = None,
+                              what: str = "dev zero-shot", dropped: str = "dropped") -> None:
+        """A stage earns its place: the tower goes back to `before` when the stage lowered the
+        dev split's zero-shot accuracy (rows training never saw)."""
+        dev_before, dev_after = self.dev_score(before, groups), self.dev_score(_tower_state(self.model), groups)
+        keep = dev_after >= dev_before
+        self.log(f"{stage}: {what} {dev_before:.4f} -> {dev_after:.4f}: " + ("kept" if keep else dropped),
+                 data={f"{stage}_dev_before": dev_before, f"{stage}_dev_after": dev_after,
+                       f"{stage}_kept": keep})
+        if not keep:
+            self.model.tower.load_state_dict(before)
 
 
 @torch.inference_mode()
@@ -340,14 +329,7 @@ def main(cfg: dict, out: str | None = None, resume: bool = False) -> int:
         tr.run_stage("late", tr.late_groups, cfg["late_steps"], cfg.get("late_lr", lr), seed + 1,
                      resume=resume)
         if cfg.get("late_keep_if_better_on_dev", False):
-            # the stage must earn its place: zero-shot on the dev split, which training never saw
-            dev_before, dev_after = tr.dev_score(before), tr.dev_score(_tower_state(tr.model))
-            keep = dev_after >= dev_before
-            log(f"late: dev zero-shot {dev_before:.4f} -> {dev_after:.4f}: "
-                + ("kept" if keep else "dropped, back to the probe's head"),
-                data={"late_dev_before": dev_before, "late_dev_after": dev_after, "late_kept": keep})
-            if not keep:
-                tr.model.tower.load_state_dict(before)
+            tr.keep_if_better_on_dev("late", before, dropped="dropped, back to the probe's head")
     base = _tower_state(tr.model)
     final, merge_history = base, []
 
@@ -382,13 +364,7 @@ def main(cfg: dict, out: str | None = None, resume: bool = False) -> int:
                      replay_groups=rgb, replay_frac=cfg.get("stem_replay", 0.25), resume=resume)
         tr.cfg = cfg
         if cfg.get("stem_keep_if_better_on_dev", False):
-            dev_before, dev_after = tr.dev_score(before, groups), tr.dev_score(_tower_state(tr.model), groups)
-            keep = dev_after >= dev_before
-            log(f"stem: dev zero-shot from pixels {dev_before:.4f} -> {dev_after:.4f}: "
-                + ("kept" if keep else "dropped"),
-                data={"stem_dev_before": dev_before, "stem_dev_after": dev_after, "stem_kept": keep})
-            if not keep:
-                tr.model.tower.load_state_dict(before)
+            tr.keep_if_better_on_dev("stem", before, groups, what="dev zero-shot from pixels")
         final = _tower_state(tr.model)
 
     ckpt = write_checkpoint(final, model_cfg, out_dir / "model.safetensors",
