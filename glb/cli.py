@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="smoke run: at most a few dozen images per split (not the card's numbers)")
 
     be = sub.add_parser("bench", help="benchmarks (see docs/BENCHMARKS.md)")
-    be.add_argument("what", choices=["search", "index", "all", "feedback", "refine"])
+    be.add_argument("what", choices=["search", "index", "all", "feedback", "refine", "ray-index"])
     be.add_argument("--vectors", type=int, default=100_000)
     be.add_argument("--json", action="store_true")
     be.add_argument("--smoke", action="store_true", help="seconds-long version for CI")

@@ -101,3 +101,21 @@ def test_a_cluster_that_is_not_there_is_a_clear_error(tmp_path):
         d.preflight()
     assert main(["index", str(SMALL_SCENES[0]), "--index", str(tmp_path / "i"), "--ray", "127.0.0.1:9"]) == 2
     assert not (tmp_path / "i").exists()
+
+
+def test_bench_ray_index_smoke_times_both_builds_of_the_same_tiles(ray_cluster, capsys, tmp_path,
+                                                                   monkeypatch):
+    """`glb bench ray-index --smoke` on the session's cluster: both builds timed, same tiles."""
+    import json
+
+    from glb.cli import main
+
+    monkeypatch.setenv("GLB_BENCH_DIR", str(tmp_path))
+    assert main(["bench", "ray-index", "--smoke", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["tiles"] > 0 and r["ray_tiles"] == r["tiles"] and r["same_tile_ids"] is True
+    assert r["cluster"] == "already connected" and r["cluster_cpus"] == 2
+    for key in ("sequential_tiles_per_s", "ray_warm_tiles_per_s"):
+        assert r[key]["median"] > 0 and r[key]["runs"] == 1, key
+    assert r["ray_cold_tiles_per_s"] > 0 and r["ray_warm_over_sequential"] > 0
+    assert list(tmp_path.iterdir()) == []  # its indexes are deleted

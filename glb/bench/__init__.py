@@ -6,6 +6,8 @@
     glb bench feedback [--encoder NAME] [--pools A,B] [--methods M,N] [--json] [--write FILE]
                                                  simulated analysts (docs/FEEDBACK.md)
     glb bench refine --vectors N [--json] [--smoke]   latency of a relevance-feedback refine
+    glb bench ray-index [--smoke]                  indexing on a local Ray cluster against the
+                                                 sequential run (tiles/s, same scenes)
 
 Benchmarks print numbers; CI runs only `--smoke` (seconds). Generated data goes under
 $GLB_BENCH_DIR (default /tmp/glb-bench), never into the repository.
@@ -71,6 +73,12 @@ def main(args) -> int:
         from .refine import run as run_refine
 
         res = run_refine(min(args.vectors, 4096) if args.smoke else args.vectors, smoke=args.smoke, echo=echo)
+        print(json.dumps(res, default=str))
+        return 0
+    if args.what == "ray-index":
+        from .ray_index import run as run_ray_index
+
+        res = run_ray_index(smoke=args.smoke, echo=echo)
         print(json.dumps(res, default=str))
         return 0
     if args.what in ("search", "all"):
