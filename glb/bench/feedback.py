@@ -58,7 +58,7 @@ def simulate(pool, q0: np.ndarray | None, start_marks: np.ndarray | None, rel: n
              method: str, cfg, rng_seed: int) -> tuple[list[float], list[float]]:
     """Round 0..ROUNDS of one class -> (P@20 of the new results, the same against what was
     still findable: hits / min(20, relevant tiles not shown yet); NaN when none was left)."""
-    from engine.retrieval.feedback import refine
+    from engine.retrieval.feedback import diffuse, refine
 
     n = len(pool.vectors)
     rng = np.random.default_rng(rng_seed)
@@ -70,6 +70,7 @@ def simulate(pool, q0: np.ndarray | None, start_marks: np.ndarray | None, rel: n
         marked += list(start_marks)
     out, findable = [], []
     for r in range(ROUNDS + 1):
+        shown = None
         if r == 0 and q0 is not None:
             v = q0
         elif method == "ceiling":
@@ -82,8 +83,16 @@ def simulate(pool, q0: np.ndarray | None, start_marks: np.ndarray | None, rel: n
         else:
             m = np.array(marked, np.int64)
             p, ng = m[rel[m]], m[~rel[m]]
-            v = refine(q0, pool.vectors[p], pool.vectors[ng], bg, cfg).vector
-        shown = _next(pool.vectors @ v, seen)
+            refined = refine(q0, pool.vectors[p], pool.vectors[ng], bg, cfg)
+            v = refined.vector
+            if refined.reranks:  # as Index.search does: the vector's top candidates, re-ranked
+                scores = pool.vectors @ v
+                cand = _next(scores, seen, max(K, cfg.rerank_candidates))
+                new = diffuse(refined, pool.vectors[cand], scores[cand])
+                order = np.lexsort((cand, -new))
+                shown = cand[order][:K]
+        if shown is None:
+            shown = _next(pool.vectors @ v, seen)
         left = int((rel & ~seen).sum())
         hits = int(rel[shown].sum())
         out.append(hits / len(shown) if len(shown) else 0.0)
