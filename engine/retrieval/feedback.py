@@ -25,6 +25,11 @@ real marks: docs/FEEDBACK.md). Only marked negatives
 judge it: the relevant tiles an analyst marks came from the query's own top results, so scoring
 them against random background would always favour the query. When the marks cannot be judged
 (fewer than two of a kind) the weight is `default_weight`; with no query it is 1.
+
+Then `diffuse` re-ranks the refined vector's top candidates (Index.search hands it the
+planner's top `rerank_candidates`, filters and exclusions applied) on the graph of those
+candidates and the marks: what one linear vector cannot separate (a class with several looks),
+the neighbourhoods can. docs/FEEDBACK.md measures it against every alternative tried.
 """
 
 from __future__ import annotations

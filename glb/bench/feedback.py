@@ -15,7 +15,8 @@ For every class of every held-out pool (glb/bench/feedback_data.py) an analyst
 Methods: each feedback method of engine/retrieval/feedback.py, and "query" (no feedback: the query's next
 20, the bar "never worse than the query alone" is measured against). The scoring vectors come
 from `engine.retrieval.feedback.refine`, the function `Index.search` calls, with the background sampled
-from the pool as the engine samples it from the index.
+from the pool as the engine samples it from the index; its top `rerank_candidates` unseen tiles
+are re-ranked by `feedback.diffuse`, as `Index.search` re-ranks the planner's candidates.
 """
 
 from __future__ import annotations
