@@ -67,8 +67,8 @@ class Refined:
 
     @property
     def reranks(self) -> bool:
-        return (self.config is not None and self.config.rerank_candidates > 0
-                and self.positives is not None and len(self.positives) + len(self.negatives) > 0)
+        marks = sum(len(m) for m in (self.positives, self.negatives) if m is not None)
+        return self.config is not None and self.config.rerank_candidates > 0 and marks > 0
 
 
 def diffuse(refined: Refined, cand: np.ndarray, key: np.ndarray, unit: float | None = None) -> np.ndarray:
@@ -83,6 +83,8 @@ def diffuse(refined: Refined, cand: np.ndarray, key: np.ndarray, unit: float | N
     spread (default: the refined vector's cosine spread over the background; 1 for calibrated
     z-scores)."""
     cfg = refined.config
+    if cfg is None:
+        raise ValueError("diffuse needs the FeedbackConfig the marks were refined with")
     c = len(cand)
     if c == 0:
         return np.asarray(key, np.float64)

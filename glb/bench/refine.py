@@ -28,7 +28,6 @@ def run(n_vectors: int, *, smoke: bool = False, repeats: int = 3, n_queries: int
         root: Path | None = None, echo=print) -> dict:
     import os
     import tempfile
-
     from dataclasses import replace
 
     import engine
