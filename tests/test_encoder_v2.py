@@ -175,3 +175,36 @@ def test_a_store_without_an_encoder_name_is_a_v1_store():
     enc = load_encoder_for_index({"identity": f"glb-vit-s8@{RELEASED_V1}", "dim": 384},
                                  index="old-index", device="cpu")
     assert enc.encoder_name == "glb-vit-s8" and enc.identity == f"glb-vit-s8@{RELEASED_V1}"
+
+
+def test_larger_inputs_keep_detail_up_to_max_image_size():
+    """With max_image_size set, an input at least that large is encoded at that size (two
+    input sizes in all), the tower takes it as it comes, and the embedding differs from the
+    64-px resize; without it (every checkpoint before the option) all inputs go to image_size."""
+    from engine.encoder.factory import Encoder
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (3, 300, 300), dtype=np.uint8)
+    cfg = get_model_config("glb-effnet-l0", max_image_size=128)
+    torch.manual_seed(0)
+    tower = create_image_tower(cfg).eval()
+    with torch.no_grad():  # a random start has all-zero anchors: every picture looks alike
+        tower.stem.anchor_kernels.normal_()
+    enc = Encoder(tower, cfg.text, name="t", trained=False)
+    sizes = {(h, w): enc.preprocess(rng.random((3, h, w), dtype=np.float32), RGB.tolist(), "rgb")[0].shape[-1]
+             for h, w in [(32, 32), (64, 64), (100, 127), (128, 128), (90, 200), (600, 600)]}
+    assert sizes == {(32, 32): 64, (64, 64): 64, (100, 127): 64, (128, 128): 128,
+                     (90, 200): 128, (600, 600): 128}
+    assert enc.describe()["max_image_size"] == 128
+    x128, wl = enc.preprocess(photo, RGB.tolist(), "rgb")
+    x64 = torch.nn.functional.interpolate(x128, size=(64, 64), mode="bilinear", antialias=True,
+                                          align_corners=False)
+    with torch.no_grad():
+        assert tower.prefix(x128, wl).shape[-1] == 128 // 16   # not resized to trunk_size
+        assert tower.prefix(torch.zeros(1, 3, 96, 96), wl).shape[-1] == 64 // 16  # other sizes are
+        z128, z64 = tower(x128, wl), tower(x64, wl)
+    assert z128.shape == z64.shape == (1, 384) and (z128 - z64).abs().max() > 1e-3
+    old = Encoder(create_image_tower(get_model_config("glb-effnet-l0")), cfg.text, name="o",
+                  trained=False)
+    assert old.max_image_size == 0 and "max_image_size" not in old.describe()
+    assert old.preprocess(photo, RGB.tolist(), "rgb")[0].shape[-1] == 64
