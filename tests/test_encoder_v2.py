@@ -178,8 +178,8 @@ def test_a_store_without_an_encoder_name_is_a_v1_store():
 
 
 def test_larger_inputs_keep_detail_up_to_max_image_size():
-    """With max_image_size set, an input at least that large is encoded at that size (two
-    input sizes in all), the tower takes it as it comes, and the embedding differs from the
+    """With max_image_size set, an input larger than image_size is encoded at max_image_size
+    (two input sizes in all), the tower takes it as it comes, and the embedding differs from the
     64-px resize; without it (every checkpoint before the option) all inputs go to image_size."""
     from engine.encoder.factory import Encoder
 
@@ -192,9 +192,9 @@ def test_larger_inputs_keep_detail_up_to_max_image_size():
         tower.stem.anchor_kernels.normal_()
     enc = Encoder(tower, cfg.text, name="t", trained=False)
     sizes = {(h, w): enc.preprocess(rng.random((3, h, w), dtype=np.float32), RGB.tolist(), "rgb")[0].shape[-1]
-             for h, w in [(32, 32), (64, 64), (100, 127), (128, 128), (90, 200), (600, 600)]}
-    assert sizes == {(32, 32): 64, (64, 64): 64, (100, 127): 64, (128, 128): 128,
-                     (90, 200): 128, (600, 600): 128}
+             for h, w in [(32, 32), (64, 64), (100, 127), (128, 128), (90, 200), (600, 600), (64, 65)]}
+    assert sizes == {(32, 32): 64, (64, 64): 64, (100, 127): 128, (128, 128): 128,
+                     (90, 200): 128, (600, 600): 128, (64, 65): 128}
     assert enc.describe()["max_image_size"] == 128
     x128, wl = enc.preprocess(photo, RGB.tolist(), "rgb")
     x64 = torch.nn.functional.interpolate(x128, size=(64, 64), mode="bilinear", antialias=True,

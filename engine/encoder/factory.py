@@ -109,9 +109,11 @@ class BaseEncoder:
         return d
 
     def input_size(self, h: int, w: int) -> int:
-        """The side an h x w input is encoded at: two sizes only, so batches of mixed inputs
-        split into at most two shapes and a tile size always maps to one model input."""
-        if self.max_image_size > self.image_size and max(h, w) >= self.max_image_size:
+        """The side an h x w input is encoded at: image_size, or max_image_size for anything
+        larger than image_size (resampled up or down: the ImageNet trunk sees a 96-px aerial
+        photo better at 128). Two sizes only, so batches of mixed inputs split into at most
+        two shapes and a tile size always maps to one model input."""
+        if self.max_image_size > self.image_size and max(h, w) > self.image_size:
             return self.max_image_size
         return self.image_size
 
