@@ -81,6 +81,16 @@ def _parser() -> argparse.ArgumentParser:
                     help="a tile marked not relevant (repeatable)")
     se.add_argument("--exclude-marked", action="store_true",
                     help="leave the marked tiles out of the results (show only new ones)")
+    # the ranking options of a saved search (`glb watch add`, engine/retrieval/ranking.py)
+    se.add_argument("--undated", action="store_true",
+                    help="with --start/--end: also keep tiles that have no date")
+    se.add_argument("--calibrated", action="store_true",
+                    help="rank by the per-modality calibrated score, as the UI's 'rank fairly "
+                         "across sensors' does (the score column is then the calibrated score)")
+    se.add_argument("--diversify", type=int, metavar="N",
+                    help="at most N results per scene, one per place")
+    se.add_argument("--min-relevance", type=float, metavar="PERCENTILE",
+                    help="only results at or above this relevance percentile (0-100)")
     se.add_argument("--export-marks", metavar="FILE",
                     help="write the marks as labelled footprints: .geojson, .csv or .parquet (GeoParquet)")
     se.add_argument("--checkpoint", help="our encoder's checkpoint, where the index used another")
@@ -191,6 +201,8 @@ def _parser() -> argparse.ArgumentParser:
                          "e.g. --set confidence=0 --set margin_noise=0.25)")
     be.add_argument("--pools", help="feedback: comma-separated subset of the held-out pools "
                                     "(glb/bench/feedback_data.py)")
+    be.add_argument("--repeats", type=int, default=3,
+                    help="refine: runs of the query set (medians over runs are reported)")
     return p
 
 
@@ -369,7 +381,9 @@ def cmd_search(args) -> int:
               sensor=args.sensor, start=args.start, end=args.end,
               stac_collection=args.stac_collection, stac_item=args.stac_item,
               positives=args.like, negatives=args.unlike,
-              exclude=(args.like or []) + (args.unlike or []) if args.exclude_marked else None)
+              exclude=(args.like or []) + (args.unlike or []) if args.exclude_marked else None,
+              undated=args.undated, calibrated=args.calibrated, diversify=args.diversify,
+              min_relevance=args.min_relevance)
     if args.export_marks:
         if not (args.like or args.unlike):
             raise InputError("--export-marks needs marks (--like / --unlike)")
@@ -394,7 +408,7 @@ def cmd_search(args) -> int:
 
         query = {"text": args.text, "tile_id": args.tile_id, "image": args.image, "k": args.k,
                  "bbox": args.bbox, "like": args.like, "unlike": args.unlike,
-                 "plan": res.attrs.get("plan")}
+                 "ranking": res.attrs.get("ranking"), "plan": res.attrs.get("plan")}
         if args.out:
             fmt = format_for(args.out, fmt if fmt != "table" else None)
             write_results(res, args.out, fmt, query=query)
@@ -413,6 +427,13 @@ def cmd_search(args) -> int:
             print("no results")
             return 0
         cols = ["rank", "score", "modality", "sensor", "acquired", "scene", "tile_id"]
+        rk = res.attrs.get("ranking") or {}
+        if rk.get("calibrated") or rk.get("min_relevance") is not None:
+            cols[2:2] = ["score_raw", "relevance"]   # what the ranking ordered and floored by
+        hidden = [f"{n} {what}" for n, what in ((rk.get("hidden_by_diversify", 0), "hidden by --diversify"),
+                                                (rk.get("below_floor", 0), "below --min-relevance")) if n]
+        if hidden:
+            print(f"{len(res)} results ({', '.join(hidden)})", file=sys.stderr)
         stac = [c for c in ("stac_collection", "stac_item") if res[c].notna().any()]
         out = res[cols + stac].copy()
         out["acquired"] = out["acquired"].dt.strftime("%Y-%m-%d").fillna("")

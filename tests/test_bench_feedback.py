@@ -38,6 +38,7 @@ def test_bench_refine_smoke(capsys):
     for c in r["cases"].values():
         assert c["plain_p50_ms"]["median"] > 0 and c["refine_p50_ms"]["median"] > 0
         assert c["feedback_fit_p50_ms"] > 0 and sum(c["blend_weights"].values()) == 3
+        assert c["refine_one_vector_p50_ms"]["median"] > 0
 
 
 def test_bench_feedback_set_and_bad_options(capsys, tmp_path, monkeypatch):

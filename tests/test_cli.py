@@ -67,3 +67,46 @@ def test_check_reports_a_broken_index(index_copy):
     (seg / "vectors.npy").write_bytes(b"garbage")
     r = glb("check", "--index", index_copy)
     assert r.returncode == 1 and "unreadable" in r.stderr
+
+
+def test_search_ranking_options_match_the_api_and_watch_add(small_index):
+    """`glb search --calibrated --diversify N --min-relevance P --undated`: the ranking options a
+    saved search keeps (`glb watch add`), with the same names, giving what `Index.search` gives."""
+    import engine
+
+    idx = engine.open(small_index)
+    for argv, kw in ((["--calibrated", "--diversify", 2], dict(calibrated=True, diversify=2)),
+                     (["--min-relevance", 90], dict(min_relevance=90.0)),
+                     (["--diversify", 1, "--start", "1900-01-01", "--undated"],
+                      dict(diversify=1, start="1900-01-01", undated=True))):
+        r = glb("search", "river", "--index", small_index, "--k", 12, "--json", *argv)
+        assert r.returncode == 0, r.stderr
+        fc = json.loads(r.stdout)
+        ref = idx.search("river", k=12, **kw)
+        got = [int(f["properties"]["tile_id"]) for f in fc["features"]]
+        assert got == ref["tile_id"].tolist() and len(got) > 0, argv
+        assert [round(f["properties"]["score"], 4) for f in fc["features"]] == \
+            [round(float(s), 4) for s in ref["score"]]
+        ranking = fc["query"]["ranking"]
+        assert ranking["calibrated"] == kw.get("calibrated", False)
+        assert ranking["diversify"] == kw.get("diversify") and ranking["min_relevance"] == kw.get("min_relevance")
+        if "min_relevance" in kw:
+            assert all(f["properties"]["relevance"] >= 90 for f in fc["features"])
+        if "diversify" in kw:
+            scenes = [f["properties"]["scene"] for f in fc["features"]]
+            assert max(scenes.count(s) for s in scenes) <= kw["diversify"]
+    plain = glb("search", "river", "--index", small_index, "--k", 12, "--json")
+    cal = glb("search", "river", "--index", small_index, "--k", 12, "--json", "--calibrated")
+    # calibrated scores are z-scores per modality, not cosines: the option reaches the engine
+    assert [f["properties"]["score"] for f in json.loads(plain.stdout)["features"]] != \
+        [f["properties"]["score"] for f in json.loads(cal.stdout)["features"]]
+    # the table shows what the ranking ordered and floored by
+    r = glb("search", "river", "--index", small_index, "--k", 5, "--calibrated")
+    assert r.returncode == 0 and "score_raw" in r.stdout and "relevance" in r.stdout
+    # the names are the ones `glb watch add` takes
+    for opt in ("--calibrated", "--diversify", "--min-relevance", "--undated"):
+        assert opt in glb("watch", "add", "--help").stdout and opt in glb("search", "--help").stdout
+    for argv, word in ((["--diversify", 0], "diversify"), (["--min-relevance", 150], "min_relevance")):
+        r = glb("search", "river", "--index", small_index, *argv)
+        err = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(err) == 1 and word in err[0], r.stderr

@@ -91,6 +91,72 @@ def test_feedback_falls_back_to_the_query_when_marks_do_not_separate():
     assert not np.allclose(r.vector, q, atol=1e-3)
 
 
+def test_rerank_follows_a_class_no_single_vector_separates():
+    """Relevant tiles in two clusters on either side of the query, not-relevant ones in two
+    others: no linear direction separates them (the refined vector stays near the query), the
+    diffusion over the candidates and the marks does."""
+    from engine.retrieval.feedback import FeedbackConfig, diffuse, refine
+
+    rng = np.random.default_rng(3)
+    d = 64
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+    q = unit(rng.standard_normal(d))
+    u, w = np.linalg.qr(np.stack([q, rng.standard_normal(d), rng.standard_normal(d)], 1))[0][:, 1:].T
+    centres = [q + 0.5 * u, q - 0.5 * u, q + 0.5 * w, q - 0.5 * w]      # relevant: the first two
+
+    def draw(c, n):
+        return unit(c + 0.04 * rng.standard_normal((n, d))).astype(np.float32)
+
+    marks = [draw(c, 5) for c in centres]
+    cand = np.concatenate([draw(c, 40) for c in centres])
+    rel = np.repeat([True, True, False, False], 40)
+    bg = unit(rng.standard_normal((300, d)))
+    r = refine(q, np.concatenate(marks[:2]), np.concatenate(marks[2:]), bg)
+    assert r.reranks and r.positives.shape == (10, d) and r.negatives.shape == (10, d)
+    by_vector = np.argsort(-(cand @ r.vector))[:40]
+    by_graph = np.argsort(-diffuse(r, cand, cand @ r.vector))[:40]
+    assert r.weight == 0.0   # the guard keeps the query: no direction beats it on these marks
+    assert rel[by_vector].mean() < 0.7 and rel[by_graph].mean() >= 0.9, \
+        (rel[by_vector].mean(), rel[by_graph].mean())
+    # off: no re-ranking
+    assert not refine(q, marks[0], marks[2], bg, FeedbackConfig(rerank_candidates=0)).reranks
+    import engine
+
+    with pytest.raises(engine.InputError, match="rerank_mix"):
+        FeedbackConfig(rerank_mix=1.0).check()
+
+
+def test_search_reranks_the_candidates_within_filters_and_exclusions(idx):
+    """Index.search with marks: the refined vector's top candidates (filters and exclusions
+    applied) re-ranked by diffusion, in the plain and the calibrated + diversified ranking;
+    `score` is the re-ranked score, `score_raw` the cosine with the refined vector."""
+    from engine.retrieval.feedback import FeedbackConfig
+
+    base = _ids(idx.search("mountains", k=20))
+    pos, neg = base[:3], base[3:8]
+    res = idx.search("mountains", positives=pos, negatives=neg, exclude=pos + neg, k=15)
+    rr = res.attrs["plan"]["feedback"]["rerank"]
+    assert rr["candidates"] >= 15 and not set(_ids(res)) & set(pos + neg) and len(res) == 15
+    assert list(res["score"]) == sorted(res["score"], reverse=True)
+    v, _ = idx.query_vector("mountains", positives=pos, negatives=neg)
+    snap = idx.snapshot
+    rows = [snap.row_of(t) for t in _ids(res)]
+    np.testing.assert_allclose(res["score_raw"], snap.vectors[np.array(rows)] @ v, atol=1e-5)
+    off = idx.search("mountains", positives=pos, negatives=neg, exclude=pos + neg, k=15,
+                     feedback=FeedbackConfig(rerank_candidates=0))
+    assert "rerank" not in off.attrs["plan"]["feedback"]
+    np.testing.assert_allclose(off["score"], off["score_raw"])
+    # every re-ranked result is one of the vector's top candidates, none outside them
+    top = _ids(idx.search(vector=v, k=200 + 8, exclude=pos + neg))
+    assert set(_ids(res)) <= set(top)
+    # inside filters, with the ranking options: SAR only, <= 2 per scene, marks excluded
+    res = idx.search("mountains", positives=pos, negatives=neg, exclude=pos + neg, k=10,
+                     modality="sar", calibrated=True, diversify=2)
+    assert "rerank" in res.attrs["plan"]["feedback"] and set(res["modality"]) == {"sar"}
+    assert not set(_ids(res)) & set(pos + neg)
+    assert max(list(res["scene"]).count(s) for s in set(res["scene"])) <= 2
+
+
 def test_marks_export_geojson_and_geoparquet(idx, tmp_path):
     t = _ids(idx.search("forest", k=4))
     df = idx.marks(t[:2], t[2:], query="forest")

@@ -115,8 +115,11 @@ def panel(idx, req: q.Request, outcome) -> None:
               width="stretch")
     if outcome is not None and getattr(outcome, "feedback", None):
         fb = outcome.feedback
+        rr = fb.get("rerank")
         st.caption(q.md(f"Refined with {fb['method']}: weight {fb['weight']:.2f} on the marks "
-                        f"({fb['reason']})"))
+                        f"({fb['reason']})"
+                        + (f"; its top {rr['candidates']} re-ranked by their neighbours and the marks"
+                           if rr else "")))
     with st.expander("Save this search · export marks", expanded=False):
         name = st.text_input("Name", key="fb_save_name", placeholder="flooded farmland, Sept.")
         if st.button("Save search", key="fb_save", disabled=req.is_empty()):

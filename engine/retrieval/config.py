@@ -72,6 +72,14 @@ class FeedbackConfig:
     folds: int = 5
     max_marks: int = 5000
     seed: int = 0
+    # Re-ranking the refined query's top candidates by diffusion over their neighbour graph with
+    # the marks (feedback.diffuse; 0 candidates = off, one vector only, as before)
+    rerank_candidates: int = 200   # the refined vector's top tiles (after exclusions) re-ranked
+    rerank_neighbours: int = 10    # edges per node of the candidates + marks graph
+    rerank_mix: float = 0.3        # share of a node's score that comes from its neighbours
+    rerank_label: float = 3.0      # a mark's score (+ relevant, - not), in query z-score units
+    rerank_bandwidth: float = 0.1  # edge weight exp((cos - 1) / bandwidth)
+    rerank_iterations: int = 20
 
     def check(self) -> "FeedbackConfig":
         if self.method not in FEEDBACK_METHODS:
@@ -79,6 +87,10 @@ class FeedbackConfig:
         if self.prior_weight not in self.weights or 0.0 not in self.weights:
             raise InputError(f"feedback weights {self.weights}: must hold 0 (the query alone) and "
                              f"prior_weight {self.prior_weight}")
+        if (self.rerank_candidates < 0 or self.rerank_neighbours < 1 or not 0 <= self.rerank_mix < 1
+                or self.rerank_bandwidth <= 0 or self.rerank_iterations < 0):
+            raise InputError("feedback re-ranking: rerank_candidates >= 0, rerank_neighbours >= 1, "
+                             "0 <= rerank_mix < 1, rerank_bandwidth > 0, rerank_iterations >= 0")
         return self
 
 

@@ -25,6 +25,11 @@ real marks: docs/FEEDBACK.md). Only marked negatives
 judge it: the relevant tiles an analyst marks came from the query's own top results, so scoring
 them against random background would always favour the query. When the marks cannot be judged
 (fewer than two of a kind) the weight is `default_weight`; with no query it is 1.
+
+Then `diffuse` re-ranks the refined vector's top candidates (Index.search hands it the
+planner's top `rerank_candidates`, filters and exclusions applied) on the graph of those
+candidates and the marks: what one linear vector cannot separate (a class with several looks),
+the neighbourhoods can. docs/FEEDBACK.md measures it against every alternative tried.
 """
 
 from __future__ import annotations
@@ -45,10 +50,67 @@ class Refined:
     method: str
     reason: str                    # why this weight (shown in plans and the UI)
     cv_auc: dict | None = None     # weight -> cross-validated AUC, when measured
+    # what the candidates' re-ranking (diffuse) needs: the marks, and the spread of the
+    # vector's scores over the background (the unit of a raw cosine key)
+    positives: np.ndarray | None = None
+    negatives: np.ndarray | None = None
+    spread: float = 1.0
+    config: FeedbackConfig | None = None
+    reranked: dict | None = None   # set by the search that re-ranked with it
 
     def describe(self) -> dict:
-        return {"method": self.method, "weight": self.weight, "reason": self.reason,
-                "cv_auc": self.cv_auc}
+        out = {"method": self.method, "weight": self.weight, "reason": self.reason,
+               "cv_auc": self.cv_auc}
+        if self.reranked is not None:
+            out["rerank"] = self.reranked
+        return out
+
+    @property
+    def reranks(self) -> bool:
+        marks = sum(len(m) for m in (self.positives, self.negatives) if m is not None)
+        return self.config is not None and self.config.rerank_candidates > 0 and marks > 0
+
+
+def diffuse(refined: Refined, cand: np.ndarray, key: np.ndarray, unit: float | None = None) -> np.ndarray:
+    """New scores for a query's candidates (the refined vector's top tiles inside the filters,
+    exclusions removed): manifold ranking (Zhou et al., 2004) on the graph of the candidates and
+    the marked tiles. Each node starts from its score (candidates: `key` in z units, centred on the
+    candidates' median; marks: +/- `rerank_label`) and takes `rerank_mix` of its score from its
+    `rerank_neighbours` nearest nodes, iterated: a candidate close to relevant marks and to other
+    high-scoring candidates rises, one close to not-relevant marks falls. One linear vector
+    cannot follow classes with several looks (people in day and night thermal frames); the
+    graph can. `cand`: (c, d) vectors; `key`: (c,) what the list was ordered by; `unit`: its
+    spread (default: the refined vector's cosine spread over the background; 1 for calibrated
+    z-scores)."""
+    cfg = refined.config
+    if cfg is None:
+        raise ValueError("diffuse needs the FeedbackConfig the marks were refined with")
+    c = len(cand)
+    if c == 0:
+        return np.asarray(key, np.float64)
+    pos = refined.positives if refined.positives is not None else np.zeros((0, cand.shape[1]), np.float32)
+    neg = refined.negatives if refined.negatives is not None else np.zeros((0, cand.shape[1]), np.float32)
+    y = np.concatenate([np.asarray(cand, np.float32), pos, neg])
+    key = np.asarray(key, np.float64)
+    f0 = np.concatenate([(key - np.median(key)) / (unit or refined.spread),
+                         np.full(len(pos), cfg.rerank_label), np.full(len(neg), -cfg.rerank_label)])
+    s = (y @ y.T).astype(np.float64)
+    np.fill_diagonal(s, -np.inf)
+    kn = min(cfg.rerank_neighbours, len(y) - 1)
+    if kn < 1:
+        return key
+    nb = np.argpartition(-s, kn - 1, axis=1)[:, :kn]
+    rows = np.arange(len(y))[:, None]
+    a = np.zeros_like(s)
+    a[rows, nb] = np.exp((s[rows, nb] - 1.0) / cfg.rerank_bandwidth)
+    a = np.maximum(a, a.T)                       # symmetric: an edge either way counts
+    deg = a.sum(1)
+    deg[deg == 0] = 1.0
+    a /= np.sqrt(deg[:, None] * deg[None, :])
+    f = f0.copy()
+    for _ in range(cfg.rerank_iterations):
+        f = (1 - cfg.rerank_mix) * f0 + cfg.rerank_mix * (a @ f)
+    return f[:c]
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -122,8 +184,19 @@ def blend(query: np.ndarray, direction: np.ndarray, bg: np.ndarray, weight: floa
 def refine(query: np.ndarray | None, positives: np.ndarray, negatives: np.ndarray,
            background: np.ndarray, config: FeedbackConfig | None = None) -> Refined:
     """The scoring vector for a query plus marks. `positives`/`negatives`: (m, d) vectors of
-    the marked tiles; `background`: (b, d) vectors sampled from the index within the filters."""
+    the marked tiles; `background`: (b, d) vectors sampled from the index within the filters.
+    The result also carries what `diffuse` needs to re-rank the vector's top candidates."""
     cfg = (config or FeedbackConfig()).check()
+    out = _refine(query, positives, negatives, background, cfg)
+    d = out.vector.shape[0]
+    out.positives = np.asarray(positives, np.float32).reshape(-1, d)
+    out.negatives = np.asarray(negatives, np.float32).reshape(-1, d)
+    out.spread = _scale(out.vector, np.asarray(background, np.float32).reshape(-1, d))
+    out.config = cfg
+    return out
+
+
+def _refine(query, positives, negatives, background, cfg: FeedbackConfig) -> Refined:
     d = (query.shape[0] if query is not None else
          positives.shape[1] if positives.size else negatives.shape[1] if negatives.size else 0)
     pos = np.asarray(positives, np.float32).reshape(-1, d)

@@ -181,14 +181,21 @@ class Index:
             if len(skip) > MAX_EXCLUDE:
                 raise InputError(f"{len(skip)} tiles to exclude: at most {MAX_EXCLUDE}")
         skip_ids = np.fromiter(skip, np.int64, len(skip))
+        rerank = refined is not None and refined.reranks
         if not ranking.plain:
-            res = self._ranked(snap, q, k, filters, ranking, skip_ids)
+            res = self._ranked(snap, q, k, filters, ranking, skip_ids, refined if rerank else None)
         else:
-            rows, scores, plan = planner.top_k(snap, q, k + len(skip), filters, self.config.planner)
+            depth = (max(k, refined.config.rerank_candidates) if rerank else k) + len(skip)
+            rows, scores, plan = planner.top_k(snap, q, depth, filters, self.config.planner)
             if skip:
                 keep = ~np.isin(snap.tile_ids[rows], skip_ids)
-                rows, scores = rows[keep][:k], scores[keep][:k]
-            res = self._results(snap, rows, scores, stats=self._stats(snap, q))
+                rows, scores = rows[keep], scores[keep]
+            raw = None
+            if rerank:
+                rows, scores, raw = self._rerank(snap, refined, rows, scores, scores)
+                raw = raw[:k]
+            rows, scores = rows[:k], scores[:k]
+            res = self._results(snap, rows, scores, raw=raw, stats=self._stats(snap, q))
             res.attrs["plan"] = plan
             res.attrs["ranking"] = {"calibrated": False, "diversify": None, "min_relevance": None,
                                     "hidden_by_diversify": 0, "below_floor": 0}
@@ -282,6 +289,18 @@ class Index:
                 rows = rng.choice(cand, min(size, len(cand)), replace=False) if len(cand) else cand
         return snap.vectors[np.sort(rows).astype(np.int64)]
 
+    def _rerank(self, snap: Snapshot, refined, rows: np.ndarray, key: np.ndarray, raw: np.ndarray,
+                unit: float | None = None, *more):
+        """The candidates `rows` (ordered by `key`) re-ranked by diffusion with the marks
+        (feedback.diffuse) -> (rows, new key, raw, *more) in the new order, ties by tile id."""
+        from .feedback import diffuse
+
+        new = diffuse(refined, snap.vectors[np.asarray(rows, np.int64)], key, unit)
+        order = np.lexsort((snap.tile_ids[rows], -new))
+        refined.reranked = {"by": "diffusion over the candidates and the marks",
+                            "candidates": int(len(rows))}
+        return (rows[order], new[order].astype(np.float32), raw[order], *(m[order] for m in more))
+
     # --- ranking across modalities and scenes (ranking.py) -------------------------------------
     def _stats(self, snap: Snapshot, q: np.ndarray):
         """This query's score distribution per modality over the snapshot's reference tiles."""
@@ -292,7 +311,7 @@ class Index:
         return ref[1].stats(q)
 
     def _ranked(self, snap: Snapshot, q, k: int, filters: Filters, ranking: Ranking,
-                skip: np.ndarray):
+                skip: np.ndarray, refined=None):
         """Calibrated, diversified and/or floored top-k. Calibrated: each modality's exact
         cosine top `depth` (calibration is monotone within a modality, so the merged lists hold
         the calibrated top `depth`). Diversified or floored: the candidates widen (x4) until k
@@ -303,6 +322,8 @@ class Index:
         depth = k + len(skip)
         if ranking.diversify is not None or ranking.min_relevance is not None:
             depth = max(4 * depth, depth + 32)
+        if refined is not None:  # the candidates feedback re-ranks (feedback.diffuse)
+            depth = max(depth, refined.config.rerank_candidates + len(skip))
         scope = []
         if ranking.calibrated:
             present = [MODALITIES[c] for c in np.flatnonzero(snap.modality_counts[:len(MODALITIES)])]
@@ -337,6 +358,9 @@ class Index:
                 keep = rel >= ranking.min_relevance
                 rows, raw, cal, rel, key = rows[keep], raw[keep], cal[keep], rel[keep], key[keep]
                 below = n_cand - len(rows)
+            if refined is not None and len(rows):
+                rows, key, raw, cal, rel = self._rerank(snap, refined, rows, key, raw,
+                                                        1.0 if ranking.calibrated else None, cal, rel)
             if ranking.diversify is not None:
                 boxes = np.stack([snap.minx[rows], snap.miny[rows], snap.maxx[rows], snap.maxy[rows]], 1)
                 scenes = snap.take(rows, ["scene_id"]).column("scene_id").to_pylist()

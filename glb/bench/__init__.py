@@ -5,7 +5,7 @@
     glb bench all --write docs/BENCHMARKS.md
     glb bench feedback [--encoder NAME] [--pools A,B] [--methods M,N] [--json] [--write FILE]
                                                  simulated analysts (docs/FEEDBACK.md)
-    glb bench refine --vectors N [--json] [--smoke]   latency of a relevance-feedback refine
+    glb bench refine --vectors N [--repeats R] [--json] [--smoke]   latency of a relevance-feedback refine
 
 Benchmarks print numbers; CI runs only `--smoke` (seconds). Generated data goes under
 $GLB_BENCH_DIR (default /tmp/glb-bench), never into the repository.
@@ -70,7 +70,13 @@ def main(args) -> int:
     if args.what == "refine":
         from .refine import run as run_refine
 
-        res = run_refine(min(args.vectors, 4096) if args.smoke else args.vectors, smoke=args.smoke, echo=echo)
+        repeats = getattr(args, "repeats", 3)
+        if repeats < 1:
+            from engine.errors import InputError
+
+            raise InputError(f"glb bench refine: --repeats {repeats}: give at least 1")
+        res = run_refine(min(args.vectors, 4096) if args.smoke else args.vectors, smoke=args.smoke,
+                         echo=echo, repeats=repeats)
         print(json.dumps(res, default=str))
         return 0
     if args.what in ("search", "all"):

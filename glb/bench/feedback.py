@@ -15,7 +15,8 @@ For every class of every held-out pool (glb/bench/feedback_data.py) an analyst
 Methods: each feedback method of engine/retrieval/feedback.py, and "query" (no feedback: the query's next
 20, the bar "never worse than the query alone" is measured against). The scoring vectors come
 from `engine.retrieval.feedback.refine`, the function `Index.search` calls, with the background sampled
-from the pool as the engine samples it from the index.
+from the pool as the engine samples it from the index; its top `rerank_candidates` unseen tiles
+are re-ranked by `feedback.diffuse`, as `Index.search` re-ranks the planner's candidates.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def simulate(pool, q0: np.ndarray | None, start_marks: np.ndarray | None, rel: n
              method: str, cfg, rng_seed: int) -> tuple[list[float], list[float]]:
     """Round 0..ROUNDS of one class -> (P@20 of the new results, the same against what was
     still findable: hits / min(20, relevant tiles not shown yet); NaN when none was left)."""
-    from engine.retrieval.feedback import refine
+    from engine.retrieval.feedback import diffuse, refine
 
     n = len(pool.vectors)
     rng = np.random.default_rng(rng_seed)
@@ -70,6 +71,7 @@ def simulate(pool, q0: np.ndarray | None, start_marks: np.ndarray | None, rel: n
         marked += list(start_marks)
     out, findable = [], []
     for r in range(ROUNDS + 1):
+        shown = None
         if r == 0 and q0 is not None:
             v = q0
         elif method == "ceiling":
@@ -82,8 +84,16 @@ def simulate(pool, q0: np.ndarray | None, start_marks: np.ndarray | None, rel: n
         else:
             m = np.array(marked, np.int64)
             p, ng = m[rel[m]], m[~rel[m]]
-            v = refine(q0, pool.vectors[p], pool.vectors[ng], bg, cfg).vector
-        shown = _next(pool.vectors @ v, seen)
+            refined = refine(q0, pool.vectors[p], pool.vectors[ng], bg, cfg)
+            v = refined.vector
+            if refined.reranks:  # as Index.search does: the vector's top candidates, re-ranked
+                scores = pool.vectors @ v
+                cand = _next(scores, seen, max(K, cfg.rerank_candidates))
+                new = diffuse(refined, pool.vectors[cand], scores[cand])
+                order = np.lexsort((cand, -new))
+                shown = cand[order][:K]
+        if shown is None:
+            shown = _next(pool.vectors @ v, seen)
         left = int((rel & ~seen).sum())
         hits = int(rel[shown].sum())
         out.append(hits / len(shown) if len(shown) else 0.0)
