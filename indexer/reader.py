@@ -319,16 +319,20 @@ def read_chips(unit: int, sources: list[Source], encoder, opts: TileOptions,
         lay = items[0][1]
         for i in range(0, len(items), opts.batch_size):
             chunk = items[i:i + opts.batch_size]
-            size = encoder.image_size
+            by_size: dict[int, list[int]] = {}
             xs = []
-            for arr, *_ in chunk:  # chips differ in size: preprocess each to the model's size
+            for j, (arr, *_) in enumerate(chunk):  # chips differ in size: the encoder picks
                 x, wl = encoder.preprocess(arr, lay.wavelengths, lay.modality, lay.value_scale)
-                xs.append(x)
-            if any(x.shape[-1] != size for x in xs):  # the encoder's contract, not the data's
-                raise RuntimeError(f"the encoder preprocessed chips to {sorted({x.shape[-1] for x in xs})} "
-                                   f"pixels, not its image size {size}")
-            yield TileBatch(unit, lay, torch.cat(xs), wl, [c[2] for c in chunk],
-                            [c[3] for c in chunk], [c[4] for c in chunk])
+                xs.append(x)                       # one of its input sizes for each
+                by_size.setdefault(x.shape[-1], []).append(j)
+            for size, rows in by_size.items():
+                want = encoder.input_size(*chunk[rows[0]][0].shape[-2:])
+                if size != want:  # the encoder's contract, not the data's
+                    raise RuntimeError(f"the encoder preprocessed a chip to {size} pixels, "
+                                       f"not its input size {want}")
+                yield TileBatch(unit, lay, torch.cat([xs[j] for j in rows]), wl,
+                                [chunk[j][2] for j in rows], [chunk[j][3] for j in rows],
+                                [chunk[j][4] for j in rows])
 
 
 def read_unit(unit: int, items: list[tuple[Source, dict | None]], encoder,

@@ -92,7 +92,7 @@ def test_batch_norm_stays_frozen_in_training_mode(v2_tower):
 
 # The released checkpoints (v1 the default, v2 the `glb-effnet-l0` entry): sha256 of the files in engine/checkpoints/ (a new release changes
 # this line, on purpose: indexes record the identity name@sha256[:12])
-RELEASED_V2 = "308b9f0aa65ac3b13c58213d448aa92f04b1c2b251fe7ae92b7396bf5930b334"
+RELEASED_V2 = "05f44238c0f5ca47647597b7699c387b17a34abda62dd595c192e493b7930603"
 RELEASED_V1 = "4dbda1111d66"
 
 
@@ -106,6 +106,7 @@ def test_released_checkpoints_identity():
     assert enc.trained and enc.name == "glb-effnet-l0" and enc.meta["sha256"] == RELEASED_V2
     assert enc.identity == f"glb-effnet-l0@{RELEASED_V2[:12]}"
     assert enc.describe()["encoder"] == "glb-effnet-l0" and enc.describe()["image_size"] == 64
+    assert enc.describe()["max_image_size"] == 128  # larger inputs (aerial photos) at 128 px
     assert V2_CHECKPOINT.stat().st_size <= 40 * 2**20
     default = load_encoder(device="cpu")
     assert default.identity == enc.identity and default.encoder_name == "glb-effnet-l0"
@@ -175,3 +176,36 @@ def test_a_store_without_an_encoder_name_is_a_v1_store():
     enc = load_encoder_for_index({"identity": f"glb-vit-s8@{RELEASED_V1}", "dim": 384},
                                  index="old-index", device="cpu")
     assert enc.encoder_name == "glb-vit-s8" and enc.identity == f"glb-vit-s8@{RELEASED_V1}"
+
+
+def test_larger_inputs_keep_detail_up_to_max_image_size():
+    """With max_image_size set, an input larger than image_size is encoded at max_image_size
+    (two input sizes in all), the tower takes it as it comes, and the embedding differs from the
+    64-px resize; without it (every checkpoint before the option) all inputs go to image_size."""
+    from engine.encoder.factory import Encoder
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (3, 300, 300), dtype=np.uint8)
+    cfg = get_model_config("glb-effnet-l0", max_image_size=128)
+    torch.manual_seed(0)
+    tower = create_image_tower(cfg).eval()
+    with torch.no_grad():  # a random start has all-zero anchors: every picture looks alike
+        tower.stem.anchor_kernels.normal_()
+    enc = Encoder(tower, cfg.text, name="t", trained=False)
+    sizes = {(h, w): enc.preprocess(rng.random((3, h, w), dtype=np.float32), RGB.tolist(), "rgb")[0].shape[-1]
+             for h, w in [(32, 32), (64, 64), (100, 127), (128, 128), (90, 200), (600, 600), (64, 65)]}
+    assert sizes == {(32, 32): 64, (64, 64): 64, (100, 127): 128, (128, 128): 128,
+                     (90, 200): 128, (600, 600): 128, (64, 65): 128}
+    assert enc.describe()["max_image_size"] == 128
+    x128, wl = enc.preprocess(photo, RGB.tolist(), "rgb")
+    x64 = torch.nn.functional.interpolate(x128, size=(64, 64), mode="bilinear", antialias=True,
+                                          align_corners=False)
+    with torch.no_grad():
+        assert tower.prefix(x128, wl).shape[-1] == 128 // 16   # not resized to trunk_size
+        assert tower.prefix(torch.zeros(1, 3, 96, 96), wl).shape[-1] == 64 // 16  # other sizes are
+        z128, z64 = tower(x128, wl), tower(x64, wl)
+    assert z128.shape == z64.shape == (1, 384) and (z128 - z64).abs().max() > 1e-3
+    old = Encoder(create_image_tower(get_model_config("glb-effnet-l0")), cfg.text, name="o",
+                  trained=False)
+    assert old.max_image_size == 0 and "max_image_size" not in old.describe()
+    assert old.preprocess(photo, RGB.tolist(), "rgb")[0].shape[-1] == 64

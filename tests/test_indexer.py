@@ -146,6 +146,45 @@ def test_chip_collection_with_lon_lat_names(tmp_path, encoder):
         assert t.geometry.bounds[2] - t.geometry.bounds[0] < 0.002  # ~64 m
 
 
+def test_chips_of_two_input_sizes_index_in_one_run(tmp_path):
+    """An encoder that keeps inputs of max_image_size at that size gets 128-px and 64-px chips
+    in one batch: the reader splits the batch by input size, and each chip's vector is what the
+    encoder gives that chip alone."""
+    import torch
+    from PIL import Image
+
+    from conftest import DATA
+    from engine.encoder import create_image_tower, get_model_config
+    from engine.encoder.factory import Encoder
+
+    cfg = get_model_config("glb-effnet-l0", max_image_size=128)
+    torch.manual_seed(0)
+    tower = create_image_tower(cfg).eval()
+    with torch.no_grad():
+        tower.stem.anchor_kernels.normal_()
+    enc = Encoder(tower, cfg.text, name="sizes", trained=False)
+    d = tmp_path / "harvey"
+    d.mkdir()
+    chips = sorted((DATA / "harvey/test/damage").glob("*.jpeg"))[:4]
+    for i, c in enumerate(chips):  # 128 x 128 as shipped; every other one shrunk to 64 x 64
+        im = Image.open(c)
+        (im if i % 2 else im.resize((64, 64))).save(d / c.name, quality=95)
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nglob = "*/harvey/*.jpeg"\nsensor = "geoeye1-rgb"\nlocate = "lon_lat_name"\nfootprint_m = 64\n')
+    r = index([d], tmp_path / "index", enc, rules_file=rules)
+    assert r.ok and r.indexed == 4 and r.tiles_added == 4
+    idx = engine.open(tmp_path / "index", encoder=enc)
+    fp = idx.footprints()
+    for _, t in fp.iterrows():
+        arr = np.asarray(Image.open(d / t.scene.split("/")[-1])).transpose(2, 0, 1)
+        want = enc.encode_image(arr, [0.655, 0.545, 0.480], "rgb")[0]
+        got = idx.tile_vector(int(t.tile_id))
+        assert float(got @ want) > 0.995, t.scene  # the reader decodes and stores a little apart
+        if arr.shape[-1] == 128:  # and it is the 128-px encoding, not a 64-px one
+            small = np.asarray(Image.open(d / t.scene.split("/")[-1]).resize((64, 64))).transpose(2, 0, 1)
+            assert float(got @ want) > float(got @ enc.encode_image(small, [0.655, 0.545, 0.480], "rgb")[0])
+
+
 # --- bad input: one clear line naming the file; the rest of the run goes on; nothing lost ------
 
 def _bad_files(d):

@@ -20,6 +20,8 @@ TINY_V2 = {
     "name": "tiny-v2",
     "recipe": "v2",
     "model": "glb-effnet-l0",
+    # AID, UCM and MSTAR are cached at 128 px, EuroSAT-MS at 64: every stage sees both sizes
+    "model_overrides": {"max_image_size": 128},
     "seed": 0,
     "threads": 2,
     "sources": {"aid": {"split": "train", "max": 40}, "ucm": {"split": "train", "max": 24},
@@ -80,12 +82,15 @@ def test_all_stages_run_and_the_release_loads(runs):
     d, out, _ = runs
     for stage in ("probe", "late", "group-optical", "group-sar", "stem"):
         assert (d / "straight" / f"{stage}-final.pt").exists(), stage
+    assert "mid: aid (rgb, 3 bands)" in out and "mid: eurosat_ms (multispectral, 13 bands)" in out
     assert "mid features ready" in out and "merge: base" in out and "released" in out
     for ckpt in ("probe.safetensors", "model.safetensors"):
         enc = load_encoder(d / "straight" / ckpt, device="cpu")
         assert enc.trained and enc.name == "glb-effnet-l0"
         e = enc.encode_image(np.zeros((2, 1, 64, 64), np.uint8), [31000.0], "sar")
         assert e.shape == (2, 384) and np.isfinite(e).all()
+        assert enc.max_image_size == 128 and enc.preprocess(
+            np.zeros((1, 96, 96), np.uint8), [31000.0], "sar")[0].shape[-1] == 128
     log = [json.loads(line) for line in (d / "straight" / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if r.get("stage") == "late"]
     assert len(losses) == 6 and all(np.isfinite(losses))

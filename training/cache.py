@@ -90,6 +90,8 @@ def cache_key(cfg: dict) -> str:
          "max_per_source": cfg.get("max_per_source"), "teachers": sorted(cfg.get("teachers", [])),
          "max_captions": cfg.get("max_captions_per_sample"),
          "seed": cfg.get("seed", 0)}
+    if cfg.get("model_overrides"):  # e.g. the input sizes: what the cached pixels are
+        d["model_overrides"] = cfg["model_overrides"]
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -142,10 +144,11 @@ def build_cache(cfg: dict, encoder: Encoder, cache_dir: Path, log_fn=print) -> C
             if s.pair_key is not None and s.pair_key in held_out.get(_family(source), ()):
                 dropped += 1  # the same place is in an evaluation split of a sibling source
                 continue
-            key = (s.source, tuple(round(w, 6) for w in s.wavelengths), s.modality)
+            x, _ = encoder.preprocess(s.pixels, s.wavelengths, s.modality)
+            # one group per band layout and input size (the encoder may keep larger inputs larger)
+            key = (s.source, tuple(round(w, 6) for w in s.wavelengths), s.modality, x.shape[-1])
             g = groups.setdefault(key, {"sensor": s.sensor, "x": [], "caps": [], "labels": [],
                                         "keys": [], "views": [], "refl": []})
-            x, _ = encoder.preprocess(s.pixels, s.wavelengths, s.modality)
             g["x"].append(x[0].half())
             caps = s.captions
             if max_caps and len(caps) > max_caps:  # a seeded choice per sample keeps every
@@ -170,7 +173,7 @@ def build_cache(cfg: dict, encoder: Encoder, cache_dir: Path, log_fn=print) -> C
     if dropped:
         log_fn(f"cache: dropped {dropped} training samples that share a place with an evaluation split")
     out_groups = []
-    for (source, wl, modality), g in groups.items():
+    for (source, wl, modality, _), g in groups.items():
         n = len(g["x"])
         grp = Group(source=source, modality=modality, sensor=g["sensor"],
                     wavelengths=torch.tensor(wl, dtype=torch.float32), x=torch.stack(g["x"]),

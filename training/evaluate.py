@@ -165,19 +165,20 @@ def run(encoder, tasks: list[str] | None = None, log=print, limit: int | None = 
     return rows
 
 
-def measure_speed(encoder, tiles: int = 1024, batch: int = 64, repeats: int = 5) -> dict:
-    """Tiles of 64 x 64 (13-band Sentinel-2, uint16, the archive's widest common layout, and
+def measure_speed(encoder, tiles: int = 1024, batch: int = 64, repeats: int = 5,
+                  side: int = 64) -> dict:
+    """Tiles of side x side, 64 by default: the index's tile size (13-band Sentinel-2, uint16, the archive's widest common layout, and
     3-band RGB) embedded per second through the public encode_image path, median of repeats."""
     import torch
 
     rng = np.random.default_rng(0)
     out = {"threads": torch.get_num_threads(), "device": str(encoder.device), "repeats": repeats,
-           "tiles": tiles}
+           "tiles": tiles, "side": side}
     layouts = {"rgb": (np.array([0.665, 0.56, 0.49]), np.uint8, 255),
                "multispectral": (np.array([0.443, 0.49, 0.56, 0.665, 0.705, 0.74, 0.783, 0.842,
                                            0.865, 0.945, 1.375, 1.61, 2.19]), np.uint16, 6000)}
     for name, (wl, dtype, hi) in layouts.items():
-        x = rng.integers(0, hi, (tiles, len(wl), 64, 64)).astype(dtype)
+        x = rng.integers(0, hi, (tiles, len(wl), side, side)).astype(dtype)
         encoder.encode_image(x[:batch], wl, name, batch_size=batch)  # warm-up
         times = []
         for _ in range(repeats):
@@ -315,7 +316,10 @@ if __name__ == "__main__":
     from engine.encoder import load_encoder
 
     if len(sys.argv) < 2 or sys.argv[1] != "speed":
-        raise SystemExit("usage: python -m training.evaluate speed [CHECKPOINT ...]")
-    for ck in sys.argv[2:] or [None]:
+        raise SystemExit("usage: python -m training.evaluate speed [--side N] [CHECKPOINT ...]")
+    args, side = sys.argv[2:], 64
+    if args[:1] == ["--side"]:
+        side, args = int(args[1]), args[2:]
+    for ck in args or [None]:
         e = load_encoder(ck, device="cpu")
-        print(json.dumps({"identity": e.identity, **measure_speed(e, tiles=512, repeats=3)}))
+        print(json.dumps({"identity": e.identity, **measure_speed(e, tiles=512, repeats=3, side=side)}))

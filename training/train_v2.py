@@ -68,7 +68,7 @@ class V2Trainer(Trainer):
         self.mode = "feats"
         self.text_pos = float(cfg.get("text_positive_cos", 0.9))
         self.late_groups: list[Group] = []
-        self.late_shape: tuple[int, int, int] = (0, 0, 0)
+        self.late_shape: tuple[int, int] = (0, 0)  # (last-stage, mid) channels
 
     def trainable(self, parts: list[str]) -> None:
         """Only parameters under these prefixes of the tower learn (plus SigLIP's scale and bias)."""
@@ -187,9 +187,15 @@ def pack_late(last: torch.Tensor, mid_mean: torch.Tensor) -> torch.Tensor:
     return torch.cat([last.flatten(1), mid_mean], dim=1)
 
 
-def unpack_late(x: torch.Tensor, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    c, h, w = shape
-    return x[:, :c * h * w].reshape(-1, c, h, w), x[:, c * h * w:]
+def unpack_late(x: torch.Tensor, channels: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of pack_late given (last-stage channels, mid channels); the square grid's side
+    follows from the row width, so groups cached at different input sizes unpack alike."""
+    c, mid = channels
+    side = math.isqrt((x.shape[1] - mid) // c)
+    if c * side * side + mid != x.shape[1]:
+        raise ValueError(f"a packed row of {x.shape[1]} values is no {c}-channel square grid "
+                         f"plus {mid} pooled values")
+    return x[:, :c * side * side].reshape(-1, c, side, side), x[:, c * side * side:]
 
 
 @torch.inference_mode()
@@ -303,7 +309,7 @@ def main(cfg: dict, out: str | None = None, resume: bool = False) -> int:
     lates, feats = late_features(tower, [g.x for g in mid_groups], device=device)
     with torch.no_grad():
         probe = mid_groups[0].x[:1].float().to(device)
-        tr.late_shape = tuple(tower.blocks_suffix(probe).shape[1:])
+        tr.late_shape = (tower.blocks_suffix(probe).shape[1], probe.shape[1])
     feat_groups = [dataclasses.replace(g, x=f) for g, f in zip(mid_groups, feats)]
     tr.late_groups = [dataclasses.replace(g, x=la) for g, la in zip(mid_groups, lates)]
     del mids, by_id, mid_groups

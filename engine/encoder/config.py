@@ -27,6 +27,9 @@ class VisionConfig:
     tower: str = "vit"
     trunk: str = "efficientnet_lite0"
     trunk_size: int = 128          # the tower resizes image_size inputs to this inside
+    # v2: an input larger than image_size is encoded at this size instead (an aerial photo
+    # keeps detail a 64-px resize throws away); 0: every input at image_size
+    max_image_size: int = 0
     head_hidden: int = 512
     head_linear: bool = False      # head = linear map + zero-initialised MLP correction
 

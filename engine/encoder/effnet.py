@@ -19,7 +19,8 @@ wavelengths permutes the generated kernels the same way).
 
 Trunk and head: timm's `efficientnet_lite{0,2}` blocks (batch norm frozen to its ImageNet
 statistics: batches mix sensors), input resized inside the tower from the engine's tile size
-(`image_size`) to `trunk_size`. The head mean-pools the stride-16 stage, the last stage and
+(`image_size`) to `trunk_size`; inputs of `max_image_size` (where set: larger photos and tiles)
+go through at that size. The head mean-pools the stride-16 stage, the last stage and
 the 1x1 head convolution, and projects (LayerNorm -> Linear -> GELU -> Linear) to the text
 space. `prefix` (stem + stages up to stride 16), `blocks_suffix` and `pool` are exposed so
 training can cache what it keeps frozen.
@@ -141,6 +142,8 @@ class EffNetTower(nn.Module):
         self.cfg = cfg
         self.image_size = v.image_size
         self.trunk_size = v.trunk_size
+        # the sides the trunk takes as they come; anything else is resized to trunk_size
+        self.native_sizes = {v.trunk_size} | ({v.max_image_size} if v.max_image_size > v.image_size else set())
         trunk = build_trunk(v.trunk)
         self.stem = WavelengthStem(trunk.conv_stem.out_channels, trunk.conv_stem.kernel_size[0],
                                    trunk.conv_stem.stride[0], v.wave_dim)
@@ -178,8 +181,10 @@ class EffNetTower(nn.Module):
         return self
 
     def prefix(self, x: torch.Tensor, wavelengths: torch.Tensor) -> torch.Tensor:
-        """(B, C, S, S) -> (B, mid, trunk_size / 16, trunk_size / 16)."""
-        if x.shape[-1] != self.trunk_size or x.shape[-2] != self.trunk_size:
+        """(B, C, S, S) -> (B, mid, S' / 16, S' / 16), S' = S where S is one of
+        `native_sizes`, else trunk_size. Mean pooling makes the head's input the same width
+        at any S'."""
+        if x.shape[-1] != x.shape[-2] or x.shape[-1] not in self.native_sizes:
             x = F.interpolate(x, size=(self.trunk_size, self.trunk_size), mode="bilinear",
                               align_corners=False)
         return self.blocks_prefix(self.bn1(self.stem(x, wavelengths)))

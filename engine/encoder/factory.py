@@ -91,6 +91,7 @@ class BaseEncoder:
     dim: int
     image_size: int
     device: str
+    max_image_size: int = 0  # see VisionConfig.max_image_size; 0: every input at image_size
     trained: bool = True
     normalisation: str = "glb"
     single_band_repeat: int | None = None  # repeat a one-band image to this many bands
@@ -103,7 +104,18 @@ class BaseEncoder:
              "encoder": self.encoder_name, "normalisation": self.normalisation}
         if self.weights:
             d["weights"] = self.weights
+        if self.max_image_size > self.image_size:
+            d["max_image_size"] = self.max_image_size
         return d
+
+    def input_size(self, h: int, w: int) -> int:
+        """The side an h x w input is encoded at: image_size, or max_image_size for anything
+        larger than image_size (resampled up or down: the ImageNet trunk sees a 96-px aerial
+        photo better at 128). Two sizes only, so batches of mixed inputs split into at most
+        two shapes and a tile size always maps to one model input."""
+        if self.max_image_size > self.image_size and max(h, w) > self.image_size:
+            return self.max_image_size
+        return self.image_size
 
     def preprocess(self, arr: np.ndarray, wavelengths, modality: str,
                    value_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,9 +148,10 @@ class BaseEncoder:
             x = np.repeat(x, self.single_band_repeat, axis=1)
             wl = np.repeat(wl, self.single_band_repeat)
         t = torch.from_numpy(np.ascontiguousarray(x))
-        if (h, w) != (self.image_size, self.image_size):
-            t = F.interpolate(t, size=(self.image_size, self.image_size), mode="bilinear",
-                              align_corners=False, antialias=max(h, w) > self.image_size)
+        size = self.input_size(h, w)
+        if (h, w) != (size, size):
+            t = F.interpolate(t, size=(size, size), mode="bilinear",
+                              align_corners=False, antialias=max(h, w) > size)
         return t, torch.from_numpy(wl)
 
     def embed_preprocessed(self, x: torch.Tensor, wl: torch.Tensor, modality: str) -> np.ndarray:
@@ -171,6 +184,7 @@ class Encoder(BaseEncoder):
         self.device = device
         self.dim = image.cfg.embed_dim
         self.image_size = image.cfg.vision.image_size
+        self.max_image_size = image.cfg.vision.max_image_size
         if MiniLMTextTower.dim != self.dim:
             raise CheckpointError(f"text tower gives {MiniLMTextTower.dim}-d vectors, image tower {self.dim}-d")
         digest = (self.meta.get("sha256") or "")[:12]
