@@ -23,6 +23,20 @@ import engine  # before any command loads torch or FAISS: it sets OMP_WAIT_POLIC
 DEFAULT_INDEX = os.environ.get("GLB_INDEX", ".glb/index")
 
 
+def _add_ranking_options(p: argparse.ArgumentParser, per: str, calibrated_note: str) -> None:
+    """The ranking options of a search and of a saved one (`glb search`, `glb watch add`;
+    engine/retrieval/ranking.py): one definition, so the two commands cannot drift apart."""
+    p.add_argument("--undated", action="store_true",
+                   help="with --start/--end: also keep tiles that have no date")
+    p.add_argument("--calibrated", action="store_true",
+                   help="rank by the per-modality calibrated score, as the UI's 'rank fairly "
+                        f"across sensors' does ({calibrated_note})")
+    p.add_argument("--diversify", type=int, metavar="N",
+                   help=f"at most N {per} per scene, one per place")
+    p.add_argument("--min-relevance", type=float, metavar="PERCENTILE",
+                   help="only tiles at or above this relevance percentile (0-100)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="glb", description="GeoLangBind: search Earth-observation imagery by text, image and region.")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -81,16 +95,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="a tile marked not relevant (repeatable)")
     se.add_argument("--exclude-marked", action="store_true",
                     help="leave the marked tiles out of the results (show only new ones)")
-    # the ranking options of a saved search (`glb watch add`, engine/retrieval/ranking.py)
-    se.add_argument("--undated", action="store_true",
-                    help="with --start/--end: also keep tiles that have no date")
-    se.add_argument("--calibrated", action="store_true",
-                    help="rank by the per-modality calibrated score, as the UI's 'rank fairly "
-                         "across sensors' does (the score column is then the calibrated score)")
-    se.add_argument("--diversify", type=int, metavar="N",
-                    help="at most N results per scene, one per place")
-    se.add_argument("--min-relevance", type=float, metavar="PERCENTILE",
-                    help="only results at or above this relevance percentile (0-100)")
+    _add_ranking_options(se, "results", "the score column is then the calibrated score")
     se.add_argument("--export-marks", metavar="FILE",
                     help="write the marks as labelled footprints: .geojson, .csv or .parquet (GeoParquet)")
     se.add_argument("--checkpoint", help="our encoder's checkpoint, where the index used another")
@@ -122,15 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     wadd.add_argument("--min-score", type=float,
                       help="alert on new tiles scoring at least this (default: the score of "
                            "today's k-th result)")
-    wadd.add_argument("--undated", action="store_true",
-                      help="with --start/--end: also alert on tiles that have no date")
-    wadd.add_argument("--calibrated", action="store_true",
-                      help="rank by the per-modality calibrated score, as the UI's 'rank fairly "
-                           "across sensors' does (--min-score is then in its units)")
-    wadd.add_argument("--diversify", type=int, metavar="N",
-                      help="at most N alerts a run per scene, one per place")
-    wadd.add_argument("--min-relevance", type=float, metavar="PERCENTILE",
-                      help="alert only on tiles at or above this relevance percentile (0-100)")
+    _add_ranking_options(wadd, "alerts a run", "--min-score is then in its units")
     wadd.add_argument("--replace", action="store_true", help="replace a saved search of that name")
     for name, hlp in (("list", "saved searches, with their alert counts"),
                       ("show", "a saved search and its alerts (marks them seen)"),

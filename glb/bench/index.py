@@ -22,10 +22,20 @@ import numpy as np
 from .common import loadavg, median_spread
 
 ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_RULES = ROOT / "indexer" / "archives" / "sample.toml"
 
 
 def data_dir() -> Path:
     return Path(os.environ.get("GLB_DATA", ROOT.parent / "shared" / "data")).resolve()
+
+
+def sample_archive(smoke: bool = False) -> tuple[list[Path], Path]:
+    """The scenes and rules an indexing benchmark reads: the sample archive, or two small
+    scenes for a smoke run."""
+    scenes = data_dir() / "scenes"
+    if smoke:
+        return [scenes / "elevation" / "dsm.tif", scenes / "zion" / "dem.tif"], SAMPLE_RULES
+    return [scenes], SAMPLE_RULES
 
 
 def _collect_batches(paths, rules, encoder, batch_size: int):
@@ -66,11 +76,8 @@ def run(smoke: bool = False, repeats: int = 3, echo=print) -> dict:
     from engine.encoder import load_encoder
     from indexer.runner import IndexOptions, run_index
 
-    scenes = data_dir() / "scenes"
-    rules = ROOT / "indexer" / "archives" / "sample.toml"
-    paths = [scenes]
+    paths, rules = sample_archive(smoke)
     if smoke:
-        paths = [scenes / "elevation" / "dsm.tif", scenes / "zion" / "dem.tif"]
         repeats = 1
     out = {"paths": [str(p) for p in paths], "rules": str(rules), "loadavg_start": loadavg(),
            "torch_threads": torch.get_num_threads(), "device": "cpu"}

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import loadavg, median_spread
-from .index import ROOT, data_dir
+from .index import sample_archive
 
 
 def _tile_ids(root: Path) -> set[str]:
@@ -52,11 +52,8 @@ def run(smoke: bool = False, repeats: int = 2, cpus: int | None = None, echo=pri
     from indexer.ray_distributor import RayDistributor
     from indexer.runner import IndexOptions, run_index
 
-    scenes = data_dir() / "scenes"
-    rules = ROOT / "indexer" / "archives" / "sample.toml"
-    paths = [scenes]
+    paths, rules = sample_archive(smoke)
     if smoke:
-        paths = [scenes / "elevation" / "dsm.tif", scenes / "zion" / "dem.tif"]
         repeats = 1
     address = os.environ.get("GLB_RAY_ADDRESS") or None
     out: dict = {"paths": [str(p) for p in paths], "rules": str(rules), "loadavg_start": loadavg(),
