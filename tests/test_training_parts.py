@@ -132,3 +132,28 @@ def test_released_checkpoint_loads_into_the_engine(tmp_path):
     with torch.inference_mode():
         ref = tower.eval()(enc.preprocess(x, [0.665, 0.56, 0.49], "rgb")[0], torch.tensor([0.665, 0.56, 0.49]))
     assert np.allclose(enc.encode_image(x, [0.665, 0.56, 0.49], "rgb"), ref.numpy(), atol=1e-5)
+
+
+def test_equal_budget_reads_the_reference_run_and_counts_whole_steps():
+    from conftest import ROOT
+    from training.equal_budget import reference_walls, steps_for
+
+    wall, mids = reference_walls((ROOT / "docs/runs/v2-cpu-d.log").read_text())
+    assert wall == 1549 and mids["aid"] == (4000, 164.0) and mids["ucm"] == (1500, 73.0)
+    assert steps_for(1000.0, 400.0, 7.0) == 85 and steps_for(300.0, 400.0, 7.0) == 0
+    with pytest.raises(ValueError, match="released"):
+        reference_walls("[04:26:28] cache: aid: 4000 samples in 14 s\n")
+
+
+def test_equal_budget_ablation_arms_train_on_the_released_runs_data():
+    from training.config import load_config
+
+    ref, maka, plain = (load_config(n) for n in ("v2-cpu-d", "ablation-v2data-vit",
+                                                  "ablation-v2data-vit-no-maka"))
+    for key in ("sources", "max_per_source", "max_captions_per_sample", "seed"):
+        assert maka[key] == ref[key] == plain[key], key
+    assert maka["model"] == "glb-vit-s8" and maka["distill_weight"] == 1.0 and maka["teachers"]
+    # the no-MaKA arm differs only in the distillation (no teachers, weight 0) and its steps
+    diff = {k for k in set(maka) | set(plain) if maka.get(k) != plain.get(k)}
+    assert diff <= {"name", "teachers", "distill_weight", "base_steps"}
+    assert plain["distill_weight"] == 0.0 and plain["teachers"] == []
