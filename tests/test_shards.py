@@ -79,6 +79,7 @@ def test_marks_and_ranking_options_in_sharded_search_equal_the_single_index(ray_
     single = engine.Index(src)
     sharded = ShardedIndex(shards)
     holder = {t: i for i, p in enumerate(shards) for t in engine.Index(p).snapshot.tile_ids.tolist()}
+    seen = {"weights": set(), "hidden": 0, "below": 0}
     try:
         r0 = rows[150]["geom"].bounds
         near = (r0[0] - 0.3, r0[1] - 0.3, r0[2] + 0.3, r0[3] + 0.3)
@@ -103,8 +104,13 @@ def test_marks_and_ranking_options_in_sharded_search_equal_the_single_index(ray_
                 want = single.search(k=15, **c)
                 got = sharded.search(k=15, **c)
                 _same(got, want, (qi, sorted(c)))
+                seen["weights"].add((want.attrs["plan"].get("feedback") or {}).get("weight"))
+                seen["hidden"] += want.attrs["ranking"]["hidden_by_diversify"]
+                seen["below"] += want.attrs["ranking"]["below_floor"]
                 # the frame says where each tile lives
                 assert all(holder[int(t)] == s for t, s in zip(got.tile_id, got["shard"]))
+        # the cases did what they are there for: blends chosen by the marks, results hidden
+        assert {0.0, 0.25, 1.0} <= seen["weights"] and seen["hidden"] > 0 and seen["below"] > 0
         with pytest.raises(engine.InputError, match="marked relevant. is not in this index"):
             sharded.search(vector=q, positives=[12345])
         with pytest.raises(engine.InputError, match="marked both"):
