@@ -127,7 +127,8 @@ def test_background_and_reference_samples_do_not_depend_on_the_sharding(split):
     from engine.retrieval.ranking import REFERENCE_ROWS, Reference, reference_sample, sample_order, smallest
 
     src, shards, rows = split
-    single = engine.Index(src).snapshot
+    index = engine.Index(src)
+    single = index.snapshot
     parts = [engine.Index(p).snapshot for p in shards]
     ids = np.concatenate([s.tile_ids for s in parts])
     assert len(np.unique(ids)) == len(ids) == single.n_tiles     # one id namespace
@@ -140,6 +141,8 @@ def test_background_and_reference_samples_do_not_depend_on_the_sharding(split):
             ids_got = np.concatenate([s.tile_ids[g[0]] for s, g in zip(parts, got)])[smallest(keys, 512)]
             assert ids_got.tolist() == single.tile_ids[want_rows].tolist()
             assert 0 < len(want_rows) <= 512
+            for _ in range(2):   # the Index's per-snapshot first draw gives the same sample
+                assert index.background_rows(single, f, 512, seed)[0].tolist() == want_rows.tolist()
     # another seed, another sample
     a, _ = background_sample(single, Filters(), 512, 0)
     b, _ = background_sample(single, Filters(), 512, 1)

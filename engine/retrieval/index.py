@@ -68,28 +68,32 @@ def ranking_attrs(ranking: Ranking, ranked) -> dict:
             "below_floor": ranked.below_floor if ranking.min_relevance is not None else 0}
 
 
-def background_sample(snap: Snapshot, filters: Filters, size: int, seed: int = 0):
+def background_sample(snap: Snapshot, filters: Filters, size: int, seed: int = 0, first=None):
     """-> (rows, keys): the `size` tiles inside the filters (envelope test) with the smallest
     `ranking.sample_order` keys, in key order: a uniform random sample that depends only on the
     tiles, so the shards of a split archive together draw exactly the unsplit index's sample
-    (each sends its own `size` smallest; the merge keeps the smallest of all). The smallest keys
-    of the whole snapshot first (enough on broad filters), the filters' candidates when narrow."""
+    (each sends its own `size` smallest; the merge keeps the smallest of all). The snapshot's
+    8 x size smallest keys first (enough on broad filters; `first`: them, as (rows, keys),
+    computed once per snapshot by `Index`), the filters' candidates when narrow."""
     n = snap.n_tiles
     if n == 0 or size <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.uint64)
-    keys = sample_order(snap.tile_ids, seed)
-    if filters.empty:
-        rows = smallest(keys, size)
-    else:
-        draw = smallest(keys, min(n, 8 * size))
-        rows = draw[filters.check_rows(snap, draw)][:size]
-        if len(rows) < size and len(draw) < n:
-            _, cand = filters.spatial_candidates(snap, n)
-            cand = np.arange(n) if cand is None else cand
-            cand = cand[filters.check_rows(snap, cand)]
-            rows = cand[smallest(keys[cand], size)]
-    rows = np.asarray(rows, np.int64)
-    return rows, keys[rows]
+    m = min(n, 8 * size)
+    if first is None:
+        keys = sample_order(snap.tile_ids, seed)
+        draw = smallest(keys, m)
+        first = (draw, keys[draw])
+    draw, draw_keys = first
+    ok = filters.check_rows(snap, draw) if not filters.empty else np.ones(len(draw), bool)
+    rows, keys = draw[ok][:size], draw_keys[ok][:size]
+    if len(rows) < size and m < n:
+        _, cand = filters.spatial_candidates(snap, n)
+        cand = np.arange(n) if cand is None else cand
+        cand = cand[filters.check_rows(snap, cand)]
+        ck = sample_order(snap.tile_ids[cand], seed)
+        take = smallest(ck, size)
+        rows, keys = cand[take], ck[take]
+    return np.asarray(rows, np.int64), keys
 
 
 def mark_ids(positives, negatives) -> tuple[list[int], list[int]]:
@@ -159,6 +163,9 @@ class Index:
         self._thumbs: OrderedDict[int, bytes] = OrderedDict()
         # (snapshot, ranking.Reference): replaced whole (one assignment) when the snapshot moves
         self._reference: tuple | None = None
+        # (snapshot, {(seed, m): the rows and keys of its m smallest sample_order keys}): the
+        # feedback background's first draw (background_rows), replaced whole with the snapshot
+        self._sample_first: tuple | None = None
 
     # --- snapshot management -----------------------------------------------------------
     @property
@@ -310,8 +317,23 @@ class Index:
     def _background(self, snap: Snapshot, filters: Filters, size: int, seed: int = 0) -> np.ndarray:
         """Vectors of the unlabelled negatives of a feedback probe: up to `size` tiles inside
         the filters (envelope test), drawn at random (`background_sample`)."""
-        rows, _ = background_sample(snap, filters, size, seed)
+        rows, _ = self.background_rows(snap, filters, size, seed)
         return snap.vectors[rows]
+
+    def background_rows(self, snap: Snapshot, filters: Filters, size: int, seed: int = 0):
+        """`background_sample`, with the snapshot's smallest keys computed once per snapshot
+        (an O(tiles) pass: too slow to repeat on every refine of a large index)."""
+        m = min(snap.n_tiles, 8 * size)
+        memo = self._sample_first
+        if memo is None or memo[0] is not snap:
+            memo = (snap, {})
+            self._sample_first = memo
+        first = memo[1].get((seed, m))
+        if first is None and m > 0:
+            keys = sample_order(snap.tile_ids, seed)
+            draw = smallest(keys, m)
+            first = memo[1][(seed, m)] = (draw, keys[draw])   # idempotent: a race computes it twice
+        return background_sample(snap, filters, size, seed, first)
 
     # --- ranking across modalities and scenes (ranking.py) -------------------------------------
     def _stats(self, snap: Snapshot, q: np.ndarray):

@@ -148,7 +148,6 @@ class ShardServer:
         """-> ({tile id: vector} of the given ids this shard holds, the background sample's
         keys and vectors: its `background` smallest-key tiles inside the filters)."""
         from .filters import Filters
-        from .index import background_sample
 
         snap = self._snapshot()
         found = {}
@@ -156,7 +155,7 @@ class ShardServer:
             r = snap.row_of(t)
             if r is not None:
                 found[t] = snap.vectors[r]
-        rows, keys = background_sample(snap, Filters.build(**filters), background, seed)
+        rows, keys = self.index.background_rows(snap, Filters.build(**filters), background, seed)
         return found, keys, snap.vectors[rows]
 
     def reference(self, known: int | None):
