@@ -117,6 +117,14 @@ def test_marks_and_ranking_options_in_sharded_search_equal_the_single_index(ray_
             sharded.search(vector=q, positives=pos[:1], negatives=pos[:1])
     finally:
         sharded.close()
+    # one scene indexed into two shards by hand: its ids are no longer one tile each
+    twice = ShardedIndex([shards[0], shards[0]])
+    try:
+        t0 = int(engine.Index(shards[0]).snapshot.tile_ids[0])
+        with pytest.raises(engine.InputError, match=f"tile {t0} is in more than one shard"):
+            twice.search(vector=q, positives=[t0])
+    finally:
+        twice.close()
 
 
 def test_background_and_reference_samples_do_not_depend_on_the_sharding(split):
