@@ -32,8 +32,8 @@ class Candidates:
     handle: np.ndarray
     exhausted: bool = False         # every part held fewer than the depth asked: no more to ask for
     plans: dict = field(default_factory=dict)
-    vectors_of: Callable | None = None   # handle -> (n, d) float32
-    places_of: Callable | None = None    # handle -> (scene ids, (n, 4) envelopes)
+    vectors_of: Callable = None   # type: ignore[assignment]  # handle -> (n, d) float32
+    places_of: Callable = None    # type: ignore[assignment]  # handle -> (scene ids, (n, 4) envelopes)
 
     def __len__(self) -> int:
         return len(self.ids)

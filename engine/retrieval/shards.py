@@ -282,8 +282,17 @@ class ShardedIndex:
         from . import pipeline
         from .feedback import refine
         from .filters import Filters
-        from .index import (MAX_EXCLUDE, RANKED_MAX_DEPTH, _id_list, as_tile_id, check_k,
-                            check_one_query, mark_ids, query_vector, ranking_attrs)
+        from .index import (
+            MAX_EXCLUDE,
+            RANKED_MAX_DEPTH,
+            _id_list,
+            as_tile_id,
+            check_k,
+            check_one_query,
+            mark_ids,
+            query_vector,
+            ranking_attrs,
+        )
         from .ranking import Ranking
 
         k = check_k(k)
@@ -370,10 +379,11 @@ class ShardedIndex:
             else:
                 take = pipeline.merge_parts([(ids, raw)], depth)
                 exhausted = len(take) < depth
-            vecs = cat("vectors", np.zeros((0, self.dim), np.float32)) if rerank else None
-            scenes = np.array([s for a in answers for s in a["scenes"]], dtype=object) \
-                if ranking.diversify is not None else None
-            boxes = cat("boxes", np.zeros((0, 4))) if ranking.diversify is not None else None
+            # what the ranking will ask for (the shards sent it only when it would)
+            vecs = cat("vectors", np.zeros((0, self.dim), np.float32)) if rerank else np.zeros((0, self.dim))
+            div = ranking.diversify is not None
+            scenes = np.array([s for a in answers for s in a["scenes"]] if div else [], dtype=object)
+            boxes = cat("boxes", np.zeros((0, 4))) if div else np.zeros((0, 4))
             merged["shard"] = shard
             return pipeline.Candidates(
                 ids[take], raw[take], codes[take], take, exhausted,
