@@ -188,7 +188,8 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true")
     be.add_argument("--smoke", action="store_true", help="seconds-long version for CI")
     be.add_argument("--write", help="write the markdown report here")
-    be.add_argument("--methods", help="search: comma-separated subset of ours,ours_disk,ours_gpu,numpy,duckdb_vss "
+    be.add_argument("--methods", help="search: comma-separated subset of ours,ours_disk,ours_disk_cold,ours_gpu,numpy,"
+                                      "duckdb_vss (ours_disk_cold: lists on disk, page cache evicted before each query) "
                                       "(results merge into an existing report); feedback: of "
                                       "query,rocchio-classic,rocchio,probe")
     be.add_argument("--encoder", help="feedback: the encoder whose embeddings the simulated analysts "
@@ -627,7 +628,7 @@ def cmd_bench(args) -> int:
 
     if args.vectors < 1024:
         raise InputError(f"--vectors {args.vectors} is below the minimum of 1024")
-    known = {"ours", "ours_disk", "ours_gpu", "numpy", "duckdb_vss"}
+    known = {"ours", "ours_disk", "ours_disk_cold", "ours_gpu", "numpy", "duckdb_vss"}
     if args.what in ("search", "all") and args.methods and not set(args.methods.split(",")) <= known:
         raise InputError(f"--methods {args.methods!r}: choose from {', '.join(sorted(known))}")
     return bench_main(args)

@@ -147,7 +147,7 @@ def test_search_reranks_the_candidates_within_filters_and_exclusions(idx):
     assert "rerank" not in off.attrs["plan"]["feedback"]
     np.testing.assert_allclose(off["score"], off["score_raw"])
     # every re-ranked result is one of the vector's top candidates, none outside them
-    top = _ids(idx.search(vector=v, k=200 + 8, exclude=pos + neg))
+    top = _ids(idx.search(vector=v, k=FeedbackConfig().rerank_candidates + 8, exclude=pos + neg))
     assert set(_ids(res)) <= set(top)
     # inside filters, with the ranking options: SAR only, <= 2 per scene, marks excluded
     res = idx.search("mountains", positives=pos, negatives=neg, exclude=pos + neg, k=10,

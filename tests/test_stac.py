@@ -357,3 +357,53 @@ def test_an_index_written_before_the_stac_columns_still_searches_and_checks(tmp_
                       encoder=encoder, echo=lambda m: None)
     assert again.ok and again.indexed >= 1 and again.unchanged == 1
     assert len(engine.open(idx, encoder=encoder).search("hills", k=5)) == 5
+
+
+def test_ui_offers_the_stac_collections_the_index_holds(tmp_path, encoder, monkeypatch):
+    """The page's sidebar lists the index's STAC collections with their tile counts (only for an
+    index that holds some), and picking one keeps exactly that collection's tiles."""
+    from streamlit.testing.v1 import AppTest
+
+    import engine
+    from indexer.runner import IndexOptions, run_index
+
+    a = make_catalog(tmp_path / "a", years=["1985"])
+    b = make_catalog(tmp_path / "b", collection="pucallpa-archive", years=["2020"])
+    idx = tmp_path / "index"
+    rep = run_index([SCENES / "elevation" / "dsm.tif"], idx, stac=[str(a), str(b)],
+                    options=IndexOptions(progress=False), encoder=encoder, echo=lambda m: None)
+    assert rep.ok, rep.failed
+    every = engine.open(idx, encoder=encoder).footprints()
+    per = every.dropna(subset=["stac_collection"]).groupby("stac_collection").size()
+    monkeypatch.setenv("GLB_UI_INDEX", str(idx))
+    at = AppTest.from_file(str(ROOT / "ui" / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    ms = at.sidebar.multiselect(key="stac_collections")
+    assert list(ms.options) == [f"{c} ({n:,})" for c, n in sorted(per.items())]
+    at.sidebar.checkbox(key="diversify").uncheck()
+    at.sidebar.text_input(key="text").input("forest")
+    at.run()
+    ms = at.sidebar.multiselect(key="stac_collections")
+    ms.select("pucallpa-archive")
+    at.sidebar.slider(key="k").set_value(100)
+    at.run()
+    assert not at.exception, at.exception
+    assert not [e.value for e in at.error]
+    assert dict(at.query_params)["stac"] in ("pucallpa-archive", ["pucallpa-archive"])  # in the URL too
+    at.selectbox(key="view").set_value("Table")
+    at.run()
+    shown = at.dataframe[0].value
+    want = set(every[every["stac_collection"] == "pucallpa-archive"]["tile_id"])
+    got = set(shown["tile_id"].astype(int)) if "tile_id" in shown else set(shown.index.astype(int))
+    assert got == want
+
+
+def test_ui_has_no_stac_filter_without_stac_scenes(small_index, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("GLB_UI_INDEX", str(small_index))
+    at = AppTest.from_file(str(ROOT / "ui" / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    assert "stac_collections" not in [m.key for m in at.sidebar.multiselect]

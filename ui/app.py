@@ -69,6 +69,16 @@ def sensors_by_modality(path: str, generation: int) -> dict[str, dict[str, int]]
 
 
 @st.cache_resource(show_spinner=False)
+def stac_collections(path: str, generation: int) -> dict[str, int]:
+    """STAC collection -> tiles, of the scenes indexed from a STAC catalogue (`glb index --stac`)."""
+    scenes = load_index(path).scenes()
+    if "stac_collection" not in scenes:
+        return {}
+    per = scenes.dropna(subset=["stac_collection"]).groupby("stac_collection")["n_tiles"].sum()
+    return {str(c): int(n) for c, n in per.items() if n}
+
+
+@st.cache_resource(show_spinner=False)
 def date_range(path: str, generation: int) -> tuple[dt.date, dt.date] | None:
     import pandas as pd
 
@@ -77,7 +87,8 @@ def date_range(path: str, generation: int) -> tuple[dt.date, dt.date] | None:
 
 
 # --- page parts -----------------------------------------------------------------------------
-def sidebar(info: dict, dates, holdings: dict[str, dict[str, int]]) -> q.Request:
+def sidebar(info: dict, dates, holdings: dict[str, dict[str, int]],
+            collections: dict[str, int]) -> q.Request:
     from engine.raster import MAX_UPLOAD_BYTES
     from engine.sensors import registry
 
@@ -127,6 +138,11 @@ def sidebar(info: dict, dates, holdings: dict[str, dict[str, int]]) -> q.Request
     ss.sensors = [s_ for s_ in ss.sensors if s_ in sensor_counts]
     sb.multiselect("Sensor", sorted(sensor_counts), key="sensors", placeholder="all",
                    format_func=lambda s_: f"{s_} ({sensor_counts[s_]:,})")
+    ss.stac_collections = [c for c in ss.stac_collections if c in collections]
+    if collections:  # only for an index that holds scenes from a STAC catalogue
+        sb.multiselect("STAC collection", sorted(collections), key="stac_collections",
+                       placeholder="all", format_func=lambda c: f"{c} ({collections[c]:,})",
+                       help="Only tiles of scenes indexed from these collections (glb index --stac).")
     start = end = None
     if dates is not None and sb.checkbox("Only tiles acquired between", key="use_dates"):
         picked = sb.date_input("Dates", key="dates", min_value=dt.date(1900, 1, 1),
@@ -165,7 +181,8 @@ def sidebar(info: dict, dates, holdings: dict[str, dict[str, int]]) -> q.Request
         image_sensor=(ss.image_sensor or None) if mode == "image" else None,
         image_wavelengths=ss.image_wavelengths if mode == "image" else "",
         image_modality=(ss.image_modality or None) if mode == "image" else None,
-        modalities=tuple(ss.modalities), sensors=tuple(ss.sensors), start=start, end=end,
+        modalities=tuple(ss.modalities), sensors=tuple(ss.sensors),
+        stac_collections=tuple(ss.stac_collections), start=start, end=end,
         region=ss.region, k=int(ss.k), undated=bool(ss.undated),
         calibrated=bool(ss.calibrated), diversify=int(ss.per_scene) if ss.diversify else None,
         min_relevance=float(ss.min_relevance))
@@ -243,7 +260,8 @@ def main() -> None:
     info = idx.info()
     dates = date_range(path, info["generation"])
     state.init(dates)
-    req = sidebar(info, dates, sensors_by_modality(path, info["generation"]))
+    req = sidebar(info, dates, sensors_by_modality(path, info["generation"]),
+                  stac_collections(path, info["generation"]))
     st.query_params.from_dict(state.to_url(req))   # the marks stay in the session, not the URL
     req = feedback.apply(req)                      # with the marks once Refine is pressed
     feedback.sidebar(idx)                          # saved searches, new alerts

@@ -150,7 +150,7 @@ def save(idx, req: q.Request, name: str) -> str:
     try:
         # The search as the page ranked it: every alert run re-applies these.
         kw = {"modality": list(req.modalities) or None, "sensor": list(req.sensors) or None,
-              "start": req.start, "end": req.end, "k": req.k, "undated": req.undated,
+              "stac_collection": list(req.stac_collections) or None, "start": req.start, "end": req.end, "k": req.k, "undated": req.undated,
               "calibrated": req.calibrated, "diversify": req.diversify,
               "min_relevance": req.min_relevance or None}
         region = q.parse_region(req.region)

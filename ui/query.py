@@ -147,6 +147,7 @@ class Request:
     image_modality: str | None = None
     modalities: tuple[str, ...] = ()
     sensors: tuple[str, ...] = ()
+    stac_collections: tuple[str, ...] = ()  # scenes indexed from these STAC collections only
     start: dt.date | None = None
     end: dt.date | None = None
     region: str = ""
@@ -172,7 +173,8 @@ class Request:
         parts = [self.mode, self.text.strip(), self.tile_id.strip(),
                  hashlib.sha1(self.image).hexdigest() if self.image else "", self.image_name,
                  self.image_sensor or "", self.image_wavelengths, self.image_modality or "",
-                 ",".join(self.modalities), ",".join(self.sensors), str(self.start), str(self.end),
+                 ",".join(self.modalities), ",".join(self.sensors), ",".join(self.stac_collections),
+                 str(self.start), str(self.end),
                  self.region.strip(), str(self.k), str(self.undated), str(self.calibrated),
                  str(self.diversify), str(self.min_relevance), ",".join(self.positives),
                  ",".join(self.negatives)]
@@ -233,7 +235,7 @@ def run(idx, req: Request) -> Outcome:
             raise engine.InputError(f"unknown query mode {req.mode!r}")
         kw = {"k": engine.check_k(req.k, MAX_K), "modality": list(req.modalities) or None,
               "sensor": list(req.sensors) or None, "start": req.start, "end": req.end,
-              "undated": req.undated}
+              "undated": req.undated, "stac_collection": list(req.stac_collections) or None}
         if req.start and req.end and req.start > req.end:
             raise engine.InputError(f"the date range starts ({req.start}) after it ends ({req.end})")
         region = parse_region(req.region)
@@ -400,6 +402,7 @@ def _query(req: Request | None) -> dict | None:
     return {"mode": req.mode, "text": req.text.strip() or None,
             "tile_id": req.tile_id.strip() or None, "image": req.image_name or None,
             "modality": list(req.modalities) or None, "sensor": list(req.sensors) or None,
+            "stac_collection": list(req.stac_collections) or None,
             "start": str(req.start) if req.start else None,
             "end": str(req.end) if req.end else None,
             "region": req.region.strip() or None, "k": req.k,

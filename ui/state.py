@@ -12,12 +12,13 @@ ss = st.session_state
 # Widget values, re-asserted at the start of every run: Streamlit drops the value of a widget
 # that a run does not draw (another query mode, a run cut short by a newer one).
 KEEP = ("mode", "text", "tile_id", "image_sensor", "image_wavelengths", "image_modality",
-        "region", "modalities", "sensors", "use_dates", "dates", "undated", "k", "web_basemap",
+        "region", "modalities", "sensors", "stac_collections", "use_dates", "dates", "undated", "k", "web_basemap",
         "view", "calibrated", "diversify", "per_scene", "min_relevance")
 
 DEFAULTS = {
     # widgets
     "mode": "text", "text": "", "tile_id": "", "region": "", "modalities": [], "sensors": [],
+    "stac_collections": [],
     "use_dates": False, "k": 20, "web_basemap": False, "image_sensor": "",
     "image_wavelengths": "", "image_modality": "", "view": "Gallery", "undated": True,
     "calibrated": True, "diversify": True, "per_scene": 5, "min_relevance": 0,
@@ -102,7 +103,7 @@ def from_url(params) -> None:
     if "div" in params:
         ss.diversify = ss.per_scene > 0
         ss.per_scene = max(1, ss.per_scene)
-    for name, key in (("mod", "modalities"), ("sensor", "sensors")):
+    for name, key in (("mod", "modalities"), ("sensor", "sensors"), ("stac", "stac_collections")):
         if name in params:
             ss[key] = [v for v in params.get_all(name) if v]
     if "from" in params or "to" in params:
@@ -132,6 +133,8 @@ def to_url(req) -> dict:
         p["mod"] = list(req.modalities)
     if req.sensors:
         p["sensor"] = list(req.sensors)
+    if req.stac_collections:
+        p["stac"] = list(req.stac_collections)
     if req.start:
         p["from"] = str(req.start)
     if req.end:

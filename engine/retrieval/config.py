@@ -74,10 +74,10 @@ class FeedbackConfig:
     seed: int = 0
     # Re-ranking the refined query's top candidates by diffusion over their neighbour graph with
     # the marks (feedback.diffuse; 0 candidates = off, one vector only, as before)
-    rerank_candidates: int = 200   # the refined vector's top tiles (after exclusions) re-ranked
+    rerank_candidates: int = 100   # the refined vector's top tiles (after exclusions) re-ranked
     rerank_neighbours: int = 10    # edges per node of the candidates + marks graph
     rerank_mix: float = 0.3        # share of a node's score that comes from its neighbours
-    rerank_label: float = 3.0      # a mark's score (+ relevant, - not), in query z-score units
+    rerank_label: float = 6.0      # a mark's score (+ relevant, - not), in query z-score units
     rerank_bandwidth: float = 0.1  # edge weight exp((cos - 1) / bandwidth)
     rerank_iterations: int = 20
 

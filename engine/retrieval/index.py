@@ -22,11 +22,10 @@ from ..modalities import MODALITIES
 from ..store.layout import Layout
 from ..store.segment import read_overviews, read_thumbs
 from ..store.verify import damaged
-from . import planner
-from . import ranking as _ranking
+from . import pipeline, planner
 from .config import DEFAULT, SearchConfig
 from .filters import Filters
-from .ranking import Ranking, Reference, relevance_band
+from .ranking import Ranking, Reference, relevance_band, sample_order, smallest
 from .snapshot import Snapshot
 
 MAX_K = 1000
@@ -59,6 +58,70 @@ def check_k(k, max_k: int = MAX_K) -> int:
     if k_int > max_k:
         raise InputError(f"k {k_int} is more than the maximum of {max_k}")
     return k_int
+
+
+def ranking_attrs(ranking: Ranking, ranked) -> dict:
+    """`result.attrs["ranking"]`: what the ranking hid (docs/RANKING.md)."""
+    return {"calibrated": ranking.calibrated, "diversify": ranking.diversify,
+            "min_relevance": ranking.min_relevance,
+            "hidden_by_diversify": ranked.hidden_by_diversify if ranking.diversify is not None else 0,
+            "below_floor": ranked.below_floor if ranking.min_relevance is not None else 0}
+
+
+def background_sample(snap: Snapshot, filters: Filters, size: int, seed: int = 0, first=None):
+    """-> (rows, keys): the `size` tiles inside the filters (envelope test) with the smallest
+    `ranking.sample_order` keys, in key order: a uniform random sample that depends only on the
+    tiles, so the shards of a split archive together draw exactly the unsplit index's sample
+    (each sends its own `size` smallest; the merge keeps the smallest of all). The snapshot's
+    8 x size smallest keys first (enough on broad filters; `first`: them, as (rows, keys),
+    computed once per snapshot by `Index`), the filters' candidates when narrow."""
+    n = snap.n_tiles
+    if n == 0 or size <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint64)
+    m = min(n, 8 * size)
+    if first is None:
+        keys = sample_order(snap.tile_ids, seed)
+        draw = smallest(keys, m)
+        first = (draw, keys[draw])
+    draw, draw_keys = first
+    ok = filters.check_rows(snap, draw) if not filters.empty else np.ones(len(draw), bool)
+    rows, keys = draw[ok][:size], draw_keys[ok][:size]
+    if len(rows) < size and m < n:
+        _, cand = filters.spatial_candidates(snap, n)
+        cand = np.arange(n) if cand is None else cand
+        cand = cand[filters.check_rows(snap, cand)]
+        ck = sample_order(snap.tile_ids[cand], seed)
+        take = smallest(ck, size)
+        rows, keys = cand[take], ck[take]
+    return np.asarray(rows, np.int64), keys
+
+
+def mark_ids(positives, negatives) -> tuple[list[int], list[int]]:
+    """The analyst's marks as tile ids, checked: (relevant, not relevant)."""
+    pos_ids = [as_tile_id(t) for t in _id_list(positives, "positives")]
+    neg_ids = [as_tile_id(t) for t in _id_list(negatives, "negatives")]
+    both = set(pos_ids) & set(neg_ids)
+    if both:
+        raise InputError(f"tile {next(iter(both))} is marked both relevant and not relevant")
+    return pos_ids, neg_ids
+
+
+def check_one_query(queries, pos_ids) -> None:
+    given = sum(x is not None for x in queries)
+    if given > 1 or (given == 0 and not pos_ids):
+        raise InputError("give exactly one query: text, image, tile_id or vector "
+                         "(or only tiles marked relevant)")
+
+
+def query_vector(vector, dim: int) -> np.ndarray:
+    """A query given as a vector: `dim` finite numbers, or a one-line InputError."""
+    try:
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise InputError(f"query vector must be {dim} finite numbers") from None
+    if q.shape[0] != dim or not np.all(np.isfinite(q)):
+        raise InputError(f"query vector must be {dim} finite numbers")
+    return q
 
 
 def _id_list(ids, what: str) -> list:
@@ -100,6 +163,9 @@ class Index:
         self._thumbs: OrderedDict[int, bytes] = OrderedDict()
         # (snapshot, ranking.Reference): replaced whole (one assignment) when the snapshot moves
         self._reference: tuple | None = None
+        # (snapshot, {(seed, m): the rows and keys of its m smallest sample_order keys}): the
+        # feedback background's first draw (background_rows), replaced whole with the snapshot
+        self._sample_first: tuple | None = None
 
     # --- snapshot management -----------------------------------------------------------
     @property
@@ -182,23 +248,14 @@ class Index:
                 raise InputError(f"{len(skip)} tiles to exclude: at most {MAX_EXCLUDE}")
         skip_ids = np.fromiter(skip, np.int64, len(skip))
         rerank = refined is not None and refined.reranks
-        if not ranking.plain:
-            res = self._ranked(snap, q, k, filters, ranking, skip_ids, refined if rerank else None)
-        else:
-            depth = (max(k, refined.config.rerank_candidates) if rerank else k) + len(skip)
-            rows, scores, plan = planner.top_k(snap, q, depth, filters, self.config.planner)
-            if skip:
-                keep = ~np.isin(snap.tile_ids[rows], skip_ids)
-                rows, scores = rows[keep], scores[keep]
-            raw = None
-            if rerank:
-                rows, scores, raw = self._rerank(snap, refined, rows, scores, scores)
-                raw = raw[:k]
-            rows, scores = rows[:k], scores[:k]
-            res = self._results(snap, rows, scores, raw=raw, stats=self._stats(snap, q))
-            res.attrs["plan"] = plan
-            res.attrs["ranking"] = {"calibrated": False, "diversify": None, "min_relevance": None,
-                                    "hidden_by_diversify": 0, "below_floor": 0}
+        ranked = pipeline.rank(self._fetch(snap, q, filters, ranking.calibrated),
+                               lambda: self._stats(snap, q), k, skip_ids, ranking,
+                               refined if rerank else None, snap.n_tiles, RANKED_MAX_DEPTH)
+        res = self._results(snap, ranked.cands.handle, ranked.key, raw=ranked.cands.raw,
+                            relevance=ranked.relevance)
+        res.attrs["plan"] = (ranked.plans["all"] if ranking.plain else
+                             {"strategy": "ranked", "depth": ranked.depth, "per_modality": ranked.plans})
+        res.attrs["ranking"] = ranking_attrs(ranking, ranked)
         if refined is not None:
             res.attrs["plan"] = {**res.attrs["plan"], "feedback": refined.describe()}
         return res
@@ -222,15 +279,8 @@ class Index:
     def _query(self, snap: Snapshot, filters: Filters, *, text, image, wavelengths, image_modality,
                tile_id, vector, positives, negatives, feedback):
         """-> (unit query vector, tile ids to leave out, Refined or None)."""
-        pos_ids = [as_tile_id(t) for t in _id_list(positives, "positives")]
-        neg_ids = [as_tile_id(t) for t in _id_list(negatives, "negatives")]
-        both = set(pos_ids) & set(neg_ids)
-        if both:
-            raise InputError(f"tile {next(iter(both))} is marked both relevant and not relevant")
-        given = sum(x is not None for x in (text, image, tile_id, vector))
-        if given > 1 or (given == 0 and not pos_ids):
-            raise InputError("give exactly one query: text, image, tile_id or vector "
-                             "(or only tiles marked relevant)")
+        pos_ids, neg_ids = mark_ids(positives, negatives)
+        check_one_query((text, image, tile_id, vector), pos_ids)
         skip: set[int] = set()
         q = None
         if text is not None:
@@ -243,12 +293,7 @@ class Index:
             q = self.tile_vector(tile_id, snap)
             skip.add(as_tile_id(tile_id))
         elif vector is not None:
-            try:
-                q = np.asarray(vector, dtype=np.float32).reshape(-1)
-            except (TypeError, ValueError):
-                raise InputError(f"query vector must be {snap.dim} finite numbers") from None
-            if q.shape[0] != snap.dim or not np.all(np.isfinite(q)):
-                raise InputError(f"query vector must be {snap.dim} finite numbers")
+            q = query_vector(vector, snap.dim)
         if not pos_ids and not neg_ids:
             return q, skip, None
         from .feedback import refine
@@ -270,68 +315,56 @@ class Index:
         return snap.vectors[np.array(rows, np.int64)] if rows else np.zeros((0, snap.dim), np.float32)
 
     def _background(self, snap: Snapshot, filters: Filters, size: int, seed: int = 0) -> np.ndarray:
-        """Vectors of up to `size` tiles drawn at random inside the filters (envelope test):
-        the unlabelled negatives of a feedback probe. Rejection sampling first (cheap on broad
-        filters), the listed candidates when the filters are narrow."""
-        n = snap.n_tiles
-        rng = np.random.default_rng(seed)
-        if n == 0 or size <= 0:
-            return np.zeros((0, snap.dim), np.float32)
-        if filters.empty:
-            rows = rng.choice(n, min(size, n), replace=False)
-        else:
-            draw = rng.choice(n, min(n, 8 * size), replace=False)
-            rows = draw[filters.check_rows(snap, draw)][:size]
-            if len(rows) < size and len(draw) < n:
-                est, cand = filters.spatial_candidates(snap, n)
-                cand = np.arange(n) if cand is None else cand
-                cand = cand[filters.check_rows(snap, cand)]
-                rows = rng.choice(cand, min(size, len(cand)), replace=False) if len(cand) else cand
-        return snap.vectors[np.sort(rows).astype(np.int64)]
+        """Vectors of the unlabelled negatives of a feedback probe: up to `size` tiles inside
+        the filters (envelope test), drawn at random (`background_sample`)."""
+        rows, _ = self.background_rows(snap, filters, size, seed)
+        return snap.vectors[rows]
 
-    def _rerank(self, snap: Snapshot, refined, rows: np.ndarray, key: np.ndarray, raw: np.ndarray,
-                unit: float | None = None, *more):
-        """The candidates `rows` (ordered by `key`) re-ranked by diffusion with the marks
-        (feedback.diffuse) -> (rows, new key, raw, *more) in the new order, ties by tile id."""
-        from .feedback import diffuse
-
-        new = diffuse(refined, snap.vectors[np.asarray(rows, np.int64)], key, unit)
-        order = np.lexsort((snap.tile_ids[rows], -new))
-        refined.reranked = {"by": "diffusion over the candidates and the marks",
-                            "candidates": int(len(rows))}
-        return (rows[order], new[order].astype(np.float32), raw[order], *(m[order] for m in more))
+    def background_rows(self, snap: Snapshot, filters: Filters, size: int, seed: int = 0):
+        """`background_sample`, with the snapshot's smallest keys computed once per snapshot
+        (an O(tiles) pass: too slow to repeat on every refine of a large index)."""
+        m = min(snap.n_tiles, 8 * size)
+        memo = self._sample_first
+        if memo is None or memo[0] is not snap:
+            memo = (snap, {})
+            self._sample_first = memo
+        first = memo[1].get((seed, m))
+        if first is None and m > 0:
+            keys = sample_order(snap.tile_ids, seed)
+            draw = smallest(keys, m)
+            first = memo[1][(seed, m)] = (draw, keys[draw])   # idempotent: a race computes it twice
+        return background_sample(snap, filters, size, seed, first)
 
     # --- ranking across modalities and scenes (ranking.py) -------------------------------------
     def _stats(self, snap: Snapshot, q: np.ndarray):
         """This query's score distribution per modality over the snapshot's reference tiles."""
         ref = self._reference
         if ref is None or ref[0] is not snap:
-            ref = (snap, Reference(snap.modality_code, snap.vectors.take))
+            ref = (snap, Reference(snap.modality_code, snap.vectors.take, keys=sample_order(snap.tile_ids)))
             self._reference = ref
         return ref[1].stats(q)
 
-    def _ranked(self, snap: Snapshot, q, k: int, filters: Filters, ranking: Ranking,
-                skip: np.ndarray, refined=None):
-        """Calibrated, diversified and/or floored top-k. Calibrated: each modality's exact
-        cosine top `depth` (calibration is monotone within a modality, so the merged lists hold
-        the calibrated top `depth`). Diversified or floored: the candidates widen (x4) until k
-        survive, the filters run out of tiles, or RANKED_MAX_DEPTH."""
+    def _fetch(self, snap: Snapshot, q: np.ndarray, filters: Filters, calibrated: bool):
+        """depth -> pipeline.Candidates of this snapshot: the planner's top `depth` inside the
+        filters (per modality when calibrated: calibration is monotone within a modality, so the
+        merged lists hold the calibrated top `depth`)."""
         from dataclasses import replace
 
-        stats = self._stats(snap, q)
-        depth = k + len(skip)
-        if ranking.diversify is not None or ranking.min_relevance is not None:
-            depth = max(4 * depth, depth + 32)
-        if refined is not None:  # the candidates feedback re-ranks (feedback.diffuse)
-            depth = max(depth, refined.config.rerank_candidates + len(skip))
         scope = []
-        if ranking.calibrated:
+        if calibrated:
             present = [MODALITIES[c] for c in np.flatnonzero(snap.modality_counts[:len(MODALITIES)])]
             scope = [m for m in present if not filters.modalities or m in filters.modalities]
-        passed_before = -1
-        while True:
+
+        def vectors_of(rows):
+            return snap.vectors[np.asarray(rows, np.int64)]
+
+        def places_of(rows):
+            scenes = snap.take(rows, ["scene_id"]).column("scene_id").to_pylist()
+            return scenes, np.stack([snap.minx[rows], snap.miny[rows], snap.maxx[rows], snap.maxy[rows]], 1)
+
+        def fetch(depth: int) -> pipeline.Candidates:
             plans = {}
-            if ranking.calibrated:
+            if calibrated:
                 parts = []
                 for m in scope:
                     r, sc, plans[m] = planner.top_k(snap, q, depth, replace(filters, modalities=(m,)),
@@ -343,43 +376,9 @@ class Index:
             else:
                 rows, raw, plans["all"] = planner.top_k(snap, q, depth, filters, self.config.planner)
                 exhausted = len(rows) < depth
-            codes = snap.modality_code[rows]
-            cal = stats.calibrate(raw, codes)
-            rel = stats.relevance(raw, codes)
-            key = cal if ranking.calibrated else raw.astype(np.float32)
-            order = np.lexsort((snap.tile_ids[rows], -key))
-            rows, raw, cal, rel, key = rows[order], raw[order], cal[order], rel[order], key[order]
-            if len(skip):
-                keep = ~np.isin(snap.tile_ids[rows], skip)
-                rows, raw, cal, rel, key = rows[keep], raw[keep], cal[keep], rel[keep], key[keep]
-            n_cand = len(rows)
-            below = 0
-            if ranking.min_relevance is not None:
-                keep = rel >= ranking.min_relevance
-                rows, raw, cal, rel, key = rows[keep], raw[keep], cal[keep], rel[keep], key[keep]
-                below = n_cand - len(rows)
-            if refined is not None and len(rows):
-                rows, key, raw, cal, rel = self._rerank(snap, refined, rows, key, raw,
-                                                        1.0 if ranking.calibrated else None, cal, rel)
-            if ranking.diversify is not None:
-                boxes = np.stack([snap.minx[rows], snap.miny[rows], snap.maxx[rows], snap.maxy[rows]], 1)
-                scenes = snap.take(rows, ["scene_id"]).column("scene_id").to_pylist()
-                pos = _ranking.diversify(scenes, boxes, ranking.diversify, k)
-            else:
-                pos = np.arange(min(k, len(rows)))
-            stalled = ranking.diversify is None and len(rows) == passed_before  # floor reached
-            passed_before = len(rows)
-            if len(pos) >= k or exhausted or stalled or depth >= min(RANKED_MAX_DEPTH, snap.n_tiles):
-                break
-            depth = min(depth * 4, RANKED_MAX_DEPTH, snap.n_tiles)
-        hidden = int(pos[-1] + 1 - len(pos)) if len(pos) else 0
-        out = self._results(snap, rows[pos], key[pos], raw=raw[pos], relevance=rel[pos])
-        out.attrs["plan"] = {"strategy": "ranked", "depth": depth, "per_modality": plans}
-        out.attrs["ranking"] = {"calibrated": ranking.calibrated, "diversify": ranking.diversify,
-                                "min_relevance": ranking.min_relevance,
-                                "hidden_by_diversify": hidden,
-                                "below_floor": int(below) if len(pos) < k else 0}
-        return out
+            return pipeline.Candidates(snap.tile_ids[rows], raw, snap.modality_code[rows], rows,
+                                       exhausted, plans, vectors_of, places_of)
+        return fetch
 
     def filter_counts(self, bbox=None, modality=None, start=None, end=None, *, sensor=None,
                       region=None, undated: bool = False, stac_collection=None,

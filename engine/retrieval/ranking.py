@@ -74,20 +74,63 @@ class Ranking:
         return not self.calibrated and self.diversify is None and self.min_relevance is None
 
 
+def sample_order(tile_ids: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A key per tile whose ascending order is a uniform random order of the tiles, fixed by the
+    tiles themselves: samples taken as "the m smallest keys" (the ranking reference, the
+    feedback background) are the same whichever index or shard holds the tiles, so a sharded
+    search samples exactly what the single index would. Tile ids are blake2b hashes
+    (store/writer.py `tile_id_for`), already uniform; XOR with a per-seed salt (splitmix64 of the
+    seed) gives another order per seed and keeps the keys unique."""
+    z = (int(seed) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    salt = np.uint64(z ^ (z >> 31))
+    return np.asarray(tile_ids, np.int64).view(np.uint64) ^ salt
+
+
+def smallest(keys: np.ndarray, m: int) -> np.ndarray:
+    """Positions of the m smallest keys, in ascending key order."""
+    if m >= len(keys):
+        return np.argsort(keys, kind="stable")
+    part = np.argpartition(keys, m - 1)[:m]
+    return part[np.argsort(keys[part], kind="stable")]
+
+
+def reference_sample(modality_code: np.ndarray, keys: np.ndarray) -> dict:
+    """code -> (tiles of that modality, rows of its sample in key order): a shard's part of
+    `Reference.merged` (the same rows `Reference(..., keys=keys)` takes)."""
+    out = {}
+    for c in np.unique(modality_code):
+        r = np.flatnonzero(modality_code == c)
+        out[int(c)] = (len(r), r[smallest(keys[r], REFERENCE_ROWS)])
+    return out
+
+
 class Reference:
     """Per modality code: the tiles whose scores describe a query's score distribution there.
-    Built once per snapshot (the vectors of at most 6 x REFERENCE_ROWS tiles)."""
+    Built once per snapshot (the vectors of at most 6 x REFERENCE_ROWS tiles). With `keys`
+    (`sample_order` of the tile ids) a modality's sample is its REFERENCE_ROWS smallest keys:
+    the same tiles however the archive is sharded (`merged`; the order of the rows, storage
+    order here, key order there, moves a score by a rounding error at most); without (pools held
+    in memory), a seeded random sample."""
 
-    def __init__(self, modality_code: np.ndarray, take_vectors, seed: int = 0):
-        rng = np.random.default_rng(seed)
+    def __init__(self, modality_code: np.ndarray, take_vectors, seed: int = 0,
+                 keys: np.ndarray | None = None):
         parts, self.codes, self.counts = [], [], []
-        for c in np.unique(modality_code):
-            r = np.flatnonzero(modality_code == c)
-            self.counts.append(len(r))
-            if len(r) > REFERENCE_ROWS:
-                r = np.sort(rng.choice(r, REFERENCE_ROWS, replace=False))
-            parts.append(r)
-            self.codes.append(int(c))
+        if keys is not None:
+            for c, (count, r) in reference_sample(modality_code, keys).items():
+                self.codes.append(c)
+                self.counts.append(count)
+                parts.append(np.sort(r))   # storage order: read in file order
+        else:
+            rng = np.random.default_rng(seed)
+            for c in np.unique(modality_code):
+                r = np.flatnonzero(modality_code == c)
+                self.counts.append(len(r))
+                if len(r) > REFERENCE_ROWS:
+                    r = np.sort(rng.choice(r, REFERENCE_ROWS, replace=False))
+                parts.append(r)
+                self.codes.append(int(c))
         self.offsets = np.cumsum([0] + [len(p) for p in parts])
         rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         self.matrix = take_vectors(rows) if len(rows) else np.zeros((0, 1), np.float32)
@@ -96,6 +139,26 @@ class Reference:
     def from_vectors(cls, vectors: np.ndarray, modality_code: np.ndarray, seed: int = 0) -> "Reference":
         """A reference over a pool held in memory (the benchmark's labelled pools)."""
         return cls(np.asarray(modality_code), lambda rows: np.asarray(vectors[rows], np.float32), seed)
+
+    @classmethod
+    def merged(cls, shards: list[dict]) -> "Reference":
+        """The reference of the union of shards, from each shard's {code: (count, keys, vectors)}
+        (its own sample, smallest keys first): per modality the REFERENCE_ROWS smallest keys of
+        all shards, in key order, which is the sample the unsplit index draws."""
+        ref = cls.__new__(cls)
+        ref.codes, ref.counts, mats = [], [], []
+        dim = next((v.shape[1] for s in shards for (_, _, v) in s.values()), 1)
+        for c in sorted({c for s in shards for c in s}):
+            got = [s[c] for s in shards if c in s]
+            keys = np.concatenate([g[1] for g in got]).astype(np.uint64)
+            vecs = np.concatenate([g[2] for g in got]).astype(np.float32).reshape(-1, dim)
+            take = smallest(keys, REFERENCE_ROWS)
+            ref.codes.append(int(c))
+            ref.counts.append(int(sum(g[0] for g in got)))
+            mats.append(vecs[take])
+        ref.offsets = np.cumsum([0] + [len(m) for m in mats])
+        ref.matrix = np.concatenate(mats) if mats else np.zeros((0, 1), np.float32)
+        return ref
 
     def stats(self, q: np.ndarray) -> "QueryStats":
         if len(self.matrix) == 0:  # an empty index (e.g. a repair dropped every scene)

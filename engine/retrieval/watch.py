@@ -477,10 +477,11 @@ def _check_one(d: Path, doc: dict, state: dict, snap, cache: dict) -> int:
 
 def _reference(snap, cache: dict):
     """One ranking reference per check (ranking.Reference over the snapshot's tiles)."""
-    from .ranking import Reference
+    from .ranking import Reference, sample_order
 
     if "reference" not in cache:
-        cache["reference"] = Reference(snap.modality_code, snap.vectors.take)
+        cache["reference"] = Reference(snap.modality_code, snap.vectors.take,
+                                       keys=sample_order(snap.tile_ids))
     return cache["reference"]
 
 

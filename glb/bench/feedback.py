@@ -14,8 +14,9 @@ For every class of every held-out pool (glb/bench/feedback_data.py) an analyst
   refine from those; then as above.
 Methods: each feedback method of engine/retrieval/feedback.py, and "query" (no feedback: the query's next
 20, the bar "never worse than the query alone" is measured against). The scoring vectors come
-from `engine.retrieval.feedback.refine`, the function `Index.search` calls, with the background sampled
-from the pool as the engine samples it from the index; its top `rerank_candidates` unseen tiles
+from `engine.retrieval.feedback.refine`, the function `Index.search` calls, with a uniform random
+background sample of the pool (the engine draws its own by tile-id keys, `index.background_sample`:
+also uniform; the pools have no tile ids); its top `rerank_candidates` unseen tiles
 are re-ranked by `feedback.diffuse`, as `Index.search` re-ranks the planner's candidates.
 """
 

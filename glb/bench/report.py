@@ -29,7 +29,7 @@ def search_tables(r: dict) -> str:
                  f"numpy {r.get('loadavg_numpy')}, duckdb {r.get('loadavg_duckdb')}, end {r.get('loadavg_end')}. "
                  f"{r['queries_per_case']} queries per case, {r['repeats']} runs; p50/p99 are medians over "
                  f"runs, [min–max] over runs.\n")
-    methods = r["methods"]
+    methods = {m: v for m, v in r["methods"].items() if m != "ours_disk_cold"}
     head = "| case | selectivity | " + " | ".join(
         f"{LABEL[m]} p50 / p99 ms | recall@10" for m in methods if "skipped" not in methods[m]) + " |"
     lines.append(head)
@@ -94,6 +94,21 @@ def search_tables(r: dict) -> str:
                 x = sp[c]
                 lines.append(f"| {c} | {x['candidates_p50']:,} | {_f(x['grid_p50_ms'], 3)} | "
                              f"{_f(x['numpy_mask_p50_ms'], 3)} | {_f(x['duckdb_rtree_p50_ms'], 3)} |")
+    cold = r["methods"].get("ours_disk_cold")
+    if cold:
+        lines.append("")
+        lines.append(f"Cold page cache, IVF lists on disk ({cold['per_case']} queries a case; before each "
+                     "one every file of the index evicted from the page cache; then the same query warm; "
+                     f"load average {r.get('loadavg_ours_disk_cold')}):")
+        lines.append("")
+        lines.append("| case | cold p50 / max ms | warm p50 / max ms | read from storage p50 / max MiB | recall@10 |")
+        lines.append("|---|---|---|---|---|")
+        for c in CASE_ORDER:
+            x = cold["cases"].get(c)
+            if x:
+                lines.append(f"| {c} | {_f(x['cold_p50_ms'])} / {_f(x['cold_max_ms'])} | {_f(x['warm_p50_ms'])} / "
+                             f"{_f(x['warm_max_ms'])} | {_f(x['read_mib_p50'], 1)} / {_f(x['read_mib_max'], 1)} | "
+                             f"{_f(x['recall_at_10'], 3)} |")
     te = r.get("text_encoder")
     if te:
         lines.append("")

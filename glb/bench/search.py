@@ -407,6 +407,10 @@ def _run(n_vectors: int, *, smoke: bool = False, root: Path | None = None, metho
             "memory_detail": mem, "index": o["build"], "selectivity": {}, "filters": {},
             "spatial_candidates": o["spatial"], "duckdb_rtree_build_s": o["duckdb_rtree_build_s"]}
         _split(methods_out[m], o["cases"])
+    if "ours_disk_cold" in methods:
+        # cold cache: a separate process (its mappings and page cache are its own to evict)
+        result["loadavg_ours_disk_cold"] = loadavg()
+        methods_out["ours_disk_cold"] = _worker("ours_disk_cold", spec_file, echo)
     if "numpy" in methods:
         result["loadavg_numpy"] = loadavg()
         in_ram = n * data.DIM * 4 <= 4 * 2 ** 30

@@ -2,6 +2,7 @@
 
     python -m glb.bench.worker ours   SPEC.npz OUT.json
     python -m glb.bench.worker duckdb SPEC.npz OUT.json
+    python -m glb.bench.worker ours_disk_cold SPEC.npz OUT.json   (page cache evicted per query)
 
 SPEC holds the index path, the queries with their filters, the ground truth (tile ids) and
 how many times to repeat. Each worker times every query end to end, and scores recall@10.
@@ -201,6 +202,52 @@ def ours(spec_path, out_path, lists_on_disk: bool = False, gpu: bool = False) ->
     Path(out_path).write_text(json.dumps(out))
 
 
+def ours_disk_cold(spec_path, out_path, per_case: int = 5) -> None:
+    """Cold-cache latency with the IVF lists on disk: before each timed query every file of the
+    index is evicted from the page cache (glb/bench/pagecache.py), so the query reads its lists,
+    float32 vectors and tile files from storage; the same query is then run again warm. Records
+    the bytes each cold query read from storage (/proc/self/io)."""
+    import dataclasses
+
+    from . import pagecache
+
+    spec = load_spec(spec_path)
+    path = spec["index"]
+    config = engine.SearchConfig.from_env()
+    config = dataclasses.replace(config, vectors=dataclasses.replace(config.vectors, lists_ram_budget=1,
+                                                                     use_gpu=0))
+    idx = engine.Index(path, config=config)
+    _ = idx.snapshot.vector_index  # opened (in-RAM structures built) before the first eviction
+    q = spec["queries"]
+    case_of = spec["case"]
+    cases = {}
+    for ci, c in enumerate(spec["cases"]):
+        cold, warm, mb, rec = [], [], [], []
+        for i in np.flatnonzero(case_of == ci)[:per_case]:
+            i = int(i)
+            kw = query_kwargs(spec, i)
+            pagecache.evict(path)
+            r0 = pagecache.read_bytes()
+            t0 = time.perf_counter()
+            res = idx.search(vector=q[i], k=10, **kw)
+            cold.append((time.perf_counter() - t0) * 1000)
+            mb.append((pagecache.read_bytes() - r0) / 2**20)
+            t0 = time.perf_counter()
+            idx.search(vector=q[i], k=10, **kw)
+            warm.append((time.perf_counter() - t0) * 1000)
+            rv = recall(spec, i, res.tile_id.to_numpy())
+            if rv is not None:
+                rec.append(rv)
+        if cold:
+            cases[c] = {"queries": len(cold),
+                        "cold_p50_ms": round(float(np.median(cold)), 2), "cold_max_ms": round(max(cold), 2),
+                        "warm_p50_ms": round(float(np.median(warm)), 2), "warm_max_ms": round(max(warm), 2),
+                        "read_mib_p50": round(float(np.median(mb)), 1), "read_mib_max": round(max(mb), 1),
+                        "recall_at_10": round(float(np.mean(rec)), 4) if rec else None}
+    Path(out_path).write_text(json.dumps({"tiles": idx.snapshot.n_tiles, "per_case": per_case,
+                                          "cases": cases}))
+
+
 def duckdb_vss(spec_path, out_path) -> None:
     """The all-in-DuckDB alternative: vectors, footprints and attributes in one table, an HNSW
     index (VSS, metric ip) and an R-tree, one SQL query per search."""
@@ -289,4 +336,5 @@ if __name__ == "__main__":
     what, spec_path, out_path = sys.argv[1:4]
     {"ours": ours, "ours_disk": lambda s, o: ours(s, o, lists_on_disk=True),
      "ours_gpu": lambda s, o: ours(s, o, gpu=True),
+     "ours_disk_cold": ours_disk_cold,
      "duckdb": duckdb_vss}[what](spec_path, out_path)
