@@ -66,3 +66,37 @@ def test_lists_on_disk_answer_like_lists_in_ram(small_large_index):
     on_disk, _ = answers(path, queries, True)
     same(in_ram, on_disk)
     assert len(list((path / "vindex").glob("ivf-*.ivfdata"))) == 2
+
+
+def _vm_flags(path) -> set[str]:
+    """VmFlags of this process's mappings of `path` (/proc/self/smaps)."""
+    flags, current = set(), False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5:
+            current = line.rstrip().endswith(str(path))
+        elif current and line.startswith("VmFlags:"):
+            flags |= set(line.split()[1:])
+    return flags
+
+
+def test_memory_mapped_vectors_are_read_as_random_access(small_large_index):
+    """A large index's float32 vectors are mapped with random-access advice ("rr"): a search
+    gathers scattered rows, and with normal advice each page fault would read the device's whole
+    read-ahead window around it (most of a file larger than the page cache, a few thousand rows
+    in). A one-pass encode of a segment reads it with sequential advice ("sr"), then goes back."""
+    from engine.retrieval.snapshot import prepare
+    from engine.store.layout import Layout
+    from engine.store.segment import advise, read_vectors
+
+    idx = engine.Index(small_large_index, config=SearchConfig(vectors=VECTORS))
+    snap = idx.snapshot
+    assert snap.large
+    seg = snap.manifest.segments[0].name
+    f = Layout(small_large_index).segment(seg) / "vectors.npy"
+    _ = snap.vectors.take(np.array([0, 5]))
+    assert "rr" in _vm_flags(f)
+    v = read_vectors(Layout(small_large_index), seg, mmap=True)
+    advise(v, "sequential")
+    assert "sr" in _vm_flags(f)
+    advise(np.zeros(3), "random")  # an array in RAM: nothing to advise, no error
+    assert prepare(small_large_index, VECTORS)["kind"] == "ivfpq"

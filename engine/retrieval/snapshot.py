@@ -30,7 +30,7 @@ from ..modalities import MODALITIES
 from ..store.files import try_atomic_write
 from ..store.layout import TILE_SCHEMA, Layout
 from ..store.manifest import Manifest, read_current, read_scenes, read_tombstones
-from ..store.segment import read_tiles, read_vectors
+from ..store.segment import advise, read_tiles, read_vectors
 from ..store.verify import damaged, generation_damage, require_whole
 from . import vectors as vec
 from .config import DEFAULT, VectorIndexConfig
@@ -237,7 +237,9 @@ class Snapshot:
                 tiles = read_tiles(self.layout, name)
                 return LoadedSegment(name, tiles, read_vectors(self.layout, name), _compact(tiles))
             tiles = self._arrow_tiles(name)
-            return LoadedSegment(name, tiles, read_vectors(self.layout, name, mmap=True), _compact(tiles))
+            vectors = read_vectors(self.layout, name, mmap=True)
+            advise(vectors, "random")  # searches gather scattered rows (re-rank, exact scoring)
+            return LoadedSegment(name, tiles, vectors, _compact(tiles))
         except (OSError, ValueError, pa.ArrowException) as e:
             raise damaged(self.layout, [f"segments/{name}: unreadable ({str(e).splitlines()[0][:120]})"]) from None
 

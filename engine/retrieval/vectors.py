@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..store.files import try_atomic_write
+from ..store.segment import advise
 from .config import VectorIndexConfig
 
 log = logging.getLogger("glb.vectors")
@@ -417,8 +418,12 @@ def segment_codes(root: Path, segment: str, part: np.ndarray, trained, digest: s
             log.warning("%s: %s; encoding the segment again", path, why)
         except (OSError, ValueError) as e:
             log.warning("%s: unreadable (%s); encoding the segment again", path, e)
-    outs = [trained.sa_encode(np.ascontiguousarray(part[i:i + chunk], dtype=np.float32))
-            for i in range(0, part.shape[0], chunk)]
+    advise(part, "sequential")  # one pass over the whole file: read ahead
+    try:
+        outs = [trained.sa_encode(np.ascontiguousarray(part[i:i + chunk], dtype=np.float32))
+                for i in range(0, part.shape[0], chunk)]
+    finally:
+        advise(part, "random")  # back to the search's pattern (snapshot._load_segment)
     codes = np.concatenate(outs) if outs else np.zeros((0, trained.sa_code_size()), np.uint8)
     meta = {"segment": segment, "rows": int(part.shape[0]), "quantizer": digest,
             "checksum": _codes_digest(codes)}

@@ -75,6 +75,25 @@ def read_vectors(layout: Layout, name: str, mmap: bool = False) -> np.ndarray:
     return np.load(layout.segment(name) / "vectors.npy", mmap_mode="r" if mmap else None)
 
 
+def advise(vectors: np.ndarray, pattern: str) -> None:
+    """Tell the kernel how a memory-mapped vectors file will be read ("random", "sequential" or
+    "normal"); no-op for arrays in RAM. Why: a page fault on a mapping with normal advice reads
+    around the faulting page by the device's read-ahead window (8 MB on some virtual disks), so
+    gathering a few thousand scattered rows of a file larger than the page cache reads most of
+    the file; "random" reads only the faulting page, "sequential" reads ahead for whole scans."""
+    import mmap as _mmap
+
+    m = getattr(vectors, "_mmap", None)
+    if m is None or not hasattr(m, "madvise"):
+        return
+    flag = {"random": _mmap.MADV_RANDOM, "sequential": _mmap.MADV_SEQUENTIAL,
+            "normal": _mmap.MADV_NORMAL}[pattern]
+    try:
+        m.madvise(flag)
+    except (OSError, ValueError):
+        pass  # advice only: a platform that refuses it reads as before
+
+
 def read_thumbs(layout: Layout, name: str, tile_ids: list[int] | None = None) -> pa.Table:
     filters = [("tile_id", "in", list(tile_ids))] if tile_ids is not None else None
     return pq.read_table(layout.segment(name) / "thumbs.parquet", filters=filters)
