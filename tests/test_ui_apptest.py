@@ -492,3 +492,22 @@ def test_launcher_options(tmp_path):
     env = launch.environment(tmp_path / "idx")
     assert env["GLB_UI_INDEX"] == str((tmp_path / "idx").resolve())
     assert env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_map_site_of_another_index_is_its_own_folder(small_index, tmp_path):
+    """One process that serves two indexes in turn (a relaunch, or the tests) never lists one
+    index's scenes for the other, even at the same generation number."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(small_index, other)
+    a = engine.open(small_index)
+    b = engine.open(other)
+    gen = a.info()["generation"]
+    root_a, _ = mapview.site(a, gen)
+    root_b, url_b = mapview.site(b, b.info()["generation"])
+    assert root_b != root_a
+    assert len(json.loads((root_b / url_b).read_text())) == len(b.scenes())
+    root_a2, url_a2 = mapview.site(a, gen)
+    assert root_a2 != root_b
+    assert sorted(s["scene_id"] for s in json.loads((root_a2 / url_a2).read_text())) == sorted(a.scenes()["scene_id"])

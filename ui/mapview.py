@@ -24,16 +24,19 @@ FRONTEND = Path(__file__).resolve().parent / "static" / "map"
 COMPONENT = "glb_map"
 
 _lock = threading.Lock()
-_site: dict = {}  # "root": Path, "data": {generation: relative url}
+_site: dict = {}  # "root": Path, "index": resolved index path, "data": {generation: relative url}
 
 
-def _root() -> Path:
+def _root(index: str) -> Path:
+    """The served folder of `index`. A server serves one index; a process that opens another
+    (tests, a relaunch in one interpreter) gets a new folder, so no other index's files or
+    generation numbers are ever served with it."""
     root = _site.get("root")
-    if root is None or not root.is_dir():
+    if root is None or not root.is_dir() or _site.get("index") != index:
         root = Path(tempfile.mkdtemp(prefix="glb-ui-map-"))
         atexit.register(shutil.rmtree, root, True)
         _site.clear()
-        _site["root"], _site["data"] = root, {}
+        _site["root"], _site["index"], _site["data"] = root, index, {}
     return root
 
 
@@ -47,7 +50,7 @@ def site(idx, generation: int) -> tuple[Path, str]:
     """The served folder and the URL (relative to it) of this generation's scenes list;
     writes overview pictures that are not there yet. Thread-safe; once per generation."""
     with _lock:
-        root = _root()
+        root = _root(str(Path(idx.path).resolve()))
         data = _site["data"]
         if generation in data:
             return root, data[generation]
