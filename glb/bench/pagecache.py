@@ -22,7 +22,6 @@ _libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctype
 _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
-MADV_DONTNEED = 4
 PAGE = mmap.PAGESIZE
 
 
@@ -49,7 +48,7 @@ def evict(folder: str | Path) -> dict:
     folder = Path(folder)
     maps = _own_mappings(folder)
     for start, length in maps:
-        if _libc.madvise(start, length, MADV_DONTNEED) != 0:
+        if _libc.madvise(start, length, mmap.MADV_DONTNEED) != 0:
             raise OSError(ctypes.get_errno(), f"madvise failed on a mapping of {folder}")
     files = _files(folder)
     for p in files:
