@@ -96,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--exclude-marked", action="store_true",
                     help="leave the marked tiles out of the results (show only new ones)")
     _add_ranking_options(se, "results", "the score column is then the calibrated score")
+    se.add_argument("--evidence", action="store_true",
+                    help="rank each sensor's best tiles by the query's evidence against a bank of "
+                         "other prompts (engine/retrieval/evidence.py): comparable across sensors "
+                         "without giving a sensor that matches nothing a place in the list; the "
+                         "score column is then the evidence (not with --calibrated)")
     se.add_argument("--export-marks", metavar="FILE",
                     help="write the marks as labelled footprints: .geojson, .csv or .parquet (GeoParquet)")
     se.add_argument("--checkpoint", help="our encoder's checkpoint, where the index used another")
@@ -381,7 +386,7 @@ def cmd_search(args) -> int:
               positives=args.like, negatives=args.unlike,
               exclude=(args.like or []) + (args.unlike or []) if args.exclude_marked else None,
               undated=args.undated, calibrated=args.calibrated, diversify=args.diversify,
-              min_relevance=args.min_relevance)
+              min_relevance=args.min_relevance, evidence=args.evidence)
     if args.export_marks:
         if not (args.like or args.unlike):
             raise InputError("--export-marks needs marks (--like / --unlike)")
@@ -426,7 +431,7 @@ def cmd_search(args) -> int:
             return 0
         cols = ["rank", "score", "modality", "sensor", "acquired", "scene", "tile_id"]
         rk = res.attrs.get("ranking") or {}
-        if rk.get("calibrated") or rk.get("min_relevance") is not None:
+        if rk.get("calibrated") or rk.get("evidence") or rk.get("min_relevance") is not None:
             cols[2:2] = ["score_raw", "relevance"]   # what the ranking ordered and floored by
         hidden = [f"{n} {what}" for n, what in ((rk.get("hidden_by_diversify", 0), "hidden by --diversify"),
                                                 (rk.get("below_floor", 0), "below --min-relevance")) if n]

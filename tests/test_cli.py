@@ -76,6 +76,7 @@ def test_search_ranking_options_match_the_api_and_watch_add(small_index):
 
     idx = engine.open(small_index)
     for argv, kw in ((["--calibrated", "--diversify", 2], dict(calibrated=True, diversify=2)),
+                     (["--evidence", "--diversify", 3], dict(evidence=True, diversify=3)),
                      (["--min-relevance", 90], dict(min_relevance=90.0)),
                      (["--diversify", 1, "--start", "1900-01-01", "--undated"],
                       dict(diversify=1, start="1900-01-01", undated=True))):
@@ -89,6 +90,7 @@ def test_search_ranking_options_match_the_api_and_watch_add(small_index):
             [round(float(s), 4) for s in ref["score"]]
         ranking = fc["query"]["ranking"]
         assert ranking["calibrated"] == kw.get("calibrated", False)
+        assert ranking["evidence"] == kw.get("evidence", False)
         assert ranking["diversify"] == kw.get("diversify") and ranking["min_relevance"] == kw.get("min_relevance")
         if "min_relevance" in kw:
             assert all(f["properties"]["relevance"] >= 90 for f in fc["features"])
@@ -106,7 +108,8 @@ def test_search_ranking_options_match_the_api_and_watch_add(small_index):
     # the names are the ones `glb watch add` takes
     for opt in ("--calibrated", "--diversify", "--min-relevance", "--undated"):
         assert opt in glb("watch", "add", "--help").stdout and opt in glb("search", "--help").stdout
-    for argv, word in ((["--diversify", 0], "diversify"), (["--min-relevance", 150], "min_relevance")):
+    for argv, word in ((["--diversify", 0], "diversify"), (["--min-relevance", 150], "min_relevance"),
+                       (["--evidence", "--calibrated"], "choose one")):
         r = glb("search", "river", "--index", small_index, *argv)
         err = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.returncode == 2 and len(err) == 1 and word in err[0], r.stderr

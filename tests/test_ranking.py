@@ -176,17 +176,16 @@ def test_revisits_of_one_place_are_one_place():
     assert same_place(a, b).tolist() == [True, False]  # the same window; its neighbour
 
 
-def test_rank_bench_bank_evidence_orders_as_the_querys_probability_among_the_bank():
-    """training/rank_bench.py's "bank" ranking: scale * cos(q, x) - logsumexp_b(scale * cos(b, x))
-    must order tiles exactly as p(q | x) among the bank plus the query does, and be finite for
-    scores far apart (no overflow)."""
-    from training.rank_bench import BANK_SCALE, bank_evidence
+def test_bank_evidence_orders_as_the_querys_probability_among_the_bank():
+    """evidence.Bank: scale * cos(q, x) - logsumexp_b(scale * cos(b, x)) must order tiles exactly
+    as p(q | x) among the bank plus the query does, and be finite for scores far apart."""
+    from engine.retrieval.evidence import BANK_SCALE, Bank
 
     rng = np.random.default_rng(3)
     unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
     x, bank, q = unit(rng.normal(size=(300, 16))), unit(rng.normal(size=(40, 16))), unit(rng.normal(size=16))
     raw = x @ q
-    ev = bank_evidence(raw, x, bank)
+    ev = Bank(bank.astype(np.float32)).evidence(raw, x)
     logits = np.concatenate([raw[:, None], x @ bank.T], 1) * BANK_SCALE
     logits -= logits.max(1, keepdims=True)
     p = np.exp(logits[:, 0]) / np.exp(logits).sum(1)
@@ -199,5 +198,48 @@ def test_rank_bench_bank_evidence_orders_as_the_querys_probability_among_the_ban
     a, b = unit(q + 0.5 * u), unit(q + 0.5 * b0)
     two = np.stack([a, b])
     assert np.isclose(a @ q, b @ q)
-    ev2 = bank_evidence(two @ q, two, b0[None, :])
+    ev2 = Bank(b0[None, :].astype(np.float32)).evidence(two @ q, two)
     assert ev2[0] > ev2[1]
+
+
+def brute_evidence(enc, vec, q):
+    """The evidence of every tile from first principles: 30 cos(q, x) - logsumexp over the
+    prompt bank, embedded here by the index's encoder."""
+    from scipy.special import logsumexp
+
+    from engine.retrieval.evidence import BANK_SCALE, PROMPT_BANK
+
+    bank = enc.encode_text(list(PROMPT_BANK))
+    raw = vec @ q
+    return raw, BANK_SCALE * raw.astype(np.float64) - logsumexp(BANK_SCALE * (vec @ bank.T).astype(np.float64), axis=1)
+
+
+def test_evidence_orders_each_modalitys_top_tiles_by_the_bank_score(world, encoder):
+    idx, snap, vec, fp = world
+    codes = snap.modality_code
+    texts = ["a river", "mountains", "a radar image of a flooded field", "a forest"]
+    for text in texts:
+        q = encoder.encode_text([text])[0]
+        raw, ev = brute_evidence(encoder, vec, q)
+        k = 12
+        got = idx.search(text, k=k, evidence=True)
+        # the candidates are each modality's cosine top k; among them, the evidence order
+        cand = np.concatenate([np.flatnonzero(codes == c)[np.lexsort((snap.tile_ids[codes == c],
+                                                                       -raw[codes == c]))[:k]]
+                               for c in np.unique(codes)])
+        order = cand[np.lexsort((snap.tile_ids[cand], -ev[cand]))][:k]
+        assert got["tile_id"].tolist() == snap.tile_ids[order].tolist(), text
+        np.testing.assert_allclose(got["score"], ev[order], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(got["score_raw"], raw[order], rtol=1e-5, atol=1e-5)
+        assert got.attrs["ranking"]["evidence"] is True and got["relevance"].notna().all()
+    # with filters, a diversification and a floor the list keeps to them
+    got = idx.search("a river", k=8, evidence=True, modality=["sar", "elevation"], diversify=2,
+                     min_relevance=50)
+    assert set(got["modality"]) <= {"sar", "elevation"} and (got["relevance"] >= 50).all()
+    assert got.groupby("scene").size().max() <= 2
+
+
+def test_evidence_and_calibrated_are_one_choice(world):
+    idx = world[0]
+    with pytest.raises(engine.InputError, match="choose one"):
+        idx.search("a river", k=5, evidence=True, calibrated=True)

@@ -175,3 +175,26 @@ def test_background_and_reference_samples_do_not_depend_on_the_sharding(split):
         assert sorted(map(bytes, a)) == sorted(map(bytes, b))      # the same tiles
     q = vec[0]
     np.testing.assert_allclose(list(whole.stats(q).mean.values()), list(merged.stats(q).mean.values()), rtol=1e-5)
+
+
+def test_evidence_ranking_in_sharded_search_equals_the_single_index(ray_cluster, small_index, encoder,
+                                                                   tmp_path):
+    """Ranking by evidence (evidence.py) across shards: each shard sends its modalities' top
+    tiles with their vectors, the router scores them against the prompt bank as the unsplit
+    index does (with marks too: the re-rank then starts from the evidence)."""
+    shards = split_index(small_index, tmp_path / "sharded", 2)
+    single = engine.open(small_index, encoder=encoder)
+    sharded = ShardedIndex(shards, encoder=encoder)
+    try:
+        top = [int(t) for t in single.search("a river", k=30).tile_id]
+        cases = [dict(text="a river", evidence=True),
+                 dict(text="mountains", evidence=True, diversify=1),
+                 dict(text="a forest", evidence=True, modality=["rgb", "sar"], min_relevance=60),
+                 dict(text="a river", evidence=True, positives=top[:6], negatives=top[20:26])]
+        for c in cases:
+            want = single.search(k=10, **c)
+            got = sharded.search(k=10, **c)
+            _same(got, want, sorted(c))
+            assert want.attrs["ranking"]["evidence"] is True
+    finally:
+        sharded.close()

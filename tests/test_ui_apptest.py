@@ -98,8 +98,8 @@ def test_text_query_gives_ranked_results_table(app, small_index):
     assert df["rank"].tolist() == list(range(1, 21))
     assert df["score"].is_monotonic_decreasing
     # the same tiles, in the same order, as the engine gives for the same query with the
-    # page's defaults: fair across sensors, diversified (5 a scene, one per place)
-    ref = engine.open(small_index).search("flooded farmland", k=20, calibrated=True, diversify=5)
+    # page's defaults: ordered by evidence across sensors, diversified (5 a scene, one per place)
+    ref = engine.open(small_index).search("flooded farmland", k=20, evidence=True, diversify=5)
     assert df["tile_id"].tolist() == [str(t) for t in ref["tile_id"]]
     assert df.groupby("scene").size().max() <= 5
     assert ((df["relevance"] >= 0) & (df["relevance"] <= 100)).all()
@@ -189,7 +189,7 @@ def test_more_like_this_is_a_tile_query_across_modalities(app, small_index):
     assert at.sidebar.text_input(key="tile_id").value == first
     df = results_table(at)
     assert first not in set(df["tile_id"])  # the query tile itself is left out
-    ref = engine.open(small_index).search(tile_id=int(first), k=100, calibrated=True, diversify=5)
+    ref = engine.open(small_index).search(tile_id=int(first), k=100, evidence=True, diversify=5)
     assert df["tile_id"].tolist() == [str(t) for t in ref["tile_id"]]
     assert df["modality"].nunique() > 1  # across modalities when no filter says otherwise
     assert any("tiles like" in m.value for m in at.markdown)
@@ -332,7 +332,7 @@ def test_ranking_controls_and_plain_ranking_in_one_click(app, small_index):
     assert any("Relevance" in c.value and "percentile" in c.value for c in at.caption)
     at.button(key="plain_ranking").click()
     at.run()
-    assert at.session_state["calibrated"] is False and at.session_state["diversify"] is False
+    assert at.session_state["order"] == "raw" and at.session_state["diversify"] is False
     df = results_table(at)
     ref = idx.search("a river", k=20)
     assert df["tile_id"].tolist() == [str(t) for t in ref["tile_id"]]

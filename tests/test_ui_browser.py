@@ -186,7 +186,7 @@ def test_search_page_in_chromium(watched, browser_index, encoder, tmp_path):
     # a text query: the engine's top 20 with the page's defaults, as cards with thumbnails
     # and as footprints
     idx = engine.open(browser_index, encoder=encoder)
-    expected = [str(t) for t in idx.search("flooded farmland", k=20, calibrated=True,
+    expected = [str(t) for t in idx.search("flooded farmland", k=20, evidence=True,
                                            diversify=5)["tile_id"]]
     sel = ",".join(f".st-key-card_{t}" for t in expected)
     box.fill("flooded farmland")
@@ -278,7 +278,7 @@ def test_map_keeps_results_clear_of_controls_groups_revisits_and_shows_the_selec
     two results at one place draws that result's own scene on top, labels it first, outlines it."""
     page, frame = watched.page, watched.page.frame_locator(MAP)
     idx = engine.open(browser_index, encoder=encoder)
-    res = idx.search("farmland", k=100, sensor="naip", calibrated=True)
+    res = idx.search("farmland", k=100, sensor="naip", evidence=True)
     page.goto(f"{watched.server}/?q=farmland&k=100&div=0&sensor=naip")
     cards(page, 100, pictures=False)
     page.wait_for_function("s => { const f = document.querySelector(s); const d = f && f.contentDocument;"
@@ -365,7 +365,8 @@ def test_link_reproduces_the_search_and_query_text_is_never_markup(watched):
     assert page.locator(".st-key-query_box a, .st-key-query_box b").count() == 0
     # shown as typed (an invisible word joiner keeps bare URLs from becoming links)
     assert text in page.locator(".st-key-query_box").inner_text().replace("\u2060", "")
-    assert page.get_by_role("checkbox", name="Rank fairly across sensors").is_checked() is False
+    # a link made before the evidence order: fair=0 is the raw order
+    assert page.get_by_role("radio", name="Raw similarity").is_checked() is True
     # a new search goes into the address: reloading it gives the same list
     box = page.get_by_role("textbox", name="Describe what you are looking for")
     box.fill("mountains")

@@ -56,10 +56,11 @@ def test_mark_refine_save_and_clear(at, index_copy):
     assert any(c.value.startswith("Refined with probe") for c in at.caption)
     shown = _card_ids(at)
     assert ids[2] not in shown and len(shown) == 20
-    page = Request()  # the page's ranking defaults (calibrated, diversified) apply to marks too
+    page = Request()  # the page's ranking defaults (order, diversified) apply to marks too
     ref = engine.open(index_copy).search("mountains", positives=[int(ids[0]), int(ids[1])],
                                          negatives=[int(ids[2])], exclude=[int(ids[2])], k=20,
-                                         calibrated=page.calibrated, diversify=page.diversify,
+                                         calibrated=page.calibrated, evidence=page.evidence,
+                                         diversify=page.diversify,
                                          undated=page.undated)
     assert shown == [str(int(t)) for t in ref["tile_id"]]
 

@@ -19,11 +19,10 @@ Pools (labels from the datasets, the sensors differ):
   modalities hold *no* positive for a query, as in a real archive (the pools above hold positives
   in every modality).
 
-A third ranking is measured beside the engine's two, not used by the engine: "bank", the
-query's evidence against a bank of other prompts, per tile — scale * cos(q, x) - logsumexp over
-the bank of scale * cos(b, x), with the training loss's logit scale 30 and the first zero-shot
-prompt of every class of the training sources as the bank (the order of log p(q | x) among the
-bank and the query). It is comparable across modalities without a per-modality reference.
+The third ranking, "bank", is the engine's `evidence=True` score (engine/retrieval/evidence.py):
+the query's evidence against a bank of other prompts, per tile — 30 * cos(q, x) - logsumexp over
+the bank of 30 * cos(b, x), the order of log p(q | x) among the bank and the query. Here it
+orders the whole pool (the engine orders each modality's top candidates by it).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ import time
 import numpy as np
 
 from engine.modalities import MODALITIES
+from engine.retrieval.evidence import Bank
 from engine.retrieval.ranking import Reference
 
 TOP = 20
@@ -48,30 +48,6 @@ EUROSAT_QUERIES = {"Forest": "a forest", "Industrial": "industrial buildings",
                    "Pasture": "a pasture", "Residential": "a residential area with houses",
                    "River": "a river"}
 NONSENSE = ["qwertzuiop asdf", "a purple elephant playing the violin", "the square root of seven"]
-BANK_SCALE = 30.0  # the logit scale of the v2 training loss (training/loss.py)
-BANK_SOURCES = (("aid", "val"), ("ucm", "test"), ("eurosat_rgb", "val"), ("eurosat_ms", "test"),
-                ("mstar", "val"), ("ombria_s1", "test"), ("ombria_s2", "test"), ("harvey", "test"),
-                ("hit_uav", "test"), ("elevation", "train"), ("opensarship", "test"),
-                ("hrsid", "test"), ("uavic", "train"), ("sen1floods11_s1", "test"))
-
-
-def prompt_bank(encoder) -> tuple[list[str], np.ndarray]:
-    """The first zero-shot prompt of every class of the sources above, embedded."""
-    from training.datasets import load
-
-    texts: list[str] = []
-    for name, split in BANK_SOURCES:
-        texts += [ps[0] for ps in load(name, split).prompts().values()]
-    texts = list(dict.fromkeys(texts))
-    return texts, encoder.encode_text(texts)
-
-
-def bank_evidence(raw: np.ndarray, emb: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """scale * cos(q, x) - logsumexp_b(scale * cos(b, x)): per tile, how far the query beats the
-    bank's prompts (monotone in log p(q | x) over the bank plus the query)."""
-    z = (emb @ bank.T) * BANK_SCALE
-    top = z.max(1)
-    return raw * BANK_SCALE - (top + np.log(np.exp(z - top[:, None]).sum(1)))
 
 
 def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -181,7 +157,7 @@ def pools(encoder, rgb_every: int):
     return out
 
 
-def measure(encoder, pool: Pool, queries: dict[str, set], bank: np.ndarray) -> list[dict]:
+def measure(encoder, pool: Pool, queries: dict[str, set], bank: Bank) -> list[dict]:
     rows = []
     present = sorted(set(pool.C.tolist()))
     for text, positive in queries.items():
@@ -194,7 +170,7 @@ def measure(encoder, pool: Pool, queries: dict[str, set], bank: np.ndarray) -> l
         rel = stats.relevance(raw, pool.C)
         pct = rel.astype(np.float64) + 1e-6 * cal  # percentile within the modality, z breaks ties
         r["ap_percentile"] = average_precision(pct, pos)
-        ev = bank_evidence(raw, pool.E, bank)
+        ev = bank.evidence(raw, pool.E)
         for name, s in (("raw", raw), ("calibrated", cal), ("bank", ev)):
             top = np.lexsort((np.arange(len(s)), -s))[:TOP]
             r[f"ap_{name}"] = average_precision(s, pos)
@@ -236,8 +212,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     enc = load_encoder(args.checkpoint)
     print(f"encoder {enc.name} ({enc.identity}); top {TOP}; AP over the whole mixed pool\n")
-    bank_texts, bank = prompt_bank(enc)
-    print(f"prompt bank: {len(bank_texts)} prompts\n")
+    bank = Bank.of(enc)
+    print(f"prompt bank: {len(bank.vectors)} prompts (engine/retrieval/evidence.py)\n")
     print("| pool | query | positives (by modality) | AP raw | AP calibrated | AP bank | P@20 raw | "
           "P@20 cal. | P@20 bank | top-20 share raw | top-20 share calibrated | top-20 share bank |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -156,10 +156,13 @@ def sidebar(info: dict, dates, holdings: dict[str, dict[str, int]],
     sb.slider("Results (k)", 1, q.MAX_K, key="k")
 
     sb.subheader("Ranking")
-    sb.checkbox("Rank fairly across sensors", key="calibrated",
-                help="Each sensor's scores are measured against that sensor's own tiles in this "
-                     "index, so one sensor cannot crowd out the others. Untick for the raw "
-                     "similarity order.")
+    sb.radio("Order across sensors", list(q.ORDERS), key="order", format_func=q.ORDERS.get,
+             help="**By evidence**: each sensor's best tiles, ordered by how much better your "
+                  "query describes a tile than other descriptions do (land cover, scenes, "
+                  "vehicles, ships, floods, terrain), so a sensor whose tiles match nothing "
+                  "stays out. **A fair share per sensor**: each sensor's scores measured against "
+                  "its own tiles in this index, so every sensor gets places. **Raw similarity**: "
+                  "the cosine order.")
     sb.checkbox("Diversify: one result per place, at most", key="diversify",
                 help="Revisits of the same footprint show once (the best date), and no scene "
                      "fills the list.")
@@ -184,7 +187,7 @@ def sidebar(info: dict, dates, holdings: dict[str, dict[str, int]],
         modalities=tuple(ss.modalities), sensors=tuple(ss.sensors),
         stac_collections=tuple(ss.stac_collections), start=start, end=end,
         region=ss.region, k=int(ss.k), undated=bool(ss.undated),
-        calibrated=bool(ss.calibrated), diversify=int(ss.per_scene) if ss.diversify else None,
+        order=str(ss.order), diversify=int(ss.per_scene) if ss.diversify else None,
         min_relevance=float(ss.min_relevance))
 
 

@@ -19,6 +19,12 @@ import engine
 
 MODES = ("text", "image", "tile")
 MAX_K = 100
+# How the list is ordered across sensors (the sidebar's "Order across sensors"; URL `order`):
+# "evidence": each sensor's best tiles by the query's evidence against other descriptions
+# (engine/retrieval/evidence.py; the default: best of the three in training/rank_bench.py),
+# "fair": the per-modality calibrated score (every sensor gets places), "raw": cosine.
+ORDERS = {"evidence": "By evidence (the default)", "fair": "A fair share per sensor",
+          "raw": "Raw similarity"}
 
 
 @dataclass(frozen=True)
@@ -153,11 +159,19 @@ class Request:
     region: str = ""
     k: int = 20
     undated: bool = True           # with a date range: keep tiles that have no date
-    calibrated: bool = True        # rank fairly across sensors (engine/retrieval/ranking.py)
+    order: str = "evidence"        # across sensors: ORDERS (engine/retrieval/evidence.py, ranking.py)
     diversify: int | None = 5      # at most N per scene, one per place; None: plain ranking
     min_relevance: float = 0.0     # relevance floor (percentile)
     positives: tuple[str, ...] = ()   # tile ids marked relevant, once Refine is pressed (ui/feedback.py)
     negatives: tuple[str, ...] = ()
+
+    @property
+    def calibrated(self) -> bool:
+        return self.order == "fair"
+
+    @property
+    def evidence(self) -> bool:
+        return self.order == "evidence"
 
     def is_empty(self) -> bool:
         if self.positives:
@@ -175,7 +189,7 @@ class Request:
                  self.image_sensor or "", self.image_wavelengths, self.image_modality or "",
                  ",".join(self.modalities), ",".join(self.sensors), ",".join(self.stac_collections),
                  str(self.start), str(self.end),
-                 self.region.strip(), str(self.k), str(self.undated), str(self.calibrated),
+                 self.region.strip(), str(self.k), str(self.undated), self.order,
                  str(self.diversify), str(self.min_relevance), ",".join(self.positives),
                  ",".join(self.negatives)]
         return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
@@ -242,7 +256,7 @@ def run(idx, req: Request) -> Outcome:
         if region is not None:
             kw.update(region.engine_kwargs())
         out.filters = idx.filter_counts(**{k: v for k, v in kw.items() if k != "k"})
-        kw.update(calibrated=req.calibrated, diversify=req.diversify,
+        kw.update(calibrated=req.calibrated, evidence=req.evidence, diversify=req.diversify,
                   min_relevance=req.min_relevance or None)
         if req.positives or req.negatives:
             kw.update(positives=[int(t) for t in req.positives],
@@ -406,7 +420,7 @@ def _query(req: Request | None) -> dict | None:
             "start": str(req.start) if req.start else None,
             "end": str(req.end) if req.end else None,
             "region": req.region.strip() or None, "k": req.k,
-            "undated": req.undated, "calibrated": req.calibrated,
+            "undated": req.undated, "order": req.order, "calibrated": req.calibrated,
             "diversify": req.diversify, "min_relevance": req.min_relevance}
 
 

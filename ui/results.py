@@ -121,10 +121,8 @@ def ranking_note(req: q.Request, res) -> None:
     bits = ["**Relevance** = percentile of a tile's score among this index's tiles of the same "
             "modality for this query (99 = better than 99 %); high/medium/low says how far it "
             "stands out."]
-    if req.calibrated:
-        bits.append("Ranked fairly across sensors.")
-    else:
-        bits.append("Ranked by raw similarity (cosine).")
+    bits.append({"evidence": "Ordered by evidence across sensors.",
+                 "fair": "Ranked fairly across sensors."}.get(req.order, "Ranked by raw similarity (cosine)."))
     if req.diversify:
         hidden = info.get("hidden_by_diversify", 0)
         bits.append(f"Diversified: one per place, at most {req.diversify} per scene"
@@ -133,7 +131,7 @@ def ranking_note(req: q.Request, res) -> None:
         bits.append(f"Floor: relevance ≥ {req.min_relevance:g}.")
     cols = st.columns([3, 2], vertical_alignment="center")
     cols[0].caption(" ".join(bits))
-    if req.calibrated or req.diversify:
+    if req.order != "raw" or req.diversify:
         cols[1].button("Plain ranking", key="plain_ranking", on_click=state.plain_ranking,
                        help="Raw similarity order, no diversification (one click back: tick the "
                             "boxes under Ranking).")

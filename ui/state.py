@@ -13,7 +13,7 @@ ss = st.session_state
 # that a run does not draw (another query mode, a run cut short by a newer one).
 KEEP = ("mode", "text", "tile_id", "image_sensor", "image_wavelengths", "image_modality",
         "region", "modalities", "sensors", "stac_collections", "use_dates", "dates", "undated", "k", "web_basemap",
-        "view", "calibrated", "diversify", "per_scene", "min_relevance")
+        "view", "order", "diversify", "per_scene", "min_relevance")
 
 DEFAULTS = {
     # widgets
@@ -21,7 +21,7 @@ DEFAULTS = {
     "stac_collections": [],
     "use_dates": False, "k": 20, "web_basemap": False, "image_sensor": "",
     "image_wavelengths": "", "image_modality": "", "view": "Gallery", "undated": True,
-    "calibrated": True, "diversify": True, "per_scene": 5, "min_relevance": 0,
+    "order": "evidence", "diversify": True, "per_scene": 5, "min_relevance": 0,
     # page state
     "selected": None,   # tile id (str) of the result the analyst picked
     "fit": None,        # what the map should show: {key, bounds, max_zoom}; applied once per key
@@ -87,7 +87,7 @@ def _date(v: str):
 
 
 URL = {"mode": ("mode", str), "q": ("text", str), "tile": ("tile_id", str), "region": ("region", str),
-       "k": ("k", int), "undated": ("undated", _bool), "fair": ("calibrated", _bool),
+       "k": ("k", int), "undated": ("undated", _bool), "order": ("order", str),
        "div": ("per_scene", int), "floor": ("min_relevance", int)}
 
 
@@ -100,6 +100,10 @@ def from_url(params) -> None:
                 ss[key] = parse(params[name])
             except (TypeError, ValueError):
                 pass
+    if "fair" in params and "order" not in params:  # links made before the evidence order
+        ss.order = "fair" if _bool(params["fair"]) else "raw"
+    if ss.order not in ("evidence", "fair", "raw"):
+        ss.order = DEFAULTS["order"]
     if "div" in params:
         ss.diversify = ss.per_scene > 0
         ss.per_scene = max(1, ss.per_scene)
@@ -141,7 +145,7 @@ def to_url(req) -> dict:
         p["to"] = str(req.end)
     p["undated"] = "1" if req.undated else "0"
     p["k"] = str(req.k)
-    p["fair"] = "1" if req.calibrated else "0"
+    p["order"] = req.order
     p["div"] = str(req.diversify or 0)
     p["floor"] = str(int(req.min_relevance))
     return p
@@ -149,4 +153,4 @@ def to_url(req) -> dict:
 
 def plain_ranking() -> None:
     """'Plain ranking': raw cosine order, no diversification."""
-    ss.calibrated, ss.diversify = False, False
+    ss.order, ss.diversify = "raw", False

@@ -62,7 +62,7 @@ def check_k(k, max_k: int = MAX_K) -> int:
 
 def ranking_attrs(ranking: Ranking, ranked) -> dict:
     """`result.attrs["ranking"]`: what the ranking hid (docs/RANKING.md)."""
-    return {"calibrated": ranking.calibrated, "diversify": ranking.diversify,
+    return {"calibrated": ranking.calibrated, "evidence": ranking.evidence, "diversify": ranking.diversify,
             "min_relevance": ranking.min_relevance,
             "hidden_by_diversify": ranked.hidden_by_diversify if ranking.diversify is not None else 0,
             "below_floor": ranked.below_floor if ranking.min_relevance is not None else 0}
@@ -163,6 +163,7 @@ class Index:
         self._thumbs: OrderedDict[int, bytes] = OrderedDict()
         # (snapshot, ranking.Reference): replaced whole (one assignment) when the snapshot moves
         self._reference: tuple | None = None
+        self._bank: tuple | None = None      # (encoder identity, evidence.Bank)
         # (snapshot, {(seed, m): the rows and keys of its m smallest sample_order keys}): the
         # feedback background's first draw (background_rows), replaced whole with the snapshot
         self._sample_first: tuple | None = None
@@ -215,7 +216,7 @@ class Index:
                vector: np.ndarray | None = None, positives=None, negatives=None, exclude=None,
                feedback=None, undated: bool = False, calibrated: bool = False,
                diversify: int | None = None, min_relevance: float | None = None,
-               stac_collection=None, stac_item=None):
+               stac_collection=None, stac_item=None, evidence: bool = False):
         """Top-k tiles for one query (text, image array, tile id or vector) within filters;
         `result.attrs["plan"]` holds the strategy the planner chose (see planner.py).
 
@@ -225,7 +226,10 @@ class Index:
         What the feedback did (method, blend weight, why) is in `attrs["plan"]["feedback"]`.
 
         `score` is what the list is ordered by: the cosine similarity (`score_raw`, always
-        there too) or, with calibrated=True, the per-modality calibrated score (ranking.py).
+        there too) or, with calibrated=True, the per-modality calibrated score (ranking.py), or,
+        with evidence=True, the query's evidence against a bank of other prompts over each
+        modality's top tiles (evidence.py: comparable across sensors without giving a sensor that
+        matches nothing a place in the list).
         `relevance` is the percentile of the tile's score among its modality's tiles in this
         index for this query, `match` a high/medium/low band. `undated` keeps tiles without a
         date when a date range is given; `diversify=N` allows at most N results per scene and
@@ -237,7 +241,7 @@ class Index:
         filters = Filters.build(bbox=bbox, region=region, modality=modality, sensor=sensor,
                                 start=start, end=end, undated=undated,
                                 stac_collection=stac_collection, stac_item=stac_item)
-        ranking = Ranking.build(calibrated, diversify, min_relevance)
+        ranking = Ranking.build(calibrated, diversify, min_relevance, evidence)
         snap = self.snapshot
         q, skip, refined = self._query(snap, filters, text=text, image=image, wavelengths=wavelengths,
                                        image_modality=image_modality, tile_id=tile_id, vector=vector,
@@ -248,9 +252,10 @@ class Index:
                 raise InputError(f"{len(skip)} tiles to exclude: at most {MAX_EXCLUDE}")
         skip_ids = np.fromiter(skip, np.int64, len(skip))
         rerank = refined is not None and refined.reranks
-        ranked = pipeline.rank(self._fetch(snap, q, filters, ranking.calibrated),
+        ranked = pipeline.rank(self._fetch(snap, q, filters, ranking.per_modality),
                                lambda: self._stats(snap, q), k, skip_ids, ranking,
-                               refined if rerank else None, snap.n_tiles, RANKED_MAX_DEPTH)
+                               refined if rerank else None, snap.n_tiles, RANKED_MAX_DEPTH,
+                               self.bank(snap) if ranking.evidence else None)
         res = self._results(snap, ranked.cands.handle, ranked.key, raw=ranked.cands.raw,
                             relevance=ranked.relevance)
         res.attrs["plan"] = (ranked.plans["all"] if ranking.plain else
@@ -336,6 +341,16 @@ class Index:
         return background_sample(snap, filters, size, seed, first)
 
     # --- ranking across modalities and scenes (ranking.py) -------------------------------------
+    def bank(self, snap: Snapshot | None = None):
+        """The prompt bank (evidence.py) embedded by this index's encoder, once per encoder."""
+        from .evidence import Bank
+
+        enc = self._encoder_for(snap or self.snapshot)
+        got = self._bank
+        if got is None or got[0] != enc.identity:
+            got = self._bank = (enc.identity, Bank.of(enc))
+        return got[1]
+
     def _stats(self, snap: Snapshot, q: np.ndarray):
         """This query's score distribution per modality over the snapshot's reference tiles."""
         ref = self._reference

@@ -3,8 +3,8 @@ candidates: one snapshot (`Index.search`) or many shards (`ShardedIndex.search`)
 search ranks exactly as the single index does.
 
 A source hands `rank` the top `depth` tiles by cosine inside the filters (per modality when the
-ranking is calibrated), each part ordered by score, ties by tile id. `rank` then calibrates,
-orders, drops the excluded tiles, applies the relevance floor, re-ranks with the analyst's marks
+ranking is calibrated or by evidence), each part ordered by score, ties by tile id. `rank` then
+calibrates (or scores the evidence against the prompt bank, evidence.py), orders, drops the excluded tiles, applies the relevance floor, re-ranks with the analyst's marks
 (feedback.diffuse) and diversifies, asking for deeper candidates (x4) until k results survive,
 the filters run out of tiles, or `max_depth`.
 """
@@ -67,9 +67,10 @@ def first_depth(k: int, n_skip: int, ranking: Ranking, refined) -> int:
 
 
 def rank(fetch: Callable[[int], Candidates], stats: Callable, k: int, skip: np.ndarray,
-         ranking: Ranking, refined, total, max_depth: int) -> Ranked:
+         ranking: Ranking, refined, total, max_depth: int, bank=None) -> Ranked:
     """`fetch(depth)`: the candidates at that depth; `stats()`: the query's score distribution
-    (ranking.QueryStats, asked for after the first fetch); `skip`: tile ids never to return;
+    (ranking.QueryStats, asked for after the first fetch); `bank`: the evidence.Bank of the
+    index's encoder (needed when ranking by evidence); `skip`: tile ids never to return;
     `refined`: a feedback.Refined whose marks re-rank the candidates, or None; `total`: the
     tiles the source holds (the depth never exceeds it), or a callable that says it once the
     first candidates are in."""
@@ -83,7 +84,11 @@ def rank(fetch: Callable[[int], Candidates], stats: Callable, k: int, skip: np.n
         st = st or stats()
         cal = st.calibrate(c.raw, c.codes)
         rel = st.relevance(c.raw, c.codes)
-        key = cal if ranking.calibrated else c.raw.astype(np.float32)
+        if ranking.evidence:
+            key = bank.evidence(c.raw, c.vectors_of(c.handle) if len(c) else
+                                np.zeros((0, len(bank.vectors[0])), np.float32))
+        else:
+            key = cal if ranking.calibrated else c.raw.astype(np.float32)
         order = np.lexsort((c.ids, -key))
         c, key, rel = c.take(order), key[order], rel[order]
         if len(skip):
@@ -98,7 +103,8 @@ def rank(fetch: Callable[[int], Candidates], stats: Callable, k: int, skip: np.n
         if refined is not None:
             vecs = (c.vectors_of(c.handle) if len(c) else
                     np.zeros((0, refined.vector.shape[0]), np.float32))
-            new = diffuse(refined, vecs, key, 1.0 if ranking.calibrated else None)
+            unit = 1.0 if ranking.calibrated else (bank.scale * refined.spread if ranking.evidence else None)
+            new = diffuse(refined, vecs, key, unit)
             order = np.lexsort((c.ids, -new))
             refined.reranked = {"by": "diffusion over the candidates and the marks",
                                 "candidates": int(len(c))}

@@ -47,9 +47,12 @@ class Ranking:
     calibrated: bool = False            # order by per-modality calibrated score
     diversify: int | None = None        # at most N per scene, one per footprint
     min_relevance: float | None = None  # keep results with relevance >= this percentile
+    evidence: bool = False              # order each modality's top tiles by evidence.py's score
 
     @classmethod
-    def build(cls, calibrated=False, diversify=None, min_relevance=None) -> "Ranking":
+    def build(cls, calibrated=False, diversify=None, min_relevance=None, evidence=False) -> "Ranking":
+        if calibrated and evidence:
+            raise InputError("calibrated and evidence are two orders of the list: choose one")
         if diversify is not None:
             try:
                 d = int(diversify)
@@ -67,11 +70,17 @@ class Ranking:
             if not 0 <= m <= 100:
                 raise InputError(f"min_relevance is a percentile from 0 to 100, got {min_relevance!r}")
             min_relevance = m
-        return cls(bool(calibrated), diversify, min_relevance)
+        return cls(bool(calibrated), diversify, min_relevance, bool(evidence))
 
     @property
     def plain(self) -> bool:
-        return not self.calibrated and self.diversify is None and self.min_relevance is None
+        return (not self.calibrated and not self.evidence and self.diversify is None
+                and self.min_relevance is None)
+
+    @property
+    def per_modality(self) -> bool:
+        """Candidates are each modality's own top tiles (a cross-sensor order needs them all)."""
+        return self.calibrated or self.evidence
 
 
 def sample_order(tile_ids: np.ndarray, seed: int = 0) -> np.ndarray:

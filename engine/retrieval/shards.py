@@ -226,6 +226,7 @@ class ShardedIndex:
             raise InputError(f"shards were built with different encoders: {sorted(identities)}")
         self._encoder = encoder
         self._reference = None   # (generations of the shards, their parts, ranking.Reference)
+        self._bank_of = None     # evidence.Bank of the router's encoder
 
     @property
     def n_tiles(self) -> int:
@@ -235,12 +236,23 @@ class ShardedIndex:
     def dim(self) -> int:
         return next((i["dim"] for i in self.infos if i["tiles"]), self.infos[0]["dim"])
 
-    def _text_vector(self, text: str) -> np.ndarray:
+    def _text_encoder(self):
         if self._encoder is None:
             from ..encoder import load_encoder
 
             self._encoder = load_encoder()
-        return self._encoder.encode_text([text])[0]
+        return self._encoder
+
+    def _text_vector(self, text: str) -> np.ndarray:
+        return self._text_encoder().encode_text([text])[0]
+
+    def _bank(self):
+        """The prompt bank (evidence.py) embedded by the router's encoder, once."""
+        from .evidence import Bank
+
+        if self._bank_of is None:
+            self._bank_of = Bank.of(self._text_encoder())
+        return self._bank_of
 
     @staticmethod
     def _may_touch(info: dict, boxes) -> bool:
@@ -270,7 +282,8 @@ class ShardedIndex:
                end=None, *, sensor=None, region=None, vector=None, tile_id: int | None = None,
                positives=None, negatives=None, exclude=None, feedback=None, undated: bool = False,
                calibrated: bool = False, diversify: int | None = None,
-               min_relevance: float | None = None, stac_collection=None, stac_item=None):
+               min_relevance: float | None = None, stac_collection=None, stac_item=None,
+               evidence: bool = False):
         """As `Index.search` on the unsplit archive (same tiles, order, scores, relevance), for a
         text, vector or tile query and/or marks: the marks' vectors, the background sample and
         the ranking reference are gathered from the shards, the refined vector is fitted here,
@@ -300,7 +313,7 @@ class ShardedIndex:
                "start": start, "end": end, "undated": undated,
                "stac_collection": stac_collection, "stac_item": stac_item}
         f = Filters.build(**fkw)  # checks input once
-        ranking = Ranking.build(calibrated, diversify, min_relevance)
+        ranking = Ranking.build(calibrated, diversify, min_relevance, evidence)
         pos_ids, neg_ids = mark_ids(positives, negatives)
         check_one_query((text, tile_id, vector), pos_ids)
         boxes = f.boxes if f.region is not None else None
@@ -362,7 +375,8 @@ class ShardedIndex:
 
         def fetch(depth: int) -> pipeline.Candidates:
             answers = self.ray.get([self.servers[i].candidates.remote(
-                q, depth, fkw, ranking.calibrated, rerank, ranking.diversify is not None) for i in asked])
+                q, depth, fkw, ranking.per_modality, rerank or ranking.evidence,
+                ranking.diversify is not None) for i in asked])
             merged.clear()
             merged.update(gens={i: a["generation"] for i, a in zip(asked, answers)})
             cat = lambda key, empty: (np.concatenate([a[key] for a in answers]) if answers else empty)
@@ -370,7 +384,7 @@ class ShardedIndex:
             codes = cat("codes", np.zeros(0, np.int64))
             shard = np.concatenate([np.full(len(a["ids"]), i) for i, a in zip(asked, answers)]) \
                 if answers else np.zeros(0, np.int64)
-            if ranking.calibrated:  # the union's top `depth` of each modality
+            if ranking.per_modality:  # the union's top `depth` of each modality
                 scope = sorted({c for a in answers for c in a["scope"]})
                 sel = [np.flatnonzero(codes == c)[pipeline.merge_parts(
                     [(ids[codes == c], raw[codes == c])], depth)] for c in scope]
@@ -380,7 +394,8 @@ class ShardedIndex:
                 take = pipeline.merge_parts([(ids, raw)], depth)
                 exhausted = len(take) < depth
             # what the ranking will ask for (the shards sent it only when it would)
-            vecs = cat("vectors", np.zeros((0, self.dim), np.float32)) if rerank else np.zeros((0, self.dim))
+            vecs = (cat("vectors", np.zeros((0, self.dim), np.float32)) if rerank or ranking.evidence
+                    else np.zeros((0, self.dim)))
             div = ranking.diversify is not None
             scenes = np.array([s for a in answers for s in a["scenes"]] if div else [], dtype=object)
             boxes = cat("boxes", np.zeros((0, 4))) if div else np.zeros((0, 4))
@@ -398,7 +413,8 @@ class ShardedIndex:
             return ref
 
         ranked = pipeline.rank(fetch, lambda: reference()[0].stats(q), k, skip_ids, ranking,
-                               refined if rerank else None, lambda: reference()[1], RANKED_MAX_DEPTH)
+                               refined if rerank else None, lambda: reference()[1], RANKED_MAX_DEPTH,
+                               self._bank() if ranking.evidence else None)
         shard_of_result = merged["shard"][ranked.cands.handle] if len(ranked.cands) else np.zeros(0, np.int64)
         frames = []
         for i in sorted(set(shard_of_result.tolist())) or [asked[0] if asked else 0]:
