@@ -148,7 +148,9 @@ def panel(idx, req: q.Request, outcome) -> None:
 def save(idx, req: q.Request, name: str) -> str:
     """Save the current search (query, marks, region, filters) under `name`: a message."""
     try:
-        # The search as the page ranked it: every alert run re-applies these.
+        # The search as the page ranked it: every alert run re-applies these (a saved search keeps
+        # calibrated / diversify / min_relevance; the evidence order alerts by cosine:
+        # docs/RANKING.md).
         kw = {"modality": list(req.modalities) or None, "sensor": list(req.sensors) or None,
               "stac_collection": list(req.stac_collections) or None, "start": req.start, "end": req.end, "k": req.k, "undated": req.undated,
               "calibrated": req.calibrated, "diversify": req.diversify,
