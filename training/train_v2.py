@@ -143,6 +143,13 @@ class V2Trainer(Trainer):
 
         return self.dev_accuracy(self.late_groups, from_late)
 
+    def log_dev(self, stage: str, step: int) -> None:
+        if self.mode == "pixels":  # the cached features do not see what a stem stage changes
+            return
+        score = self.dev_score(_tower_state(self.model))
+        self.log(f"{stage} step {step}: dev zero-shot {score:.4f}",
+                 data={"dev_stage": stage, "dev_step": step, "dev_zero_shot": score})
+
     def keep_if_better_on_dev(self, stage: str, before: dict, groups: list[Group] | None = None,
                               what: str = "dev zero-shot", dropped: str = "dropped") -> None:
         """A stage earns its place: the tower goes back to `before` when the stage lowered the
