@@ -174,3 +174,30 @@ def test_revisits_of_one_place_are_one_place():
     a = np.array([-99.18559, 47.03371, -99.18137, 47.03660])  # NAIP 2009 and 2012, one window
     b = np.array([[-99.18559, 47.03369, -99.18137, 47.03658], [-99.18137, 47.03371, -99.17715, 47.03660]])
     assert same_place(a, b).tolist() == [True, False]  # the same window; its neighbour
+
+
+def test_rank_bench_bank_evidence_orders_as_the_querys_probability_among_the_bank():
+    """training/rank_bench.py's "bank" ranking: scale * cos(q, x) - logsumexp_b(scale * cos(b, x))
+    must order tiles exactly as p(q | x) among the bank plus the query does, and be finite for
+    scores far apart (no overflow)."""
+    from training.rank_bench import BANK_SCALE, bank_evidence
+
+    rng = np.random.default_rng(3)
+    unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
+    x, bank, q = unit(rng.normal(size=(300, 16))), unit(rng.normal(size=(40, 16))), unit(rng.normal(size=16))
+    raw = x @ q
+    ev = bank_evidence(raw, x, bank)
+    logits = np.concatenate([raw[:, None], x @ bank.T], 1) * BANK_SCALE
+    logits -= logits.max(1, keepdims=True)
+    p = np.exp(logits[:, 0]) / np.exp(logits).sum(1)
+    assert np.all(np.isfinite(ev))
+    assert np.array_equal(np.argsort(-ev, kind="stable"), np.argsort(-p, kind="stable"))
+    # at equal cosine with the query, a tile that a bank prompt explains ranks below one it does not
+    b0 = unit(bank[0] - (bank[0] @ q) * q)            # a prompt orthogonal to the query
+    r = rng.normal(size=16)
+    u = unit(r - (r @ q) * q - (r @ b0) * b0)         # orthogonal to both
+    a, b = unit(q + 0.5 * u), unit(q + 0.5 * b0)
+    two = np.stack([a, b])
+    assert np.isclose(a @ q, b @ q)
+    ev2 = bank_evidence(two @ q, two, b0[None, :])
+    assert ev2[0] > ev2[1]
