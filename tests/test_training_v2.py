@@ -43,6 +43,7 @@ TINY_V2 = {
     "stem_steps": 2,
     "checkpoint_every": 2,
     "log_every": 2,
+    "dev_every": 2,
     "eval_after": False,
 }
 
@@ -94,6 +95,11 @@ def test_all_stages_run_and_the_release_loads(runs):
     log = [json.loads(line) for line in (d / "straight" / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if r.get("stage") == "late"]
     assert len(losses) == 6 and all(np.isfinite(losses))
+    # dev_every: the dev split's zero-shot during the stages trained on cached features
+    dev = {(r["dev_stage"], r["dev_step"]): r["dev_zero_shot"] for r in log if "dev_zero_shot" in r}
+    assert [s for s in dev if s[0] == "probe"] == [("probe", 2), ("probe", 4)]
+    assert [s for s in dev if s[0] == "late"] == [("late", k) for k in range(2, 13, 2)]
+    assert not any(s[0] == "stem" for s in dev) and all(0 <= v <= 1 for v in dev.values())
     # the late and stem stages are kept only where the dev zero-shot does not fall
     for stage in ("late", "stem"):
         gate = [r for r in log if f"{stage}_kept" in r]

@@ -32,7 +32,8 @@ KEYS: dict[str, tuple[type, ...]] = {
     "eval_after": (bool,), "eval_tasks": (list, type(None)), "eval_extra": (list,),
     "eval_quick": (bool,), "eval_speed": (bool,), "ridge_init": (bool,), "ridge_grid": (list,),
     "loss": (str,), "logit_scale": _NUM, "probe_batch": (dict,), "late_keep_if_better_on_dev": (bool,),
-    "stem_trainable": (list,), "stem_keep_if_better_on_dev": (bool,),
+    "stem_trainable": (list,), "stem_keep_if_better_on_dev": (bool,), "dev_every": (int,),
+    "probe_seed": (int,),
 }
 
 

@@ -316,10 +316,22 @@ if __name__ == "__main__":
     from engine.encoder import load_encoder
 
     if len(sys.argv) < 2 or sys.argv[1] != "speed":
-        raise SystemExit("usage: python -m training.evaluate speed [--side N] [CHECKPOINT ...]")
+        raise SystemExit("usage: python -m training.evaluate speed [--side N] [CHECKPOINT | untrained:MODEL ...]")
     args, side = sys.argv[2:], 64
     if args[:1] == ["--side"]:
         side, args = int(args[1]), args[2:]
     for ck in args or [None]:
-        e = load_encoder(ck, device="cpu")
+        if ck is not None and ck.startswith("untrained:"):
+            # a trunk's speed before any training: the wheel's ImageNet trunk, the head at its
+            # initialisation (a few matrix products: its values do not change the rate)
+            from engine.encoder import get_model_config
+            from engine.encoder.factory import Encoder
+
+            from .model import pretrained_effnet_tower
+
+            cfg = get_model_config(ck.removeprefix("untrained:"))
+            e = Encoder(pretrained_effnet_tower(cfg), cfg.text, name=f"{cfg.name}-untrained-head",
+                        trained=False, device="cpu")
+        else:
+            e = load_encoder(ck, device="cpu")
         print(json.dumps({"identity": e.identity, **measure_speed(e, tiles=512, repeats=3, side=side)}))

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from engine.encoder import get_model_config
 from engine.encoder.factory import Encoder
 from engine.encoder.vit import ImageTower
+from engine.errors import InputError
 
 from .cache import Cache, Group, build_cache
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -237,12 +238,20 @@ class Trainer:
                 self.log(f"{name} step {step + 1}/{steps} " + " ".join(f"{k} {v:.4f}" for k, v in avg.items())
                          + f" lr {sched.get_last_lr()[0]:.2e} {rate:.0f} samples/s", data={"stage": name, "step": step + 1, **avg, "samples_per_s": rate})
                 hist = []
+            dev_every = self.cfg.get("dev_every", 0)
+            if dev_every and ((step + 1) % dev_every == 0 or step + 1 == steps):
+                self.log_dev(name, step + 1)
             if (step + 1) % every == 0 and step + 1 < steps:
                 save_checkpoint(ckpt, self.model, opt, sched, step + 1, rng)
         self.model.eval()
         torch.save(self.model.state_dict(), final)
         ckpt.unlink(missing_ok=True)
         return {"seconds": time.time() - t0, "samples": seen}
+
+    def log_dev(self, stage: str, step: int) -> None:
+        """The dev split's zero-shot accuracy during a stage (`dev_every`), so a step count is
+        chosen from rows training never sees. Only the v2 recipe has one cheap enough to take
+        every few steps (train_v2.V2Trainer); `main` refuses the key for v1 configs."""
 
     # --- dev score for merging -----------------------------------------------------------
     @torch.inference_mode()
@@ -298,6 +307,8 @@ def main(config: str, out: str | None = None, resume: bool = False) -> int:
         from .train_v2 import main as main_v2
 
         return main_v2(cfg, out=out, resume=resume)
+    if cfg.get("dev_every"):
+        raise InputError(f"{cfg.source}: dev_every needs the v2 recipe (its dev score reads cached features)")
     name = cfg["name"]
     out_dir = Path(out) if out else ROOT / "runs" / name
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -143,6 +143,13 @@ class V2Trainer(Trainer):
 
         return self.dev_accuracy(self.late_groups, from_late)
 
+    def log_dev(self, stage: str, step: int) -> None:
+        if self.mode == "pixels":  # the cached features do not see what a stem stage changes
+            return
+        score = self.dev_score(_tower_state(self.model))
+        self.log(f"{stage} step {step}: dev zero-shot {score:.4f}",
+                 data={"dev_stage": stage, "dev_step": step, "dev_zero_shot": score})
+
     def keep_if_better_on_dev(self, stage: str, before: dict, groups: list[Group] | None = None,
                               what: str = "dev zero-shot", dropped: str = "dropped") -> None:
         """A stage earns its place: the tower goes back to `before` when the stage lowered the
@@ -294,6 +301,8 @@ def main(cfg: dict, out: str | None = None, resume: bool = False) -> int:
     groups = [g for g in cache.groups if g.source not in excluded]
     log(f"device {device}; {sum(len(g) for g in groups)} samples in {len(groups)} groups")
 
+    if "probe_seed" in cfg:  # the head's initialisation as well as the probe's batches
+        seed_everything(cfg["probe_seed"])
     tower = pretrained_effnet_tower(model_cfg).to(device)
     v = model_cfg.vision
     mid_dir = cache_dir / f"mid-{cache_key({**cfg, 'teachers': []})}-{v.trunk}-{v.trunk_size}"
@@ -320,7 +329,9 @@ def main(cfg: dict, out: str | None = None, resume: bool = False) -> int:
     tr.trainable(["head"])
     # the head alone is cheap per sample: it takes larger batches (more negatives per step)
     tr.cfg = {**cfg, "batch": cfg.get("probe_batch", cfg["batch"])}
-    tr.run_stage("probe", feat_groups, cfg["probe_steps"], cfg.get("probe_lr", lr), seed, resume=resume)
+    # probe_seed: another draw of the probe's batches over the same cache (run-to-run noise)
+    tr.run_stage("probe", feat_groups, cfg["probe_steps"], cfg.get("probe_lr", lr),
+                 cfg.get("probe_seed", seed), resume=resume)
     tr.cfg = cfg
     write_checkpoint(_tower_state(tr.model), model_cfg, out_dir / "probe.safetensors",
                      {"config": name, "stage": "probe (frozen trunk, trained projection)"})
