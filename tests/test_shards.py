@@ -198,3 +198,30 @@ def test_evidence_ranking_in_sharded_search_equals_the_single_index(ray_cluster,
             assert want.attrs["ranking"]["evidence"] is True
     finally:
         sharded.close()
+
+
+def test_router_embeds_text_with_the_shards_encoder(ray_cluster, small_index, encoder, tmp_path):
+    """Text queries across shards are embedded by the encoder the shards were built with (read
+    from their manifests when none is given); another encoder is refused by name, never used
+    to score silently in the wrong space."""
+    from engine.encoder import load_encoder
+
+    shards = split_index(small_index, tmp_path / "sharded", 2)
+    want = engine.open(small_index, encoder=encoder).search("a river", k=8)
+    own = ShardedIndex(shards)               # no encoder given: the shards' own is loaded
+    try:
+        got = own.search("a river", k=8)
+        assert got["tile_id"].tolist() == want["tile_id"].tolist()
+    finally:
+        own.close()
+    other = load_encoder("glb-vit-s8")
+    assert other.identity != encoder.identity and other.dim == encoder.dim   # same width: no shape error
+    wrong = ShardedIndex(shards, encoder=other)
+    try:
+        with pytest.raises(engine.InputError, match="built with encoder"):
+            wrong.search("a river", k=8)
+        # vector queries need no encoder and keep working
+        v = engine.open(small_index).snapshot.vectors.take(np.arange(1))[0]
+        assert len(wrong.search(vector=v, k=3)) == 3
+    finally:
+        wrong.close()

@@ -142,7 +142,7 @@ class ShardServer:
         snap = self._snapshot()
         return {"tiles": snap.n_tiles, "dim": snap.dim, "generation": snap.manifest.generation,
                 "cells": occupancy(snap.minx, snap.miny, snap.maxx, snap.maxy),
-                "encoder": snap.manifest.encoder.get("identity")}
+                "encoder": snap.manifest.encoder.get("identity"), "encoder_record": snap.manifest.encoder}
 
     def inputs(self, ids: list[int], filters: dict, background: int, seed: int):
         """-> ({tile id: vector} of the given ids this shard holds, the background sample's
@@ -237,10 +237,20 @@ class ShardedIndex:
         return next((i["dim"] for i in self.infos if i["tiles"]), self.infos[0]["dim"])
 
     def _text_encoder(self):
+        """The encoder the shards were built with (their manifests' record, as `Index` loads
+        it), or the one given, which must be that encoder: a query embedded by another encoder
+        would be scored in the wrong space without any error."""
+        built = next((i for i in self.infos if i["tiles"]), None)
         if self._encoder is None:
             from ..encoder import load_encoder
+            from ..encoder.factory import load_encoder_for_index
 
-            self._encoder = load_encoder()
+            self._encoder = (load_encoder() if built is None else
+                             load_encoder_for_index(built["encoder_record"], index=self.paths[0]))
+        if built is not None and built["encoder"] and built["encoder"] != self._encoder.identity:
+            raise InputError(f"the shards were built with encoder {built['encoder']} but the router's "
+                             f"encoder is {self._encoder.identity}; give ShardedIndex the matching "
+                             f"encoder (or none: it loads the shards' own)")
         return self._encoder
 
     def _text_vector(self, text: str) -> np.ndarray:
