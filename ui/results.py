@@ -133,8 +133,8 @@ def ranking_note(req: q.Request, res) -> None:
     cols[0].caption(" ".join(bits))
     if req.order != "raw" or req.diversify:
         cols[1].button("Plain ranking", key="plain_ranking", on_click=state.plain_ranking,
-                       help="Raw similarity order, no diversification (one click back: tick the "
-                            "boxes under Ranking).")
+                       help="Raw similarity order, no diversification (one click back: the order "
+                            "and the diversify box under Ranking).")
 
 
 def picked(res, thumbs: Thumbnails) -> None:
