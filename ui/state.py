@@ -102,7 +102,9 @@ def from_url(params) -> None:
                 pass
     if "fair" in params and "order" not in params:  # links made before the evidence order
         ss.order = "fair" if _bool(params["fair"]) else "raw"
-    if ss.order not in ("evidence", "fair", "raw"):
+    from .query import ORDERS
+
+    if ss.order not in ORDERS:
         ss.order = DEFAULTS["order"]
     if "div" in params:
         ss.diversify = ss.per_scene > 0

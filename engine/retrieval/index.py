@@ -68,6 +68,13 @@ def ranking_attrs(ranking: Ranking, ranked) -> dict:
             "below_floor": ranked.below_floor if ranking.min_relevance is not None else 0}
 
 
+def first_draw(tile_ids: np.ndarray, seed: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, keys) of the m tiles with the smallest `ranking.sample_order` keys, in key order."""
+    keys = sample_order(tile_ids, seed)
+    draw = smallest(keys, m)
+    return draw, keys[draw]
+
+
 def background_sample(snap: Snapshot, filters: Filters, size: int, seed: int = 0, first=None):
     """-> (rows, keys): the `size` tiles inside the filters (envelope test) with the smallest
     `ranking.sample_order` keys, in key order: a uniform random sample that depends only on the
@@ -79,11 +86,7 @@ def background_sample(snap: Snapshot, filters: Filters, size: int, seed: int = 0
     if n == 0 or size <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.uint64)
     m = min(n, 8 * size)
-    if first is None:
-        keys = sample_order(snap.tile_ids, seed)
-        draw = smallest(keys, m)
-        first = (draw, keys[draw])
-    draw, draw_keys = first
+    draw, draw_keys = first if first is not None else first_draw(snap.tile_ids, seed, m)
     ok = filters.check_rows(snap, draw) if not filters.empty else np.ones(len(draw), bool)
     rows, keys = draw[ok][:size], draw_keys[ok][:size]
     if len(rows) < size and m < n:
@@ -335,9 +338,7 @@ class Index:
             self._sample_first = memo
         first = memo[1].get((seed, m))
         if first is None and m > 0:
-            keys = sample_order(snap.tile_ids, seed)
-            draw = smallest(keys, m)
-            first = memo[1][(seed, m)] = (draw, keys[draw])   # idempotent: a race computes it twice
+            first = memo[1][(seed, m)] = first_draw(snap.tile_ids, seed, m)  # a race computes it twice: idempotent
         return background_sample(snap, filters, size, seed, first)
 
     # --- ranking across modalities and scenes (ranking.py) -------------------------------------
