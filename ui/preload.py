@@ -28,9 +28,10 @@ def _key(path: str | Path) -> str:
 
 
 def warm_up(idx):
-    """Load the index's encoder and open its thumbnail store with one query, so the analyst's
-    first query is fast. Returns `idx`."""
-    first = idx.search("warm-up", k=1)
+    """Load the index's encoder and open its thumbnail store with one query in the page's default
+    order (which embeds the evidence bank once), so the analyst's first query is fast. Returns
+    `idx`."""
+    first = idx.search("warm-up", k=1, evidence=True)
     if len(first):
         try:
             idx.thumbnail(int(first["tile_id"].iloc[0]))
