@@ -316,10 +316,15 @@ if __name__ == "__main__":
     from engine.encoder import load_encoder
 
     if len(sys.argv) < 2 or sys.argv[1] != "speed":
-        raise SystemExit("usage: python -m training.evaluate speed [--side N] [CHECKPOINT | untrained:MODEL ...]")
-    args, side = sys.argv[2:], 64
-    if args[:1] == ["--side"]:
-        side, args = int(args[1]), args[2:]
+        raise SystemExit("usage: python -m training.evaluate speed [--side N] [--tiles N] "
+                         "[CHECKPOINT | untrained:MODEL ...]")
+    args, side, tiles = sys.argv[2:], 64, 512
+    while args[:1] in (["--side"], ["--tiles"]):  # fewer tiles: large sides are slow per tile
+        if args[0] == "--side":
+            side = int(args[1])
+        else:
+            tiles = int(args[1])
+        args = args[2:]
     for ck in args or [None]:
         if ck is not None and ck.startswith("untrained:"):
             # a trunk's speed before any training: the wheel's ImageNet trunk, the head at its
@@ -334,4 +339,4 @@ if __name__ == "__main__":
                         trained=False, device="cpu")
         else:
             e = load_encoder(ck, device="cpu")
-        print(json.dumps({"identity": e.identity, **measure_speed(e, tiles=512, repeats=3, side=side)}))
+        print(json.dumps({"identity": e.identity, **measure_speed(e, tiles=tiles, repeats=3, side=side)}))
