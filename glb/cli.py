@@ -202,6 +202,9 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--set", action="append", metavar="KEY=VALUE", dest="feedback_set",
                     help="feedback: a FeedbackConfig field for the feedback methods (repeatable; "
                          "e.g. --set confidence=0 --set margin_noise=0.25)")
+    be.add_argument("--mark-neighbours", type=int, default=0, metavar="M",
+                    help="feedback: a variant of the re-rank (measured, not adopted): its candidates "
+                         "also take each relevant mark's M nearest unseen tiles")
     be.add_argument("--pools", help="feedback: comma-separated subset of the held-out pools "
                                     "(glb/bench/feedback_data.py)")
     be.add_argument("--repeats", type=int, default=3,
