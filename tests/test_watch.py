@@ -221,6 +221,7 @@ def test_a_search_saved_in_the_evidence_order_alerts_by_the_evidence(index_copy)
     doc = idx.watches.add("ev", TERRAIN, k=5, evidence=True)
     today = idx.search(TERRAIN, k=5, evidence=True)
     assert doc["ranking"]["evidence"] is True and doc["bank"]["scale"] == idx.bank().scale
+    assert doc["bank"]["null"] == idx.bank().null
     assert doc["min_score"] == pytest.approx(float(today["score"].min()), abs=1e-5)   # evidence units
     assert doc["min_score"] != pytest.approx(float(idx.search(TERRAIN, k=5)["score"].min()), abs=1e-3)
     bank = index_copy / "watches" / "ev" / "bank.npy"

@@ -173,7 +173,8 @@ class Watches:
         doc = {"name": name, "created": _now(), "generation": snap.manifest.generation,
                "encoder": snap.manifest.encoder.get("identity"), "query": spec, "k": k,
                "ranking": ranked, "min_score": min_score,
-               **({"bank": {"prompts": len(bank.vectors), "scale": bank.scale}} if bank else {}),
+               **({"bank": {"prompts": len(bank.vectors), "scale": bank.scale, "null": bank.null}}
+                  if bank is not None else {}),
                "feedback": refined.describe() if refined else None,
                "vector": [float(x) for x in q]}
         state = {"generation": snap.manifest.generation, **_cursor(snap)}
@@ -499,8 +500,10 @@ def _saved_bank(d: Path, doc: dict, dim: int):
 
     meta = doc.get("bank")
     scale = meta.get("scale") if isinstance(meta, dict) else None
-    if not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0:
-        raise WatchError("its search.json has no usable evidence bank scale; save it again")
+    null = meta.get("null") if isinstance(meta, dict) else None
+    if (not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0
+            or not (null is None or isinstance(null, (int, float)) and np.isfinite(null))):
+        raise WatchError("its search.json has no usable evidence bank (scale, null); save it again")
     try:
         vectors = np.load(d / BANK_FILE, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -508,7 +511,7 @@ def _saved_bank(d: Path, doc: dict, dim: int):
     if (vectors.ndim != 2 or vectors.shape[1] != dim or len(vectors) == 0
             or vectors.dtype != np.float32 or not np.all(np.isfinite(vectors))):
         raise WatchError(f"its {BANK_FILE} is not a bank of {dim}-d finite float32 vectors; save it again")
-    return Bank(vectors, float(scale))
+    return Bank(vectors, float(scale), None if null is None else float(null))
 
 
 def _reference(snap, cache: dict):
