@@ -97,7 +97,7 @@ PROMPT_BANK: tuple[str, ...] = (
     'an aerial image of a ZIL-131 truck',
     'an aerial image of a ZSU-23-4 self-propelled anti-aircraft gun',
     'a satellite image of a flooded area',
-    'a satellite image of land that is not flooded',
+    'a satellite image of dry ground with no standing water',
     'a satellite image of buildings flooded or damaged by a hurricane',
     'a satellite image of undamaged buildings',
     'an aerial image of a scene during the day',
