@@ -23,14 +23,19 @@ import engine  # before any command loads torch or FAISS: it sets OMP_WAIT_POLIC
 DEFAULT_INDEX = os.environ.get("GLB_INDEX", ".glb/index")
 
 
-def _add_ranking_options(p: argparse.ArgumentParser, per: str, calibrated_note: str) -> None:
+def _add_ranking_options(p: argparse.ArgumentParser, per: str, score_note: str) -> None:
     """The ranking options of a search and of a saved one (`glb search`, `glb watch add`;
     engine/retrieval/ranking.py): one definition, so the two commands cannot drift apart."""
     p.add_argument("--undated", action="store_true",
                    help="with --start/--end: also keep tiles that have no date")
     p.add_argument("--calibrated", action="store_true",
-                   help="rank by the per-modality calibrated score, as the UI's 'rank fairly "
-                        f"across sensors' does ({calibrated_note})")
+                   help="rank by the per-modality calibrated score, as the UI's 'a fair share per "
+                        f"sensor' order does ({score_note})")
+    p.add_argument("--evidence", action="store_true",
+                   help="rank each sensor's best tiles by the query's evidence against a bank of "
+                        "other prompts (engine/retrieval/evidence.py), as the UI's default order "
+                        "does: comparable across sensors without giving a sensor that matches "
+                        f"nothing a place in the list ({score_note}; not with --calibrated)")
     p.add_argument("--diversify", type=int, metavar="N",
                    help=f"at most N {per} per scene, one per place")
     p.add_argument("--min-relevance", type=float, metavar="PERCENTILE",
@@ -95,12 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="a tile marked not relevant (repeatable)")
     se.add_argument("--exclude-marked", action="store_true",
                     help="leave the marked tiles out of the results (show only new ones)")
-    _add_ranking_options(se, "results", "the score column is then the calibrated score")
-    se.add_argument("--evidence", action="store_true",
-                    help="rank each sensor's best tiles by the query's evidence against a bank of "
-                         "other prompts (engine/retrieval/evidence.py): comparable across sensors "
-                         "without giving a sensor that matches nothing a place in the list; the "
-                         "score column is then the evidence (not with --calibrated)")
+    _add_ranking_options(se, "results", "the score column is then that score")
     se.add_argument("--export-marks", metavar="FILE",
                     help="write the marks as labelled footprints: .geojson, .csv or .parquet (GeoParquet)")
     se.add_argument("--checkpoint", help="our encoder's checkpoint, where the index used another")
@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     wadd.add_argument("--min-score", type=float,
                       help="alert on new tiles scoring at least this (default: the score of "
                            "today's k-th result)")
-    _add_ranking_options(wadd, "alerts a run", "--min-score is then in its units")
+    _add_ranking_options(wadd, "alerts a run", "--min-score is then in that score's units")
     wadd.add_argument("--replace", action="store_true", help="replace a saved search of that name")
     for name, hlp in (("list", "saved searches, with their alert counts"),
                       ("show", "a saved search and its alerts (marks them seen)"),
@@ -202,6 +202,9 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--set", action="append", metavar="KEY=VALUE", dest="feedback_set",
                     help="feedback: a FeedbackConfig field for the feedback methods (repeatable; "
                          "e.g. --set confidence=0 --set margin_noise=0.25)")
+    be.add_argument("--mark-neighbours", type=int, default=0, metavar="M",
+                    help="feedback: a variant of the re-rank (measured, not adopted): its candidates "
+                         "also take each relevant mark's M nearest unseen tiles")
     be.add_argument("--pools", help="feedback: comma-separated subset of the held-out pools "
                                     "(glb/bench/feedback_data.py)")
     be.add_argument("--repeats", type=int, default=3,
@@ -473,7 +476,7 @@ def cmd_watch(args) -> int:
                     sensor=args.sensor, start=args.start, end=args.end,
                     stac_collection=args.stac_collection, stac_item=args.stac_item,
                     undated=args.undated, calibrated=args.calibrated, diversify=args.diversify,
-                    min_relevance=args.min_relevance)
+                    min_relevance=args.min_relevance, evidence=args.evidence)
         ms = doc["min_score"]
         print(f"saved search {doc['name']!r}: alerts on new tiles scoring "
               f"{'at least ' + format(ms, '.4f') if ms is not None else 'best'} (at most "

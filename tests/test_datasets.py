@@ -171,6 +171,16 @@ def test_ombria_pairs_and_flooded_fraction(summaries):
         assert s.label == ("flooded" if frac > FLOOD_THRESHOLD else "not flooded")
         checked[s.label] += 1
     assert checked["flooded"] > 0 and checked["not flooded"] > 0
+    # The dry class's zero-shot prompts never say "flood": MiniLM reads "not flooded" next to
+    # "flooded" (docs/MODEL_CARD.md), and the evidence bank holds the same first prompt.
+    from engine.retrieval.evidence import PROMPT_BANK
+
+    for name in ("ombria_s1", "ombria_s2", "sen1floods11_s1"):
+        prompts = load(name, "test" if "ombria" in name else DATASETS[name].splits[0], root=DATA).prompts()
+        assert prompts["not flooded"] and not any("flood" in p for p in prompts["not flooded"]), name
+        assert all("flood" in p for p in prompts["flooded"]), name
+    first = load("ombria_s2", "test", root=DATA).prompts()["not flooded"][0]
+    assert first in PROMPT_BANK and not any("not flooded" in p for p in PROMPT_BANK)
 
 
 def test_harvey():

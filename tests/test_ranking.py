@@ -177,16 +177,17 @@ def test_revisits_of_one_place_are_one_place():
 
 
 def test_bank_evidence_orders_as_the_querys_probability_among_the_bank():
-    """evidence.Bank: scale * cos(q, x) - logsumexp_b(scale * cos(b, x)) must order tiles exactly
-    as p(q | x) among the bank plus the query does, and be finite for scores far apart."""
-    from engine.retrieval.evidence import BANK_SCALE, Bank
+    """evidence.Bank: scale * cos(q, x) - logsumexp(scale * cos(b, x), scale * null) must order
+    tiles exactly as p(q | x) among the bank, the null entry and the query does, and be finite for
+    scores far apart."""
+    from engine.retrieval.evidence import BANK_NULL, BANK_SCALE, Bank
 
     rng = np.random.default_rng(3)
     unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
     x, bank, q = unit(rng.normal(size=(300, 16))), unit(rng.normal(size=(40, 16))), unit(rng.normal(size=16))
     raw = x @ q
     ev = Bank(bank.astype(np.float32)).evidence(raw, x)
-    logits = np.concatenate([raw[:, None], x @ bank.T], 1) * BANK_SCALE
+    logits = np.concatenate([raw[:, None], x @ bank.T, np.full((len(x), 1), BANK_NULL)], 1) * BANK_SCALE
     logits -= logits.max(1, keepdims=True)
     p = np.exp(logits[:, 0]) / np.exp(logits).sum(1)
     assert np.all(np.isfinite(ev))
@@ -200,18 +201,29 @@ def test_bank_evidence_orders_as_the_querys_probability_among_the_bank():
     assert np.isclose(a @ q, b @ q)
     ev2 = Bank(b0[None, :].astype(np.float32)).evidence(two @ q, two)
     assert ev2[0] > ev2[1]
+    # a tile no prompt describes is not rewarded for it: "far" matches the query weakly (cos 0.1)
+    # and the bank's prompt not at all (-0.5); "near" matches the query (0.3) and the prompt (0.3).
+    # Without the null entry far's small denominator puts it first; with it, near ranks first.
+    far = 0.1 * q - 0.5 * b0 + np.sqrt(1 - 0.26) * u
+    near = 0.3 * q + 0.3 * b0 + np.sqrt(1 - 0.18) * u
+    pair = np.stack([far, near])
+    one = b0[None, :].astype(np.float32)
+    without = Bank(one, null=None).evidence(pair @ q, pair)
+    with_null = Bank(one).evidence(pair @ q, pair)
+    assert without[0] > without[1] and with_null[1] > with_null[0]
 
 
 def brute_evidence(enc, vec, q):
     """The evidence of every tile from first principles: 30 cos(q, x) - logsumexp over the
-    prompt bank, embedded here by the index's encoder."""
+    prompt bank, embedded here by the index's encoder, and the null entry."""
     from scipy.special import logsumexp
 
-    from engine.retrieval.evidence import BANK_SCALE, PROMPT_BANK
+    from engine.retrieval.evidence import BANK_NULL, BANK_SCALE, PROMPT_BANK
 
     bank = enc.encode_text(list(PROMPT_BANK))
     raw = vec @ q
-    return raw, BANK_SCALE * raw.astype(np.float64) - logsumexp(BANK_SCALE * (vec @ bank.T).astype(np.float64), axis=1)
+    z = np.concatenate([vec @ bank.T, np.full((len(vec), 1), BANK_NULL)], 1).astype(np.float64)
+    return raw, BANK_SCALE * raw.astype(np.float64) - logsumexp(BANK_SCALE * z, axis=1)
 
 
 def test_evidence_orders_each_modalitys_top_tiles_by_the_bank_score(world, encoder):

@@ -73,7 +73,8 @@ def test_mark_refine_save_and_clear(at, index_copy):
     assert doc["query"]["negatives"] == [int(ids[2])]
     # saved as the page ranked it: alert runs re-apply the page's ranking options
     assert doc["ranking"] == {"calibrated": page.calibrated, "diversify": page.diversify,
-                              "min_relevance": None}
+                              "min_relevance": None, "evidence": page.evidence}
+    assert page.evidence and (index_copy / "watches" / "peaks" / "bank.npy").is_file()
     assert doc["query"]["undated"] is page.undated
     at.run()
     assert any("peaks · 0 alerts" in e.label for e in at.sidebar.expander)

@@ -155,7 +155,8 @@ def test_saved_ranking_options_are_kept_and_reapplied_to_new_tiles(index_copy):
     idx = engine.open(index_copy)
     doc = idx.watches.add("cal", TERRAIN, k=5, calibrated=True)
     today = idx.search(TERRAIN, k=5, calibrated=True)
-    assert doc["ranking"] == {"calibrated": True, "diversify": None, "min_relevance": None}
+    assert doc["ranking"] == {"calibrated": True, "diversify": None, "min_relevance": None,
+                              "evidence": False}
     assert doc["min_score"] == pytest.approx(float(today["score"].min()))   # calibrated units
     assert doc["min_score"] != pytest.approx(float(idx.search(TERRAIN, k=5)["score"].min()))
     idx.watches.add("cal", TERRAIN, k=5, calibrated=True, min_score=-1e9, replace=True)
@@ -210,12 +211,56 @@ def test_saved_ranking_options_are_kept_and_reapplied_to_new_tiles(index_copy):
     assert [f["properties"]["tile_id"] for f in div] == [plain[0]["properties"]["tile_id"]]
 
 
+def test_a_search_saved_in_the_evidence_order_alerts_by_the_evidence(index_copy):
+    """The page's default order survives saving: the saved search keeps the prompt bank it was
+    saved with, its default min_score is today's k-th evidence, and an alert run scores the new
+    tiles with the evidence a search gives them. A damaged bank file is named and skipped."""
+    import engine
+
+    idx = engine.open(index_copy)
+    doc = idx.watches.add("ev", TERRAIN, k=5, evidence=True)
+    today = idx.search(TERRAIN, k=5, evidence=True)
+    assert doc["ranking"]["evidence"] is True and doc["bank"]["scale"] == idx.bank().scale
+    assert doc["bank"]["null"] == idx.bank().null
+    assert doc["min_score"] == pytest.approx(float(today["score"].min()), abs=1e-5)   # evidence units
+    assert doc["min_score"] != pytest.approx(float(idx.search(TERRAIN, k=5)["score"].min()), abs=1e-3)
+    bank = index_copy / "watches" / "ev" / "bank.npy"
+    import numpy as np
+    np.testing.assert_array_equal(np.load(bank), idx.bank().vectors)
+    idx.watches.add("ev", TERRAIN, k=1000, min_score=-1e9, evidence=True, replace=True)
+    idx.watches.add("ev broken", TERRAIN, k=1000, min_score=-1e9, evidence=True)
+    (index_copy / "watches" / "ev broken" / "bank.npy").write_bytes(b"not a bank")
+    r = glb("watch", "add", "both", TERRAIN, "--index", index_copy, "--evidence", "--calibrated")
+    assert r.returncode == 2 and "choose one" in r.stderr
+    r = glb("watch", "add", "ev cli", TERRAIN, "--index", index_copy, "--evidence", "--k", "3")
+    assert r.returncode == 0, r.stderr
+
+    r = glb("index", NEW_SCENE, "--index", index_copy, "--quiet")
+    assert r.returncode == 1 and "ev broken" in r.stderr and "bank.npy" in r.stderr, r.stderr
+    new = new_tile_ids(index_copy)
+    idx = engine.open(index_copy)
+    n = int(idx.info()["tiles"])
+    ranked = idx.search(TERRAIN, k=min(n, 1000), evidence=True)
+    by_id = {int(t): float(s) for t, s in zip(ranked["tile_id"], ranked["score"])}
+    assert new <= set(by_id)
+    got = alerts(index_copy, "ev")
+    assert [f["properties"]["tile_id"] for f in got] == sorted(new, key=lambda t: (-by_id[t], t))
+    for f in got:
+        assert f["properties"]["score"] == pytest.approx(by_id[f["properties"]["tile_id"]], abs=1e-4)
+    cli = alerts(index_copy, "ev cli")   # today's 3rd best evidence: only new tiles above it
+    floor = json.loads((index_copy / "watches" / "ev cli" / "search.json").read_text())["min_score"]
+    assert {f["properties"]["tile_id"] for f in cli} == set(
+        sorted((t for t in new if by_id[t] >= floor - 1e-5), key=lambda t: (-by_id[t], t))[:3])
+    assert alerts(index_copy, "ev broken") == []
+
+
 def test_watch_add_ranking_options_on_the_cli_and_bad_ones(index_copy):
     r = glb("watch", "add", "fair", TERRAIN, "--index", index_copy, "--calibrated", "--diversify", "2",
             "--min-relevance", "50", "--start", "2000-01-01", "--undated")
     assert r.returncode == 0, r.stderr
     doc = json.loads(glb("watch", "show", "fair", "--index", index_copy, "--json").stdout)
-    assert doc["ranking"] == {"calibrated": True, "diversify": 2, "min_relevance": 50.0}
+    assert doc["ranking"] == {"calibrated": True, "diversify": 2, "min_relevance": 50.0,
+                              "evidence": False}
     assert doc["query"]["undated"] is True and doc["query"]["start"] == "2000-01-01"
     r = glb("watch", "add", "bad", TERRAIN, "--index", index_copy, "--diversify", "0")
     assert r.returncode == 2 and "diversify" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -1,7 +1,7 @@
 """Ranking across modalities, measured: raw cosine vs the engine's per-modality calibration
 (engine/retrieval/ranking.py) on mixed pools of labelled tiles in several modalities.
 
-    python -m training.rank_bench [--checkpoint F] [--rgb-every 4]
+    python -m training.rank_bench [--checkpoint F] [--rgb-every 4] [--null-sweep]
 
 For each pool and text query: average precision (AP) over the whole mixed pool and each
 modality's share of the top 20, with the plain ranking (raw cosine) and the calibrated one.
@@ -21,8 +21,13 @@ Pools (labels from the datasets, the sensors differ):
 
 The third ranking, "bank", is the engine's `evidence=True` score (engine/retrieval/evidence.py):
 the query's evidence against a bank of other prompts, per tile — 30 * cos(q, x) - logsumexp over
-the bank of 30 * cos(b, x), the order of log p(q | x) among the bank and the query. Here it
-orders the whole pool (the engine orders each modality's top candidates by it).
+the bank and a "none of these" entry of 30 * cos, the order of log p(q | x) among the bank, that
+entry and the query. Here it orders the whole pool (the engine orders each modality's top
+candidates by it). The queries are class prompts, and most are in the bank themselves, which
+flatters it; "bank held out" is the same score with every bank prompt within cosine 0.9 of the
+query removed (the query and its near-synonyms), as for a query the bank does not hold.
+`--null-sweep`: mean AP of the bank score for several cosines of the "none of these" entry
+(and none), the measurement behind evidence.BANK_NULL.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from engine.retrieval.evidence import Bank
 from engine.retrieval.ranking import Reference
 
 TOP = 20
+HELD_OUT = 0.9        # bank prompts this close to the query are left out for "bank held out"
+NULL_SWEEP = (None, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35)
 UCM_MATCH = {  # query -> (UCM classes, EuroSAT classes)
     "a forest": (("forest",), ("Forest",)),
     "a river": (("river",), ("River",)),
@@ -171,6 +178,10 @@ def measure(encoder, pool: Pool, queries: dict[str, set], bank: Bank) -> list[di
         pct = rel.astype(np.float64) + 1e-6 * cal  # percentile within the modality, z breaks ties
         r["ap_percentile"] = average_precision(pct, pos)
         ev = bank.evidence(raw, pool.E)
+        held = Bank(bank.vectors[bank.vectors @ q < HELD_OUT], bank.scale, bank.null)
+        r["ap_bank_held_out"] = average_precision(held.evidence(raw, pool.E), pos)
+        r["ap_null"] = {t: average_precision(Bank(bank.vectors, bank.scale, t).evidence(raw, pool.E), pos)
+                        for t in NULL_SWEEP}
         for name, s in (("raw", raw), ("calibrated", cal), ("bank", ev)):
             top = np.lexsort((np.arange(len(s)), -s))[:TOP]
             r[f"ap_{name}"] = average_precision(s, pos)
@@ -206,6 +217,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="encoder checkpoint (default: the released one)")
     ap.add_argument("--rgb-every", type=int, default=4, help="use every Nth EuroSAT-RGB val tile")
+    ap.add_argument("--null-sweep", action="store_true",
+                    help="also print the bank score's mean AP for several 'none of these' cosines")
     args = ap.parse_args(argv)
     from engine.encoder import load_encoder
 
@@ -213,7 +226,8 @@ def main(argv=None) -> int:
     enc = load_encoder(args.checkpoint)
     print(f"encoder {enc.name} ({enc.identity}); top {TOP}; AP over the whole mixed pool\n")
     bank = Bank.of(enc)
-    print(f"prompt bank: {len(bank.vectors)} prompts (engine/retrieval/evidence.py)\n")
+    print(f"prompt bank: {len(bank.vectors)} prompts and a 'none of these' entry at cosine {bank.null} "
+          f"(engine/retrieval/evidence.py)\n")
     print("| pool | query | positives (by modality) | AP raw | AP calibrated | AP bank | P@20 raw | "
           "P@20 cal. | P@20 bank | top-20 share raw | top-20 share calibrated | top-20 share bank |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -228,21 +242,29 @@ def main(argv=None) -> int:
                   f"| {r['p20_calibrated']:.2f} | {r['p20_bank']:.2f} "
                   f"| {fmt_share(r['share_raw'])} | {fmt_share(r['share_calibrated'])} | {fmt_share(r['share_bank'])} |")
         bands.append((pool.name, band_check(enc, pool, list(queries))))
-    print("\n| pool | queries | AP raw | AP calibrated | AP bank | P@20 raw | P@20 cal. | P@20 bank "
-          "| one-modality share of the top 20: raw / cal. / bank |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| pool | queries | AP raw | AP calibrated | AP bank | AP bank held out | P@20 raw | P@20 cal. "
+          "| P@20 bank | one-modality share of the top 20: raw / cal. / bank |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, rows in per_pool:
-        m = {k: np.nanmean([r[k] for r in rows]) for k in rows[0] if k.startswith(("ap_", "p20_"))}
+        m = {k: np.nanmean([r[k] for r in rows]) for k in rows[0] if k.startswith(("ap_", "p20_")) and k != "ap_null"}
         sh = [np.mean([max(r[f"share_{n}"].values()) / TOP for r in rows]) for n in ("raw", "calibrated", "bank")]
         print(f"| {name} | {len(rows)} | {m['ap_raw']:.3f} | {m['ap_calibrated']:.3f} | {m['ap_bank']:.3f} "
-              f"| {m['p20_raw']:.2f} | {m['p20_calibrated']:.2f} | {m['p20_bank']:.2f} "
+              f"| {m['ap_bank_held_out']:.3f} | {m['p20_raw']:.2f} | {m['p20_calibrated']:.2f} | {m['p20_bank']:.2f} "
               f"| {sh[0]:.2f} / {sh[1]:.2f} / {sh[2]:.2f} |")
     ap_raw = np.nanmean([r["ap_raw"] for r in all_rows])
     ap_cal = np.nanmean([r["ap_calibrated"] for r in all_rows])
     ap_pct = np.nanmean([r["ap_percentile"] for r in all_rows])
     ap_bank = np.nanmean([r["ap_bank"] for r in all_rows])
+    ap_held = np.nanmean([r["ap_bank_held_out"] for r in all_rows])
     print(f"\nmean AP over {len(all_rows)} queries: raw {ap_raw:.3f}, calibrated (z, the engine's) "
-          f"{ap_cal:.3f}, bank {ap_bank:.3f}; ranked by percentile within the modality instead: {ap_pct:.3f}")
+          f"{ap_cal:.3f}, bank {ap_bank:.3f} (held out {ap_held:.3f}); ranked by percentile within "
+          f"the modality instead: {ap_pct:.3f}")
+    if args.null_sweep:
+        print("\nbank score, mean AP by the 'none of these' entry's cosine (per pool; all queries):")
+        for t in NULL_SWEEP:
+            per = [np.nanmean([r["ap_null"][t] for r in rows]) for _, rows in per_pool]
+            print(f"- {'none' if t is None else t}: " + " / ".join(f"{x:.3f}" for x in per)
+                  + f"; all {np.nanmean([r['ap_null'][t] for r in all_rows]):.3f}")
     # how lopsided the top 20 is: the largest single-modality share, averaged
     for name in ("raw", "calibrated", "bank"):
         worst = np.mean([max(r[f"share_{name}"].values()) / TOP for r in all_rows])

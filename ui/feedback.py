@@ -153,7 +153,7 @@ def save(idx, req: q.Request, name: str) -> str:
         # docs/RANKING.md).
         kw = {"modality": list(req.modalities) or None, "sensor": list(req.sensors) or None,
               "stac_collection": list(req.stac_collections) or None, "start": req.start, "end": req.end, "k": req.k, "undated": req.undated,
-              "calibrated": req.calibrated, "diversify": req.diversify,
+              "calibrated": req.calibrated, "evidence": req.evidence, "diversify": req.diversify,
               "min_relevance": req.min_relevance or None}
         region = q.parse_region(req.region)
         if region is not None:

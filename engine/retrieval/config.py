@@ -59,7 +59,8 @@ class FeedbackConfig:
     background_share: float = 0.25  # their total weight against the marked negatives' 1 - share
     l2: float = 0.1                # logistic regression: L2 penalty (per unit of sample weight)
     weights: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)  # blends tried by cross-validation
-    default_weight: float = 0.75   # blend when the marks cannot be cross-validated
+    default_weight: float = 0.5    # blend when the marks cannot be cross-validated: as much
+                                   # query as marks (it was 0.75: docs/FEEDBACK.md says why)
     prior_weight: float = 0.0      # blend kept unless another beats its cross-validated AUC by the margin
     margin: float = 0.0            # AUC a blend must gain over the prior blend to be chosen,
     margin_noise: float = 0.0      # or this / sqrt(fewer of relevant, not relevant marks) (the

@@ -7,11 +7,15 @@ query, the others' best tiles fill the list. The evidence asks the encoder inste
 whether the query describes it better than other things a tile can show: with the bank B of
 prompts below and the logit scale s of the v2 training loss,
 
-    evidence(q, x) = s * cos(q, x) - logsumexp_b(s * cos(b, x)),
+    evidence(q, x) = s * cos(q, x) - logsumexp(s * cos(b, x) for b in B, and s * t),
 
-the order of log p(q | x) among the bank and the query (the softmax the image tower was trained
-with). A SAR tile that only "a T-72 tank" explains scores low for "a baseball diamond" however
-it compares with other SAR tiles. Measured against both other rankings in
+the order of log p(q | x) among the bank, a "none of these" entry at cosine t (`null`, 0.2) and
+the query (the softmax the image tower was trained with). A SAR tile that only "a T-72 tank"
+explains scores low for "a baseball diamond" however it compares with other SAR tiles. The
+"none of these" entry is for tiles that no prompt of the bank describes: without it, a tile far
+from every prompt had a small denominator and so a large evidence for any query it matched only
+weakly (on the sample index, a DEM tile at cosine 0.12 came first for "bare fields"); with it,
+such a tile's evidence is s * (cos(q, x) - t), and it must match the query to rank. Measured against both other rankings in
 `training/rank_bench.py` (docs/RANKING.md): best of the three on all four mixed pools.
 
 The bank is the first zero-shot prompt of every class of the v2 training sources (scenes, land
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 BANK_SCALE = 30.0   # training/loss.py: the fixed logit scale of the v2 softmax loss
+BANK_NULL = 0.2     # the "none of these" entry's cosine (docs/RANKING.md: measured 0.1-0.35)
 
 PROMPT_BANK: tuple[str, ...] = (
     'an aerial image of an airport',
@@ -92,7 +97,7 @@ PROMPT_BANK: tuple[str, ...] = (
     'an aerial image of a ZIL-131 truck',
     'an aerial image of a ZSU-23-4 self-propelled anti-aircraft gun',
     'a satellite image of a flooded area',
-    'a satellite image of land that is not flooded',
+    'a satellite image of dry ground with no standing water',
     'a satellite image of buildings flooded or damaged by a hurricane',
     'a satellite image of undamaged buildings',
     'an aerial image of a scene during the day',
@@ -113,10 +118,12 @@ PROMPT_BANK: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Bank:
-    """The bank's prompts embedded by one encoder: (n, d) unit vectors."""
+    """The bank's prompts embedded by one encoder: (n, d) unit vectors; `null`: the cosine of the
+    "none of these" entry (None: no such entry, the first release's evidence)."""
 
     vectors: np.ndarray
     scale: float = BANK_SCALE
+    null: float | None = BANK_NULL
 
     @classmethod
     def of(cls, encoder) -> "Bank":
@@ -124,10 +131,12 @@ class Bank:
 
     def evidence(self, raw: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """(n,) evidence of the tiles whose cosine with the query is `raw` and whose vectors are
-        `vectors` (n, d): s * raw - logsumexp over the bank of s * cos(b, x)."""
+        `vectors` (n, d): s * raw - logsumexp over the bank and the null entry of s * cos."""
         if len(raw) == 0:
             return np.zeros(0, np.float32)
         z = (np.asarray(vectors, np.float32) @ self.vectors.T).astype(np.float64) * self.scale
+        if self.null is not None:
+            z = np.concatenate([z, np.full((len(z), 1), self.scale * self.null)], 1)
         top = z.max(1)
         lse = top + np.log(np.exp(z - top[:, None]).sum(1))
         return (np.asarray(raw, np.float64) * self.scale - lse).astype(np.float32)

@@ -24,7 +24,7 @@ margin, the first version's rule, is the noise of one AUC and kept the query far
 real marks: docs/FEEDBACK.md). Only marked negatives
 judge it: the relevant tiles an analyst marks came from the query's own top results, so scoring
 them against random background would always favour the query. When the marks cannot be judged
-(fewer than two of a kind) the weight is `default_weight`; with no query it is 1.
+(fewer than two of a kind) the weight is `default_weight` (0.5); with no query it is 1.
 
 Then `diffuse` re-ranks the refined vector's top candidates (Index.search hands it the
 planner's top `rerank_candidates`, filters and exclusions applied) on the graph of those

@@ -84,25 +84,30 @@ def rank(fetch: Callable[[int], Candidates], stats: Callable, k: int, skip: np.n
         st = st or stats()
         cal = st.calibrate(c.raw, c.codes)
         rel = st.relevance(c.raw, c.codes)
+        # the candidates' vectors: the evidence reads them first, and the re-rank reuses them
+        vecs = None
         if ranking.evidence:
-            key = bank.evidence(c.raw, c.vectors_of(c.handle) if len(c) else
-                                np.zeros((0, len(bank.vectors[0])), np.float32))
+            vecs = _vectors(c, len(bank.vectors[0]))
+            key = bank.evidence(c.raw, vecs)
         else:
             key = cal if ranking.calibrated else c.raw.astype(np.float32)
         order = np.lexsort((c.ids, -key))
         c, key, rel = c.take(order), key[order], rel[order]
+        vecs = None if vecs is None else vecs[order]
         if len(skip):
             keep = ~np.isin(c.ids, skip)
             c, key, rel = c.take(keep), key[keep], rel[keep]
+            vecs = None if vecs is None else vecs[keep]
         n_cand = len(c)
         below = 0
         if ranking.min_relevance is not None:
             keep = rel >= ranking.min_relevance
             c, key, rel = c.take(keep), key[keep], rel[keep]
+            vecs = None if vecs is None else vecs[keep]
             below = n_cand - len(c)
         if refined is not None:
-            vecs = (c.vectors_of(c.handle) if len(c) else
-                    np.zeros((0, refined.vector.shape[0]), np.float32))
+            if vecs is None:
+                vecs = _vectors(c, refined.vector.shape[0])
             unit = 1.0 if ranking.calibrated else (bank.scale * refined.spread if ranking.evidence else None)
             new = diffuse(refined, vecs, key, unit)
             order = np.lexsort((c.ids, -new))
@@ -123,6 +128,10 @@ def rank(fetch: Callable[[int], Candidates], stats: Callable, k: int, skip: np.n
     hidden = int(pos[-1] + 1 - len(pos)) if len(pos) else 0
     return Ranked(c.take(pos), key[pos], rel[pos], depth, c.plans, hidden,
                   int(below) if len(pos) < k else 0)
+
+
+def _vectors(c: Candidates, dim: int) -> np.ndarray:
+    return c.vectors_of(c.handle) if len(c) else np.zeros((0, dim), np.float32)
 
 
 def merge_parts(parts: list[tuple[np.ndarray, np.ndarray]], depth: int) -> np.ndarray:

@@ -2,9 +2,13 @@
 
     index/watches/<name>/search.json      the saved search: what was asked (text, tile, marks,
                                           region, filters, keep-undated), its ranking options
-                                          (calibrated, diversify, min_relevance), k and
-                                          min_score, and the resolved unit scoring vector with
-                                          the encoder that made it
+                                          (calibrated, evidence, diversify, min_relevance), k
+                                          and min_score, and the resolved unit scoring vector
+                                          with the encoder that made it
+    index/watches/<name>/bank.npy         a search saved in the evidence order: the prompt bank
+                                          (evidence.py) as embedded when it was saved, so its
+                                          min_score keeps its units whatever later releases do
+                                          to the engine's bank
     index/watches/<name>/state.json       how far alerts were checked: {generation, through,
                                           boundary (scenes of the `through` second)}
     index/watches/<name>/alerts.geojsonl  the alert log: one GeoJSON Feature a line (tile id,
@@ -20,7 +24,9 @@ clock does not run backwards between runs.
 Matches (inside the filters, score >= min_score, the best k) are appended to the log. The new
 tiles are ranked as the saved search ranked: with `calibrated` the score is the per-modality
 calibrated one (engine/retrieval/ranking.py, against the index as it is at the check, as a
-search then would be) and min_score is in its units; `min_relevance` drops tiles below that
+search then would be) and min_score is in its units; with `evidence` it is the query's evidence
+against the saved bank (evidence.py; every new tile is scored, where a search scores each
+modality's top tiles by cosine); `min_relevance` drops tiles below that
 percentile; `diversify=N` keeps at most N of a run's alerts per scene and one per place (a
 revisit of a place alerted in an earlier run is news, so it is not held against earlier runs).
 Saved searches written before these options existed have none of them: the plain ranking.
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import io
 import json
 import os
 import re
@@ -56,8 +63,9 @@ QUERY_KEYS = ("text", "tile_id", "image", "positives", "negatives", "bbox", "reg
               "sensor", "start", "end")
 FILTER_KEYS = ("bbox", "region", "modality", "sensor", "start", "end", "stac_collection",
                "stac_item")
-RANKING_KEYS = ("calibrated", "diversify", "min_relevance")
+RANKING_KEYS = ("calibrated", "diversify", "min_relevance", "evidence")
 MAX_K = 1000
+BANK_FILE = "bank.npy"
 
 
 class WatchError(GLBError):
@@ -125,19 +133,19 @@ class Watches:
     def add(self, name: str, text: str | None = None, *, k: int = 20, min_score: float | None = None,
             replace: bool = False, image_name: str | None = None, undated: bool = False,
             calibrated: bool = False, diversify: int | None = None,
-            min_relevance: float | None = None, **query) -> dict:
+            min_relevance: float | None = None, evidence: bool = False, **query) -> dict:
         """Save a search under `name`: the same arguments as Index.search (text, tile_id, image
         with wavelengths and image_modality, vector, positives, negatives, bbox/region and
-        filters, undated, and the ranking options calibrated / diversify / min_relevance, which
-        every alert run re-applies). Its alerts start from now. `min_score` defaults to the
-        score of its k-th result today (calibrated when the search is): a new tile alerts when
-        it would have made today's top k."""
+        filters, undated, and the ranking options calibrated / evidence / diversify /
+        min_relevance, which every alert run re-applies). Its alerts start from now. `min_score`
+        defaults to the score of its k-th result today (calibrated, or the evidence, when the
+        search is): a new tile alerts when it would have made today's top k."""
         from .index import check_k
         from .ranking import Ranking
 
         check_name(name)
         k = check_k(k)
-        ranking = Ranking.build(calibrated, diversify, min_relevance)
+        ranking = Ranking.build(calibrated, diversify, min_relevance, evidence)
         undated = _flag(undated, "undated")
         if min_score is not None:
             try:
@@ -154,6 +162,7 @@ class Watches:
         q, refined = idx.query_vector(text, undated=undated, **query)
         snap = idx.snapshot
         ranked = {key: getattr(ranking, key) for key in RANKING_KEYS}
+        bank = idx.bank(snap) if ranking.evidence else None
         if min_score is None:
             res = idx.search(vector=q, k=k, undated=undated, **ranked, **filters)
             min_score = float(res["score"].min()) if len(res) else None
@@ -164,6 +173,8 @@ class Watches:
         doc = {"name": name, "created": _now(), "generation": snap.manifest.generation,
                "encoder": snap.manifest.encoder.get("identity"), "query": spec, "k": k,
                "ranking": ranked, "min_score": min_score,
+               **({"bank": {"prompts": len(bank.vectors), "scale": bank.scale, "null": bank.null}}
+                  if bank is not None else {}),
                "feedback": refined.describe() if refined else None,
                "vector": [float(x) for x in q]}
         state = {"generation": snap.manifest.generation, **_cursor(snap)}
@@ -175,6 +186,10 @@ class Watches:
         tmp.mkdir()
         _write_json(tmp / "search.json", doc)
         _write_json(tmp / "state.json", state)
+        if bank is not None:
+            buf = io.BytesIO()
+            np.save(buf, bank.vectors.astype(np.float32), allow_pickle=False)
+            atomic_write_bytes(tmp / BANK_FILE, buf.getvalue())
         if d.exists():  # replace: the old one (and its alerts) goes
             self.remove(name)
         try:
@@ -263,8 +278,9 @@ def saved_ranking(doc: dict):
     q = doc.get("query") or {}
     try:
         calibrated = _flag(r.get("calibrated", False), "calibrated")
+        evidence = _flag(r.get("evidence", False), "evidence")
         undated = _flag(q.get("undated", False), "undated")
-        return Ranking.build(calibrated, r.get("diversify"), r.get("min_relevance")), undated
+        return Ranking.build(calibrated, r.get("diversify"), r.get("min_relevance"), evidence), undated
     except InputError as e:
         raise WatchError(f"its ranking is invalid ({e})") from None
 
@@ -413,6 +429,7 @@ def _check_one(d: Path, doc: dict, state: dict, snap, cache: dict) -> int:
     if min_score is not None and not isinstance(min_score, (int, float)):
         raise WatchError(f"min_score {min_score!r} is not a number")
     ranking, undated = saved_ranking(doc)
+    bank = _saved_bank(d, doc, snap.dim) if ranking.evidence else None
     q = doc.get("query") or {}
     try:
         given: dict[str, Any] = {key: q.get(key) for key in FILTER_KEYS}
@@ -437,6 +454,8 @@ def _check_one(d: Path, doc: dict, state: dict, snap, cache: dict) -> int:
         relevance = stats.relevance(raw, codes)
         if ranking.calibrated:
             scores = stats.calibrate(raw, codes)
+        elif bank is not None:
+            scores = bank.evidence(raw, snap.vectors.take(rows))
         if ranking.min_relevance is not None:
             keep = relevance >= ranking.min_relevance
             rows, raw, scores, relevance = rows[keep], raw[keep], scores[keep], relevance[keep]
@@ -473,6 +492,26 @@ def _check_one(d: Path, doc: dict, state: dict, snap, cache: dict) -> int:
     _write_json(d / "state.json", {"generation": gen, **cursor}, crash="watch.state")
     crash_point("watch.state")
     return int(len(rows))
+
+
+def _saved_bank(d: Path, doc: dict, dim: int):
+    """The prompt bank a search saved in the evidence order scores with (evidence.Bank)."""
+    from .evidence import Bank
+
+    meta = doc.get("bank")
+    scale = meta.get("scale") if isinstance(meta, dict) else None
+    null = meta.get("null") if isinstance(meta, dict) else None
+    if (not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0
+            or not (null is None or isinstance(null, (int, float)) and np.isfinite(null))):
+        raise WatchError("its search.json has no usable evidence bank (scale, null); save it again")
+    try:
+        vectors = np.load(d / BANK_FILE, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise WatchError(f"its {BANK_FILE} cannot be read ({type(e).__name__}); save it again") from None
+    if (vectors.ndim != 2 or vectors.shape[1] != dim or len(vectors) == 0
+            or vectors.dtype != np.float32 or not np.all(np.isfinite(vectors))):
+        raise WatchError(f"its {BANK_FILE} is not a bank of {dim}-d finite float32 vectors; save it again")
+    return Bank(vectors, float(scale), None if null is None else float(null))
 
 
 def _reference(snap, cache: dict):

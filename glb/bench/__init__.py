@@ -61,7 +61,7 @@ def main(args) -> int:
         config = _feedback_config(getattr(args, "feedback_set", None) or [])
         res = run_feedback(pools=("eurosat_ms_test",) if args.smoke else pools, methods=methods,
                            smoke=args.smoke, echo=echo, encoder=getattr(args, "encoder", None),
-                           config=config)
+                           config=config, mark_neighbours=getattr(args, "mark_neighbours", 0) or 0)
         md = to_markdown(res)
         if args.write:
             from pathlib import Path

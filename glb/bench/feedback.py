@@ -31,11 +31,14 @@ from .feedback_data import POOLS, load_pool
 K = 20
 ROUNDS = 3
 MIN_RELEVANT = 5
-METHODS = ("query", "rocchio-classic", "rocchio", "probe", "ceiling")
+METHODS = ("query", "rocchio-classic", "rocchio", "probe", "ceiling", "oracle")
 # "ceiling" is no method but a reference: one logistic regression fitted on ALL the pool's labels
 # (the tiles still to be found included), searched with after round 0. Feedback searches with one
 # vector; this is about the best one vector does in this encoder's space (not a strict bound on
 # P@20), so it shows how much the space leaves feedback to gain.
+# "oracle" is no method either: after round 0 it shows every relevant tile not shown yet before
+# any other (it reads the labels). It is the most any method can score on each measure, so it
+# says which targets the pools allow at all (P@20 of new results must fall as a pool runs out).
 
 
 def _background(n: int, size: int, rng) -> np.ndarray:
@@ -57,9 +60,11 @@ def _ceiling(vectors: np.ndarray, rel: np.ndarray) -> np.ndarray:
 
 
 def simulate(pool, q0: np.ndarray | None, start_marks: np.ndarray | None, rel: np.ndarray,
-             method: str, cfg, rng_seed: int) -> tuple[list[float], list[float]]:
+             method: str, cfg, rng_seed: int, mark_neighbours: int = 0) -> tuple[list[float], list[float]]:
     """Round 0..ROUNDS of one class -> (P@20 of the new results, the same against what was
-    still findable: hits / min(20, relevant tiles not shown yet); NaN when none was left)."""
+    still findable: hits / min(20, relevant tiles not shown yet); NaN when none was left).
+    `mark_neighbours` M > 0: a variant measured and not adopted (docs/FEEDBACK.md): the re-rank's
+    candidates also take each relevant mark's M nearest unseen tiles."""
     from engine.retrieval.feedback import diffuse, refine
 
     n = len(pool.vectors)
@@ -77,6 +82,9 @@ def simulate(pool, q0: np.ndarray | None, start_marks: np.ndarray | None, rel: n
             v = q0
         elif method == "ceiling":
             v = _ceiling(pool.vectors, rel)
+        elif method == "oracle":
+            v = q0 if q0 is not None else pool.vectors[marked].mean(0)
+            shown = _next(np.where(rel, 2.0, 0.0) + pool.vectors @ v / 4, seen)
         elif method == "query":
             if q0 is None:  # no query to continue: the mean of the marked tiles
                 v = pool.vectors[marked].mean(0)
@@ -90,6 +98,14 @@ def simulate(pool, q0: np.ndarray | None, start_marks: np.ndarray | None, rel: n
             if refined.reranks:  # as Index.search does: the vector's top candidates, re-ranked
                 scores = pool.vectors @ v
                 cand = _next(scores, seen, max(K, cfg.rerank_candidates))
+                if mark_neighbours > 0 and len(p):
+                    near = pool.vectors[p] @ pool.vectors.T
+                    near[:, seen] = -np.inf
+                    m_ = min(mark_neighbours, int((~seen).sum()) - 1)
+                    if m_ > 0:
+                        extra = np.unique(np.argpartition(-near, m_, axis=1)[:, :m_])
+                        extra = extra[~seen[extra]]
+                        cand = np.concatenate([cand, np.setdiff1d(extra, cand)])
                 new = diffuse(refined, pool.vectors[cand], scores[cand])
                 order = np.lexsort((cand, -new))
                 shown = cand[order][:K]
@@ -122,9 +138,10 @@ def _arr(curve) -> np.ndarray:
 
 
 def run(pools=POOLS, methods=METHODS, smoke: bool = False, echo=print, encoder: str | None = None,
-        config=None) -> dict:
+        config=None, mark_neighbours: int = 0) -> dict:
     """`encoder`: a registry name (`glb encoders`; default: the default encoder). `config`: the
-    FeedbackConfig the feedback methods start from (each run sets its `method`)."""
+    FeedbackConfig the feedback methods start from (each run sets its `method`).
+    `mark_neighbours`: see `simulate` (0: the re-rank as Index.search does it)."""
     from dataclasses import replace
 
     from engine.encoder import load_encoder
@@ -137,7 +154,8 @@ def run(pools=POOLS, methods=METHODS, smoke: bool = False, echo=print, encoder: 
     out = {"encoder": enc.identity, "k": K, "rounds": ROUNDS, "methods": list(methods),
            "config": {k: v for k, v in base.__dict__.items() if k != "method"},
            "config_changed": {k: v for k, v in base.__dict__.items()
-                              if k != "method" and v != getattr(default, k)}, "pools": {}}
+                              if k != "method" and v != getattr(default, k)},
+           "mark_neighbours": mark_neighbours, "pools": {}}
     for name in pools:
         pool = load_pool(name, enc, echo=echo)
         texts = enc.encode_text(pool.prompts)
@@ -150,10 +168,10 @@ def run(pools=POOLS, methods=METHODS, smoke: bool = False, echo=print, encoder: 
             seed = 1000 * ci + 7
             five = np.random.default_rng(seed).choice(np.flatnonzero(rel), 5, replace=False)
             for method in methods:
-                cfg = replace(base, method=method if method not in ("query", "ceiling") else base.method)
+                cfg = replace(base, method=method if method not in ("query", "ceiling", "oracle") else base.method)
                 cfg = replace(cfg, background=min(cfg.background, len(pool.vectors)))
                 for start, q0, marks in (("text", texts[ci], None), ("random5", None, five)):
-                    new, findable = simulate(pool, q0, marks, rel, method, cfg, seed)
+                    new, findable = simulate(pool, q0, marks, rel, method, cfg, seed, mark_neighbours)
                     row[f"{start}/{method}"] = new
                     row[f"{start}/{method}/findable"] = [None if np.isnan(x) else x for x in findable]
             res["classes"][cls] = row
@@ -222,7 +240,8 @@ def to_markdown(out: dict) -> str:
              f"min({out['k']}, relevant tiles not shown yet), the share of what could still be "
              f"found (– where nothing was left). FeedbackConfig: "
              + (", ".join(f"{k}={v}" for k, v in out.get("config_changed", {}).items()) or "the defaults")
-             + ".", ""]
+             + "." + (f" Re-rank candidates also: each relevant mark's {out['mark_neighbours']} "
+                      f"nearest unseen tiles." if out.get("mark_neighbours") else ""), ""]
     for start in ("text", "random5"):
         lines += [f"**Start: {start}**", "",
                   "| pool | tiles | classes | method | new r0 | r1 | r2 | r3 | findable r0 | r1 | r2 | r3 |",

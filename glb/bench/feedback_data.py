@@ -76,6 +76,12 @@ def _embed_groups(encoder, arrs, wavelengths, modality, batch=64) -> np.ndarray:
     return out
 
 
+DATASET_POOLS = {"eurosat_ms_test": ("eurosat_ms", "test"), "ombria_s1_test": ("ombria_s1", "test"),
+                 "ombria_s2_test": ("ombria_s2", "test"), "mstar_val": ("mstar", "val"),
+                 "hit_uav_test": ("hit_uav", "test")}
+HIT_UAV_OBJECTS = (("Person", "people"), ("Car", "cars"), ("Bicycle", "bicycles"))
+
+
 def _build(name: str, encoder, data_root: Path) -> dict:
     if name in ("aid_val", "ucm_test"):
         sub = ("aid", "val") if name == "aid_val" else ("ucm", "test")
@@ -88,22 +94,25 @@ def _build(name: str, encoder, data_root: Path) -> dict:
     from training.datasets import load
     from training.evaluate import embed_dataset
 
-    ds_name, split = {"eurosat_ms_test": ("eurosat_ms", "test"), "ombria_s1_test": ("ombria_s1", "test"),
-                      "ombria_s2_test": ("ombria_s2", "test"), "mstar_val": ("mstar", "val"),
-                      "hit_uav_test": ("hit_uav", "test")}[name]
-    ds = load(ds_name, split, root=data_root)
+    ds = load(*DATASET_POOLS[name], root=data_root)
     vec, labels, _ = embed_dataset(encoder, ds)
     classes = list(ds.classes)
-    prompts = [ds.prompts()[c][0] for c in classes]
     rel = np.array([[lab == c for c in classes] for lab in labels], bool)
-    if ds_name == "hit_uav":  # objects in the frame, as an analyst would look for them
+    if ds.name == "hit_uav":  # objects in the frame, as an analyst would look for them
         counts = [ds[i].meta["counts"] for i in range(len(ds))]
-        for key, word in (("Person", "people"), ("Car", "cars"), ("Bicycle", "bicycles")):
+        for key, word in HIT_UAV_OBJECTS:
             classes.append(word)
-            prompts.append(f"a thermal infrared drone image of {word}")
             rel = np.concatenate([rel, np.array([[c.get(key, 0) > 0] for c in counts], bool)], 1)
-    return {"vectors": vec, "relevant": rel, "classes": classes, "prompts": prompts,
+    return {"vectors": vec, "relevant": rel, "classes": classes, "prompts": _dataset_prompts(ds, classes),
             "modality": ds.modality}
+
+
+def _dataset_prompts(ds, classes: list[str]) -> list[str]:
+    """One text prompt per class: the dataset's first zero-shot prompt (its class wording as the
+    evaluation has it now), or the object a HIT-UAV frame holds."""
+    objects = dict((w, w) for _, w in HIT_UAV_OBJECTS)
+    first = {c: ps[0] for c, ps in ds.prompts().items()}
+    return [first[c] if c in first else f"a thermal infrared drone image of {objects[c]}" for c in classes]
 
 
 def load_pool(name: str, encoder, data_root: Path | None = None, echo=print) -> Pool:
@@ -117,6 +126,10 @@ def load_pool(name: str, encoder, data_root: Path | None = None, echo=print) -> 
         z = np.load(cache, allow_pickle=False)
         meta = json.loads(str(z["meta"]))
         d = {"vectors": z["vectors"], "relevant": z["relevant"], **meta}
+        if name in DATASET_POOLS:  # the prompts as the dataset words them now, not when cached
+            from training.datasets import load
+
+            d["prompts"] = _dataset_prompts(load(*DATASET_POOLS[name], root=Path(data_root)), d["classes"])
     else:
         import time
 

@@ -84,7 +84,11 @@ class _Ombria(EODataset):
     sensor = ""
     splits = ("train", "test", "2021_albania", "2021_france", "2021_guyana", "2021_timor")
     classes = ("flooded", "not flooded")
-    class_words = {"flooded": "a flooded area", "not flooded": "land that is not flooded"}
+    # The zero-shot prompts say what a dry chip shows, not "land that is not flooded": MiniLM
+    # reads negation weakly (the two prompts are 0.85 apart), so the negated wording sat next to
+    # "flooded". The wording was chosen on the dev split (`python -m training.prompt_choice`,
+    # docs/MODEL_CARD.md), as the training captions of dry chips were.
+    class_words = {"flooded": "a flooded area", "not flooded": "dry ground with no standing water"}
     templates = ("{} after heavy rain", "a chip of {}")
 
     def _index(self):

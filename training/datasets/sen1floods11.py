@@ -72,7 +72,7 @@ def sen1floods11_captions(sensor: str, water: float, place: str) -> list[str]:
 class _Sen1Floods11(EODataset):
     splits = ("train", "test")
     classes = ("flooded", "not flooded")
-    class_words = {"flooded": "a flooded area", "not flooded": "land that is not flooded"}
+    class_words = {"flooded": "a flooded area", "not flooded": "dry ground with no standing water"}  # as OMBRIA's
     sensor_key = ""
 
     def _chips(self) -> list[tuple[str, Path, Path, Path]]:

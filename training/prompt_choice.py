@@ -1,0 +1,84 @@
+"""Which wording of a class's zero-shot prompts to use, chosen on the dev split (the 1 in 10
+training samples no training step sees, training/cache.py `_is_dev`), never on a test split:
+
+    python -m training.prompt_choice --dataset ombria_s1 --dataset ombria_s2 \\
+        --class "not flooded" --words "land that is not flooded" --words "dry land" ...
+
+For each dataset and each candidate wording of the class (every template of the dataset's
+prompts filled with it, the other classes as they are), the zero-shot top-1 of the encoder on
+the dev samples of the training split and, printed beside it for the record, on the held-out
+split that the model card reports (`training/evaluate.py ZERO_SHOT`). Pick by the dev column.
+`--probe`: also a logistic regression on the embeddings of the whole training split, scored on
+the held-out split: how well the image side separates the classes whatever the wording.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def accuracy(encoder, embeddings: np.ndarray, labels: list, prompts: dict[str, list[str]]) -> float:
+    names = list(prompts)
+    ce = np.stack([encoder.encode_text(prompts[c]).mean(0) for c in names])
+    ce /= np.linalg.norm(ce, axis=1, keepdims=True)
+    pred = (embeddings @ ce.T).argmax(1)
+    return float(np.mean([names[p] == lab for p, lab in zip(pred, labels)]))
+
+
+def main(argv=None) -> int:
+    from engine.encoder import load_encoder
+    from training.cache import _is_dev
+    from training.datasets import load
+    from training.evaluate import ZERO_SHOT, embed_dataset
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", action="append", required=True)
+    ap.add_argument("--class", dest="cls", required=True, help="the class whose wording is chosen")
+    ap.add_argument("--words", action="append", required=True, help="a candidate wording (repeatable)")
+    ap.add_argument("--checkpoint", default=None, help="encoder checkpoint (default: the released one)")
+    ap.add_argument("--probe", action="store_true", help="also a linear probe: train split -> held-out split")
+    args = ap.parse_args(argv)
+    enc = load_encoder(args.checkpoint)
+    print(f"encoder {enc.identity}; class {args.cls!r}; zero-shot top-1 (%)")
+    for name in args.dataset:
+        held_split = dict(ZERO_SHOT)[name]
+        train = load(name, "train")
+        dev = [i for i in range(len(train)) if _is_dev(train[i].key)]
+        held = load(name, held_split)
+
+        class Subset:
+            def __init__(self, ds, idx):
+                self.ds, self.idx = ds, idx
+
+            def __len__(self):
+                return len(self.idx)
+
+            def __getitem__(self, i):
+                return self.ds[self.idx[i]]
+
+        e_dev, y_dev, _ = embed_dataset(enc, Subset(train, dev))
+        e_held, y_held, _ = embed_dataset(enc, held)
+        if args.probe:
+            from sklearn.linear_model import LogisticRegression
+
+            e_tr, y_tr, _ = embed_dataset(enc, train)
+            clf = LogisticRegression(C=1.0, max_iter=5000).fit(e_tr, y_tr)
+            print(f"| {name} | linear probe on the embeddings (train n = {len(y_tr)}) | | {held_split} "
+                  f"{100 * float(np.mean(clf.predict(e_held) == np.array(y_held))):.1f} |")
+        base = held.prompts()
+        if args.cls not in base:
+            raise SystemExit(f"{name}: no class {args.cls!r} (classes: {', '.join(base)})")
+        current = held.class_words.get(args.cls, args.cls)
+        for words in args.words:
+            prompts = {c: ([p.replace(current, words) for p in ps] if c == args.cls else ps)
+                       for c, ps in base.items()}
+            print(f"| {name} | {words}{' (current)' if words == current else ''} | dev "
+                  f"{100 * accuracy(enc, e_dev, y_dev, prompts):.1f} (n = {len(dev)}) | {held_split} "
+                  f"{100 * accuracy(enc, e_held, y_held, prompts):.1f} (n = {len(held)}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
