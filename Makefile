@@ -58,13 +58,13 @@ test: install browser lint
 # `train-v1` is the v1 (glb-vit-s8) recipe, its ablations and leave-Harvey-out run below.
 # Tables land in runs/<name>/eval/.
 train: install
-	$(BIN)/glb train --config training/configs/v2-cpu-f.json --resume
+	$(BIN)/glb train --config training/configs/v2-cpu-d.json --resume
 
 train-gpu: install
 	$(BIN)/glb train --config training/configs/v2-gpu.json --resume
 
 train-loo-ucm: install
-	$(BIN)/glb train --config training/configs/v2-loo-ucm-f.json --resume
+	$(BIN)/glb train --config training/configs/v2-loo-ucm-d.json --resume
 
 train-v1: install
 	$(BIN)/glb train --config training/configs/cpu-default.json
