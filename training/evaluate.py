@@ -58,7 +58,11 @@ def embed_dataset(encoder, ds, batch: int = 128, limit: int | None = None):
 
 
 def class_embeddings(encoder, ds) -> tuple[list[str], np.ndarray]:
-    prompts = ds.prompts()
+    return prompt_embeddings(encoder, ds.prompts())
+
+
+def prompt_embeddings(encoder, prompts: dict[str, list[str]]) -> tuple[list[str], np.ndarray]:
+    """class -> phrasings  ->  (class names, their unit mean-of-phrasings text embeddings)."""
     names = list(prompts)
     embs = []
     for c in names:

@@ -19,19 +19,31 @@ import argparse
 import numpy as np
 
 
-def accuracy(encoder, embeddings: np.ndarray, labels: list, prompts: dict[str, list[str]]) -> float:
-    names = list(prompts)
-    ce = np.stack([encoder.encode_text(prompts[c]).mean(0) for c in names])
-    ce /= np.linalg.norm(ce, axis=1, keepdims=True)
+def accuracy(classes: tuple[list[str], np.ndarray], embeddings: np.ndarray, labels: list) -> float:
+    """Zero-shot top-1 against `classes` = (names, unit text embeddings)."""
+    names, ce = classes
     pred = (embeddings @ ce.T).argmax(1)
     return float(np.mean([names[p] == lab for p, lab in zip(pred, labels)]))
+
+
+class _Rows:
+    """Some samples of a dataset, in the shape `training.evaluate.embed_dataset` reads."""
+
+    def __init__(self, ds, idx: list[int]):
+        self.ds, self.idx = ds, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int):
+        return self.ds[self.idx[i]]
 
 
 def main(argv=None) -> int:
     from engine.encoder import load_encoder
     from training.cache import _is_dev
     from training.datasets import load
-    from training.evaluate import ZERO_SHOT, embed_dataset
+    from training.evaluate import ZERO_SHOT, embed_dataset, prompt_embeddings
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", action="append", required=True)
@@ -47,36 +59,27 @@ def main(argv=None) -> int:
         train = load(name, "train")
         dev = [i for i in range(len(train)) if _is_dev(train[i].key)]
         held = load(name, held_split)
-
-        class Subset:
-            def __init__(self, ds, idx):
-                self.ds, self.idx = ds, idx
-
-            def __len__(self):
-                return len(self.idx)
-
-            def __getitem__(self, i):
-                return self.ds[self.idx[i]]
-
-        e_dev, y_dev, _ = embed_dataset(enc, Subset(train, dev))
         e_held, y_held, _ = embed_dataset(enc, held)
-        if args.probe:
+        if args.probe:  # the whole training split, of which the dev samples are a part
             from sklearn.linear_model import LogisticRegression
 
             e_tr, y_tr, _ = embed_dataset(enc, train)
+            e_dev, y_dev = e_tr[dev], [y_tr[i] for i in dev]
             clf = LogisticRegression(C=1.0, max_iter=5000).fit(e_tr, y_tr)
             print(f"| {name} | linear probe on the embeddings (train n = {len(y_tr)}) | | {held_split} "
                   f"{100 * float(np.mean(clf.predict(e_held) == np.array(y_held))):.1f} |")
+        else:
+            e_dev, y_dev, _ = embed_dataset(enc, _Rows(train, dev))
         base = held.prompts()
         if args.cls not in base:
             raise SystemExit(f"{name}: no class {args.cls!r} (classes: {', '.join(base)})")
         current = held.class_words.get(args.cls, args.cls)
         for words in args.words:
-            prompts = {c: ([p.replace(current, words) for p in ps] if c == args.cls else ps)
-                       for c, ps in base.items()}
+            classes = prompt_embeddings(enc, {c: ([p.replace(current, words) for p in ps] if c == args.cls else ps)
+                                              for c, ps in base.items()})
             print(f"| {name} | {words}{' (current)' if words == current else ''} | dev "
-                  f"{100 * accuracy(enc, e_dev, y_dev, prompts):.1f} (n = {len(dev)}) | {held_split} "
-                  f"{100 * accuracy(enc, e_held, y_held, prompts):.1f} (n = {len(held)}) |")
+                  f"{100 * accuracy(classes, e_dev, y_dev):.1f} (n = {len(dev)}) | {held_split} "
+                  f"{100 * accuracy(classes, e_held, y_held):.1f} (n = {len(held)}) |")
     return 0
 
 

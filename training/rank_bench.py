@@ -164,7 +164,8 @@ def pools(encoder, rgb_every: int):
     return out
 
 
-def measure(encoder, pool: Pool, queries: dict[str, set], bank: Bank) -> list[dict]:
+def measure(encoder, pool: Pool, queries: dict[str, set], bank: Bank, null_sweep=()) -> list[dict]:
+    """`null_sweep`: the "none of these" cosines to score the bank with besides its own."""
     rows = []
     present = sorted(set(pool.C.tolist()))
     for text, positive in queries.items():
@@ -181,7 +182,7 @@ def measure(encoder, pool: Pool, queries: dict[str, set], bank: Bank) -> list[di
         held = Bank(bank.vectors[bank.vectors @ q < HELD_OUT], bank.scale, bank.null)
         r["ap_bank_held_out"] = average_precision(held.evidence(raw, pool.E), pos)
         r["ap_null"] = {t: average_precision(Bank(bank.vectors, bank.scale, t).evidence(raw, pool.E), pos)
-                        for t in NULL_SWEEP}
+                        for t in null_sweep}
         for name, s in (("raw", raw), ("calibrated", cal), ("bank", ev)):
             top = np.lexsort((np.arange(len(s)), -s))[:TOP]
             r[f"ap_{name}"] = average_precision(s, pos)
@@ -233,7 +234,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     all_rows, bands, per_pool = [], [], []
     for pool, queries in pools(enc, args.rgb_every):
-        rows = measure(enc, pool, queries, bank)
+        rows = measure(enc, pool, queries, bank, NULL_SWEEP if args.null_sweep else ())
         all_rows += rows
         per_pool.append((pool.name, rows))
         for r in rows:

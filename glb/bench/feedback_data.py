@@ -110,9 +110,8 @@ def _build(name: str, encoder, data_root: Path) -> dict:
 def _dataset_prompts(ds, classes: list[str]) -> list[str]:
     """One text prompt per class: the dataset's first zero-shot prompt (its class wording as the
     evaluation has it now), or the object a HIT-UAV frame holds."""
-    objects = dict((w, w) for _, w in HIT_UAV_OBJECTS)
     first = {c: ps[0] for c, ps in ds.prompts().items()}
-    return [first[c] if c in first else f"a thermal infrared drone image of {objects[c]}" for c in classes]
+    return [first[c] if c in first else f"a thermal infrared drone image of {c}" for c in classes]
 
 
 def load_pool(name: str, encoder, data_root: Path | None = None, echo=print) -> Pool:
